@@ -1,0 +1,1 @@
+"""Compiled telemetry kernels (built from ext/)."""
