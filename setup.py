@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
 
 import numpy
@@ -41,6 +42,14 @@ def _extensions() -> list[Extension]:
     compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
     if DEBUG:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
+    # Cython looks up a module's own .pxd by its qualified name, so each ext/<name>.pxd is
+    # mirrored as gateway/_native/<name>.pxd under an include directory.
+    pxd_dir = ROOT / "build" / "cython" / "pxd"
+    (pxd_dir / "gateway" / "_native").mkdir(parents=True, exist_ok=True)
+    for pxd in sorted((ROOT / "ext").glob("*.pxd")):
+        mirror = pxd_dir / "gateway" / "_native" / pxd.name
+        if not mirror.exists() or mirror.read_bytes() != pxd.read_bytes():
+            shutil.copy2(pxd, mirror)
     exts = []
     for pyx in sorted((ROOT / "ext").glob("*.pyx")):
         exts.append(Extension(
@@ -55,7 +64,7 @@ def _extensions() -> list[Extension]:
         directives.update(linetrace=True, boundscheck=True, wraparound=True)
     return cythonize(
         exts,
-        include_path=["ext"],
+        include_path=["ext", str(pxd_dir)],
         compiler_directives=directives,
         annotate=os.environ.get("GATEWAY_CYTHON_ANNOTATE", "") not in ("", "0"),
         build_dir="build/cython",
