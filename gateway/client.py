@@ -1,0 +1,42 @@
+"""A small synchronous Python client for gateway.v1 (used by the CLI; handy in scripts)."""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from ._proto import gateway_pb2 as pb
+from ._proto import gateway_pb2_grpc as pb_grpc
+from .server.converters import from_numpy, to_numpy_outputs
+
+
+class GatewayClient:
+    def __init__(self, address: str = "127.0.0.1:8001", *, max_message_bytes: int = 64 * 1024 * 1024):
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)])
+        self.stub = pb_grpc.GatewayStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "GatewayClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def models(self, timeout_s: float = 5.0) -> list[pb.ModelSummary]:
+        return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s).models)
+
+    def metadata(self, model: str, version: str = "", timeout_s: float = 5.0) -> pb.ModelMetadata:
+        return self.stub.GetModel(pb.GetModelRequest(name=model, version=version), timeout=timeout_s)
+
+    def predict(self, model: str, inputs: dict[str, np.ndarray], *, version: str = "",
+                timeout_s: float = 30.0) -> tuple[pb.PredictResponse, dict[str, np.ndarray]]:
+        request = pb.PredictRequest(model=model, version=version,
+                                    inputs=[from_numpy(k, v) for k, v in inputs.items()])
+        response = self.stub.Predict(request, timeout=timeout_s)
+        return response, to_numpy_outputs(response)
+
+    def stats(self, model: str = "", window_s: float = 10.0, timeout_s: float = 5.0) -> pb.StatsResponse:
+        return self.stub.GetStats(pb.GetStatsRequest(model=model, window_s=window_s), timeout=timeout_s)

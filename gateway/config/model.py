@@ -1,0 +1,79 @@
+"""A model's ``<repository>/<model>/config.yaml``: batching, providers, threads, overrides, labels."""
+from __future__ import annotations
+
+import pathlib
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SettingsError, describe_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchingConfig(_Strict):
+    enabled: bool = True
+    """Concatenate concurrent requests along the batch axis (models with a dynamic first dimension only)."""
+    max_batch_size: int = Field(32, ge=1, le=65536)
+    """Most rows in one execution."""
+    max_queue_delay_us: int = Field(500, ge=0, le=10_000_000)
+    """How long the first queued request may wait for others to join its batch."""
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    """Row counts at which a batch is sent at once instead of waiting for the delay to pass."""
+    max_queue_size: int = Field(1024, ge=1)
+    """Requests waiting for this model beyond which new ones get RESOURCE_EXHAUSTED."""
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(s < 1 for s in sizes):
+            raise ValueError("preferred batch sizes must be positive")
+        return sorted(set(sizes))
+
+
+class TensorOverride(_Strict):
+    name: str
+    shape: list[int] | None = None
+    """Dimensions to declare instead of the graph's (-1 for dynamic)."""
+
+
+class ClassifierConfig(_Strict):
+    output: str | None = None
+    """Output holding per-class scores; default: the first 2-D float output."""
+    logits: bool = False
+    """Scores are logits: softmax is applied before confidence is computed."""
+
+
+class ModelConfig(_Strict):
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    execution_providers: list[Literal["cuda", "cpu"]] | None = None
+    """Preference order; default: cuda when usable, else cpu."""
+    intra_op_threads: int = Field(1, ge=0, le=256)
+    """onnxruntime intra-op threads (0 lets onnxruntime choose)."""
+    instance_count: int = Field(1, ge=1, le=64)
+    """Executions of this model that may run at the same time."""
+    inputs: list[TensorOverride] = Field(default_factory=list)
+    outputs: list[TensorOverride] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    """Class names, index-aligned with the classifier output."""
+    classifier: ClassifierConfig | None = None
+    """Set (or give labels) to report per-row confidence and predicted labels."""
+
+
+def load_model_config(path: pathlib.Path) -> ModelConfig:
+    """Read and validate a model's config.yaml; a missing file gives the defaults."""
+    if not path.exists():
+        return ModelConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"invalid YAML in {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(str(path), exc)) from None

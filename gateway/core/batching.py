@@ -1,0 +1,237 @@
+"""Dynamic batching per model version: a bounded queue, batch formation, execution off the loop.
+
+Requests are concatenated along axis 0 when the model has a dynamic leading
+dimension; otherwise each runs alone. ``instance_count`` executions may be in
+flight at once; while they run, new requests queue up and the next batch takes
+them all without waiting (the busier the model, the larger the batches).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+from .errors import GatewayError, Status
+from .types import InferRequest
+
+log = logging.getLogger("gateway.batching")
+
+# Called on the executor thread after each execution with (feeds, outputs by name); returns
+# extra row-aligned arrays (e.g. per-row confidence) that are split with the outputs.
+BatchObserver = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class _Item:
+    __slots__ = ("request", "future", "rows", "signature")
+
+    def __init__(self, request: InferRequest, future: asyncio.Future, rows: int, signature: tuple):
+        self.request = request
+        self.future = future
+        self.rows = rows
+        self.signature = signature
+
+
+class BatchResult:
+    """One request's share of an executed batch: outputs and observer extras, row-sliced."""
+
+    __slots__ = ("outputs", "extras")
+
+    def __init__(self, outputs: dict[str, np.ndarray], extras: dict[str, np.ndarray]):
+        self.outputs = outputs
+        self.extras = extras
+
+
+class DynamicBatcher:
+    def __init__(self, model, executor: Executor, *, max_batch_size: int, max_queue_delay_us: int,
+                 preferred_batch_sizes: list[int], max_queue_size: int, instance_count: int,
+                 observer: BatchObserver | None = None):
+        self.model = model
+        self._executor = executor
+        self.max_batch_size = max(1, max_batch_size)
+        self._batching = max_batch_size > 0
+        self._delay_s = max_queue_delay_us / 1e6
+        self._preferred = frozenset(preferred_batch_sizes)
+        self.max_queue_size = max_queue_size
+        self._instances = instance_count
+        self._slots = asyncio.Semaphore(instance_count)
+        self._observer = observer
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._queued_rows = 0
+        self._wake: asyncio.Future | None = None
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self.in_flight = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher {self.model.served_by}")
+
+    async def close(self) -> None:
+        """Stop taking requests; finish everything already queued or running."""
+        self._closing = True
+        self._notify()
+        if self._task is not None:
+            await self._task
+
+    def submit(self, request: InferRequest, rows: int) -> asyncio.Future:
+        """Queue a validated request; the future resolves to a :class:`BatchResult`."""
+        if self._closing:
+            raise GatewayError(Status.UNAVAILABLE, f"model {self.model.served_by} is being unloaded")
+        if len(self._queue) >= self.max_queue_size:
+            raise GatewayError(Status.RESOURCE_EXHAUSTED,
+                               f"model {self.model.served_by}: queue is full "
+                               f"({self.max_queue_size} requests waiting)", retry_after_ms=50)
+        future = asyncio.get_running_loop().create_future()
+        signature = tuple((k, v.shape[1:]) for k, v in request.inputs.items()) if self._batching else ()
+        request.t_enqueued_ns = time.monotonic_ns()
+        self._queue.append(_Item(request, future, rows, signature))
+        self._queued_rows += rows
+        if self._queued_rows >= self.max_batch_size or len(self._queue) == 1 or self._queued_rows in self._preferred:
+            self._notify()
+        return future
+
+    def _notify(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _wait(self, timeout_s: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        handle = loop.call_later(timeout_s, _resolve, wake) if timeout_s is not None else None
+        try:
+            await wake
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._wake = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            while not self._queue and not self._closing:
+                await self._wait(None)
+            if not self._queue:  # closing and drained
+                self._slots.release()
+                break
+            if self._batching and self._delay_s > 0 and self._queued_rows < self.max_batch_size \
+                    and self._queued_rows not in self._preferred:
+                give_up_at = self._queue[0].request.t_enqueued_ns / 1e9 + self._delay_s
+                while not self._closing and self._queued_rows < self.max_batch_size \
+                        and self._queued_rows not in self._preferred:
+                    remaining = give_up_at - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    await self._wait(remaining)
+            batch = self._take()
+            if not batch:
+                self._slots.release()
+                continue
+            self.in_flight += 1
+            fut = loop.run_in_executor(self._executor, self._execute, batch)
+            fut.add_done_callback(lambda f, b=batch: self._finish(f, b))
+        for _ in range(self._instances):  # wait for executions still running
+            await self._slots.acquire()
+
+    def _take(self) -> list[_Item]:
+        """Pop the next batch: as many compatible, still-wanted requests as fit."""
+        batch: list[_Item] = []
+        rows = 0
+        now = time.monotonic_ns()
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if item.future.done():  # cancelled by the client
+                queue.popleft()
+                self._queued_rows -= item.rows
+                continue
+            if item.request.deadline_ns and item.request.deadline_ns <= now:
+                queue.popleft()
+                self._queued_rows -= item.rows
+                item.future.set_exception(GatewayError(
+                    Status.DEADLINE_EXCEEDED,
+                    f"model {self.model.served_by}: deadline passed after "
+                    f"{(now - item.request.t_received_ns) / 1e6:.1f} ms in the queue"))
+                continue
+            if batch and (not self._batching or rows + item.rows > self.max_batch_size
+                          or item.signature != batch[0].signature):
+                break
+            queue.popleft()
+            self._queued_rows -= item.rows
+            batch.append(item)
+            rows += item.rows
+            if not self._batching:
+                break
+        for item in batch:
+            item.request.t_batch_ns = now
+            item.request.batch_size = rows
+        return batch
+
+    def _execute(self, batch: list[_Item]):
+        """Runs on an executor thread."""
+        requests = [item.request for item in batch]
+        if len(batch) == 1:
+            feeds = requests[0].inputs
+        else:
+            feeds = {name: np.concatenate([r.inputs[name] for r in requests], axis=0)
+                     for name in requests[0].inputs}
+        start = time.monotonic_ns()
+        try:
+            values = self.model.run(feeds)
+        finally:
+            end = time.monotonic_ns()
+            for r in requests:
+                r.t_compute_start_ns = start
+                r.t_compute_end_ns = end
+        outputs = dict(zip(self.model.output_names, values))
+        extras = self._observer(feeds, outputs) if self._observer is not None else {}
+        return outputs, extras
+
+    def _finish(self, fut: asyncio.Future, batch: list[_Item]) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            if not isinstance(exc, GatewayError):
+                log.error("model %s: execution failed: %s", self.model.served_by, exc)
+                exc = GatewayError(Status.INTERNAL,
+                                   f"model {self.model.served_by}: inference failed: {exc}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        outputs, extras = fut.result()
+        if self._batching:
+            for name, value in outputs.items():
+                if value.ndim == 0 or value.shape[0] != sum(i.rows for i in batch):
+                    err = GatewayError(Status.INTERNAL, f"model {self.model.served_by}: output {name!r} "
+                                       f"has shape {list(value.shape)}, not one row per input row")
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(err)
+                    return
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(BatchResult(outputs, extras))
+            return
+        start = 0
+        for item in batch:
+            stop = start + item.rows
+            if not item.future.done():
+                item.future.set_result(BatchResult({k: v[start:stop] for k, v in outputs.items()},
+                                                   {k: v[start:stop] for k, v in extras.items()}))
+            start = stop
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

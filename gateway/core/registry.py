@@ -1,0 +1,86 @@
+"""Routing: which loaded model version answers a (model, version) pair."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import GatewayError, Status, not_found
+
+
+def version_key(version: str) -> tuple[int, int, str]:
+    """Numeric versions sort numerically and after non-numeric ones."""
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
+@dataclass
+class ModelVersion:
+    """A version that is loaded and accepting requests."""
+
+    name: str
+    version: str
+    model: object  # runtime.OnnxModel (kept loose so the core doesn't import onnxruntime)
+    batcher: object  # core.batching.DynamicBatcher
+    telemetry_id: int = 0
+
+    @property
+    def served_by(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # version (or "config") -> why it isn't loaded
+
+    @property
+    def latest(self) -> str | None:
+        return max(self.versions, key=version_key) if self.versions else None
+
+    @property
+    def state(self) -> str:
+        return "READY" if self.versions else "UNAVAILABLE"
+
+    def describe_errors(self) -> str:
+        return "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+
+
+class ModelRegistry:
+    """Entries are replaced whole (copy on write), so readers never see a half-updated model."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+
+    def resolve(self, name: str, version: str = "") -> ModelVersion:
+        entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise not_found(f"model {name!r} not found (models: {known})")
+        if not version:
+            latest = entry.latest
+            if latest is None:
+                raise GatewayError(Status.UNAVAILABLE,
+                                   f"model {name!r} has no loaded version: {entry.describe_errors()}")
+            return entry.versions[latest]
+        found = entry.versions.get(version)
+        if found is None:
+            if version in entry.errors:
+                raise GatewayError(Status.UNAVAILABLE, f"model {name!r} version {version!r} failed to load: "
+                                   f"{entry.errors[version]}")
+            known = ", ".join(sorted(entry.versions, key=version_key)) or "none"
+            raise not_found(f"model {name!r} has no version {version!r} (loaded versions: {known})")
+        return found
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self._entries.get(name)
+
+    def entries(self) -> list[ModelEntry]:
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def put(self, entry: ModelEntry) -> None:
+        self._entries = {**self._entries, entry.name: entry}
+
+    def remove(self, name: str) -> ModelEntry | None:
+        entries = dict(self._entries)
+        entry = entries.pop(name, None)
+        self._entries = entries
+        return entry

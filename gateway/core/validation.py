@@ -1,0 +1,60 @@
+"""Checks a decoded request against the model's declared inputs; every message names the tensor."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .dtypes import dtype_name
+from .errors import invalid
+from .types import InferRequest, TensorSpec
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def validate(request: InferRequest, inputs: Sequence[TensorSpec], input_by_name: dict[str, TensorSpec],
+             output_names: Sequence[str], served_by: str, batchable: bool) -> int:
+    """Raise INVALID_ARGUMENT naming the first problem; return the request's row count.
+
+    Row count is the shared leading dimension for batchable models, else 1.
+    """
+    got = request.inputs
+    for spec in inputs:
+        if spec.name not in got:
+            raise invalid(f"model {served_by}: missing input {spec.name!r} "
+                          f"(expected {spec.describe()})")
+    if len(got) != len(inputs):
+        extra = sorted(set(got) - set(input_by_name))
+        raise invalid(f"model {served_by}: unexpected input {extra[0]!r}; "
+                      f"the model takes {', '.join(repr(s.name) for s in inputs)}")
+    rows = -1
+    for spec in inputs:
+        array = got[spec.name]
+        if array.dtype != spec.dtype:
+            raise invalid(f"input {spec.name!r}: expected dtype {dtype_name(spec.dtype)}, "
+                          f"got {dtype_name(array.dtype)}")
+        if array.ndim != len(spec.shape):
+            raise invalid(f"input {spec.name!r}: expected rank {len(spec.shape)} "
+                          f"(shape {_shape(spec.shape)}), got rank {array.ndim} (shape {_shape(array.shape)})")
+        for axis, (want, have) in enumerate(zip(spec.shape, array.shape)):
+            if want >= 0 and want != have:
+                raise invalid(f"input {spec.name!r}: dimension {axis} expected {want}, got {have} "
+                              f"(expected shape {_shape(spec.shape)}, got {_shape(array.shape)})")
+        if batchable:
+            if array.shape[0] == 0:
+                raise invalid(f"input {spec.name!r}: batch dimension is 0; send at least one row")
+            if rows == -1:
+                rows = array.shape[0]
+            elif array.shape[0] != rows:
+                raise invalid(f"input {spec.name!r}: has {array.shape[0]} rows but other inputs have {rows}")
+    for name in request.output_names:
+        if name not in output_names:
+            raise invalid(f"model {served_by}: unknown output {name!r}; outputs are "
+                          f"{', '.join(repr(n) for n in output_names)}")
+    return rows if batchable else 1
+
+
+def contiguous(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)

@@ -1,0 +1,1 @@
+"""gRPC adapter: thin servicers over the core, the server process and its lifecycle."""
