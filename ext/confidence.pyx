@@ -1,0 +1,170 @@
+# cython: language_level=3
+"""Output confidence of a classifier, a whole batch at a time.
+
+For ``scores[rows, classes]`` (probabilities, or logits when ``logits=True``; softmax is
+taken stably by subtracting the row maximum) each row gives its top-1 probability, margin
+(top-1 minus top-2), entropy in nats and predicted class. Probabilities are used as given
+(not renormalised). Rows with a NaN score are counted in ``invalid_rows``, get top-1 NaN
+and class -1, and stay out of the histograms.
+
+Histograms use ``n_bins`` fixed bins: top-1 and margin over [0, 1], entropy over
+[0, ln C] (values outside are clamped into the end bins).
+"""
+cimport cython
+from libc.math cimport exp, log, INFINITY
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef inline int _bin(double v, double hi, int nbins) noexcept nogil:
+    cdef int b
+    if hi <= 0.0 or v <= 0.0:
+        return 0
+    b = <int>(v / hi * nbins)
+    return nbins - 1 if b >= nbins else b
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef int64_t _rows_pass(const double[:, ::1] x, bint logits, float[::1] top1,
+                        int64_t[::1] pred, int64_t[::1] counts, int64_t[::1] h_top1,
+                        int64_t[::1] h_margin, int64_t[::1] h_entropy, int nbins,
+                        double* top1_sum) noexcept nogil:
+    cdef Py_ssize_t r, c
+    cdef Py_ssize_t nc = x.shape[1]
+    cdef double m1, m2, v, s, acc, p, ent, p1, p2
+    cdef Py_ssize_t arg
+    cdef bint bad
+    cdef int64_t invalid = 0
+    cdef double ln_c = log(<double>nc)
+    for r in range(x.shape[0]):
+        m1 = -INFINITY
+        m2 = -INFINITY
+        arg = 0
+        bad = False
+        for c in range(nc):
+            v = x[r, c]
+            if v != v:
+                bad = True
+                break
+            if v > m1:
+                m2 = m1
+                m1 = v
+                arg = c
+            elif v > m2:
+                m2 = v
+        if bad or m1 == -INFINITY:
+            invalid += 1
+            top1[r] = <float>(0.0 / 0.0 if bad else 0.0)
+            pred[r] = -1
+            continue
+        if logits:
+            if m1 == INFINITY:
+                p1 = 1.0
+                p2 = 0.0
+                ent = 0.0
+            else:
+                s = 0.0
+                acc = 0.0
+                for c in range(nc):
+                    v = exp(x[r, c] - m1)
+                    s += v
+                    if v > 0.0:
+                        acc += v * (x[r, c] - m1)
+                p1 = 1.0 / s
+                p2 = exp(m2 - m1) / s if nc > 1 else 0.0
+                ent = log(s) - acc / s
+        else:
+            p1 = m1
+            p2 = m2 if nc > 1 else 0.0
+            ent = 0.0
+            for c in range(nc):
+                p = x[r, c]
+                if p > 0.0:
+                    ent -= p * log(p)
+        if ent < 0.0:
+            ent = 0.0
+        top1[r] = <float>p1
+        pred[r] = arg
+        counts[arg] += 1
+        top1_sum[0] += p1
+        h_top1[_bin(p1, 1.0, nbins)] += 1
+        h_margin[_bin(p1 - p2, 1.0, nbins)] += 1
+        h_entropy[_bin(ent, ln_c, nbins)] += 1
+    return invalid
+
+
+cdef class ConfidenceStats:
+    """Top-1, margin and entropy histograms and per-class counts of a classifier's output."""
+
+    def __init__(self, int n_classes, int n_bins=20):
+        if n_classes < 1 or n_bins < 1:
+            raise ValueError("n_classes and n_bins must be >= 1")
+        self.n_classes = n_classes
+        self.n_bins = n_bins
+        self.reset()
+
+    def reset(self):
+        """Forget everything."""
+        self.rows = 0
+        self.invalid_rows = 0
+        self.top1_sum = 0.0
+        self._class_counts = np.zeros(self.n_classes, dtype=np.int64)
+        self._top1_hist = np.zeros(self.n_bins, dtype=np.int64)
+        self._margin_hist = np.zeros(self.n_bins, dtype=np.int64)
+        self._entropy_hist = np.zeros(self.n_bins, dtype=np.int64)
+
+    def observe(self, scores, bint logits=False):
+        """Fold a ``[rows, classes]`` batch in; returns (top1 float32[rows], class int64[rows])."""
+        x = np.asarray(scores)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        elif x.ndim > 2:
+            x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.n_classes:
+            raise ValueError(f"expected {self.n_classes} classes, got {x.shape[1]}")
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        n = x.shape[0]
+        top1 = np.empty(n, dtype=np.float32)
+        pred = np.empty(n, dtype=np.int64)
+        cdef const double[:, ::1] xv = x
+        cdef float[::1] t1 = top1
+        cdef int64_t[::1] pv = pred
+        cdef int64_t[::1] counts = self._class_counts
+        cdef int64_t[::1] ht = self._top1_hist
+        cdef int64_t[::1] hm = self._margin_hist
+        cdef int64_t[::1] he = self._entropy_hist
+        cdef double tsum = 0.0
+        cdef int64_t invalid
+        with nogil:
+            invalid = _rows_pass(xv, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
+        self.rows += n - invalid
+        self.invalid_rows += invalid
+        self.top1_sum += tsum
+        return top1, pred
+
+    def merge(self, ConfidenceStats other):
+        """Add ``other``'s counts (same class and bin counts)."""
+        if other.n_classes != self.n_classes or other.n_bins != self.n_bins:
+            raise ValueError("confidence statistics have different shapes")
+        self.rows += other.rows
+        self.invalid_rows += other.invalid_rows
+        self.top1_sum += other.top1_sum
+        self._class_counts += other._class_counts
+        self._top1_hist += other._top1_hist
+        self._margin_hist += other._margin_hist
+        self._entropy_hist += other._entropy_hist
+
+    def state(self):
+        """Copies of the counters as a dict of numpy arrays and numbers."""
+        return dict(rows=self.rows, invalid_rows=self.invalid_rows,
+                    mean_top1=self.top1_sum / self.rows if self.rows else float("nan"),
+                    class_counts=self._class_counts.copy(),
+                    top1_hist=self._top1_hist.copy(), margin_hist=self._margin_hist.copy(),
+                    entropy_hist=self._entropy_hist.copy(),
+                    entropy_max=float(np.log(self.n_classes)))
