@@ -66,6 +66,8 @@ class DynamicBatcher:
         self._closing = False
         self._task: asyncio.Task | None = None
         self.in_flight = 0
+        self.executions = 0  # batches run so far (tests and stats read these)
+        self.executed_requests = 0
 
     @property
     def queue_depth(self) -> int:
@@ -198,6 +200,8 @@ class DynamicBatcher:
 
     def _finish(self, fut: asyncio.Future, batch: list[_Item]) -> None:
         self.in_flight -= 1
+        self.executions += 1
+        self.executed_requests += len(batch)
         self._slots.release()
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is not None:

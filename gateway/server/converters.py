@@ -51,7 +51,8 @@ def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns:
 
 
 def encode_tensor(name: str, array: np.ndarray) -> pb.Tensor:
-    array = np.ascontiguousarray(array)
+    if not array.flags.c_contiguous:  # (ascontiguousarray would also turn 0-d into 1-d)
+        array = np.ascontiguousarray(array)
     wire = NUMPY_TO_WIRE.get(array.dtype)
     if wire is None:
         raise GatewayError(Status.INTERNAL, f"output {name!r} has dtype {array.dtype} that the wire can't carry")
