@@ -1,0 +1,122 @@
+"""Micro-benchmarks of the native telemetry kernels vs the OpenTelemetry SDK.
+
+Run: python bench/kernels.py   (bounded; medians over >= 5 repeats; last line is JSON)
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import numpy as np
+
+from gateway.telemetry import Telemetry
+from gateway.telemetry._kernels import ExpHistogram, FeatureStats, RequestRing
+
+REPEATS = 5
+
+
+def median_ns(fn, n: int) -> float:
+    runs = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter_ns()
+        fn(n)
+        runs.append((time.perf_counter_ns() - t0) / n)
+    return statistics.median(runs)
+
+
+def bench_record() -> float:
+    tel = Telemetry(ring_capacity=1 << 20)
+    m = tel.register_model("m", "1", inputs={})
+    rec = tel.record
+    now = time.monotonic_ns()
+
+    def loop(n):
+        for _ in range(n):
+            rec(m, now, now, now, now, now, now, 8, 8, 0, False, 0, 0.9, 128)
+        tel._ring.drain()
+    return median_ns(loop, 200_000)
+
+
+def bench_hist() -> tuple[float, float]:
+    x = np.random.default_rng(0).lognormal(-6, 1.5, 1_000_000)
+    h = ExpHistogram()
+    c_loop = median_ns(lambda n: h.record_array(x[:n]), len(x))
+    add = h.add
+    vals = x[:200_000].tolist()
+
+    def py(n):
+        for v in vals[:n]:
+            add(v)
+    return c_loop, median_ns(py, len(vals))
+
+
+def bench_drain() -> float:
+    tel = Telemetry(ring_capacity=1 << 16)
+    ids = [tel.register_model(f"m{i}", "1", inputs={}) for i in range(4)]
+    now = time.monotonic_ns()
+    runs = []
+    for _ in range(REPEATS):
+        for i in range(1 << 16):
+            tel.record(ids[i & 3], now, now + 10, now + 20, now + 30, now + 1000 + i,
+                       now + 2000 + i, 8, 8, 0 if i % 50 else 14, False, 0, 0.8, 64)
+        t0 = time.perf_counter_ns()
+        tel.flush()
+        runs.append((1 << 16) / ((time.perf_counter_ns() - t0) / 1e9))
+    return statistics.median(runs)
+
+
+def bench_features(rows: int, features: int = 64) -> float:
+    x = np.random.default_rng(1).normal(size=(rows, features)).astype(np.float32)
+    fs = FeatureStats(features, value_range=(-4, 4), n_bins=10)
+
+    def loop(n):
+        for _ in range(n):
+            fs.observe(x)
+    return median_ns(loop, max(200, 200_000 // rows)) / x.size
+
+
+def bench_otel() -> float:
+    from opentelemetry.sdk.metrics import MeterProvider
+    meter = MeterProvider().get_meter("bench")
+    e2e = meter.create_histogram("e2e", unit="s")
+    queue = meter.create_histogram("queue", unit="s")
+    compute = meter.create_histogram("compute", unit="s")
+    reqs = meter.create_counter("requests")
+    rows = meter.create_counter("rows")
+    attrs = {"model": "m", "version": "1", "status": 0}
+
+    def loop(n):
+        for _ in range(n):
+            e2e.record(0.002, attrs)
+            queue.record(0.0001, attrs)
+            compute.record(0.001, attrs)
+            reqs.add(1, attrs)
+            rows.add(8, attrs)
+    return median_ns(loop, 5_000)
+
+
+def main() -> None:
+    rec = bench_record()
+    print(f"Telemetry.record from Python:      {rec:8.1f} ns/call   (target <= 300)")
+    h_c, h_py = bench_hist()
+    print(f"ExpHistogram record, C loop:       {h_c:8.1f} ns/value  (target <= 50)")
+    print(f"ExpHistogram.add from Python:      {h_py:8.1f} ns/call")
+    drain = bench_drain()
+    print(f"aggregator drain+fold:             {drain / 1e6:8.2f} M records/s (target >= 2)")
+    f32 = bench_features(32)
+    f256 = bench_features(256)
+    print(f"FeatureStats batch 32 x 64:        {f32:8.2f} ns/value  (target <= 5)")
+    print(f"FeatureStats batch 256 x 64:       {f256:8.2f} ns/value  (target <= 5)")
+    otel = bench_otel()
+    print(f"OTel SDK 3 Histogram + 2 Counter:  {otel:8.1f} ns/request")
+    print(f"ratio OTel / native record:        {otel / rec:8.1f} x (target >= 50)")
+    print(json.dumps({"record_ns": round(rec, 1), "hist_c_ns": round(h_c, 2),
+                      "hist_py_ns": round(h_py, 1), "drain_records_per_s": round(drain),
+                      "features_ns_per_value_b32": round(f32, 2),
+                      "features_ns_per_value_b256": round(f256, 2),
+                      "otel_ns_per_request": round(otel, 1), "otel_ratio": round(otel / rec, 1)}))
+
+
+if __name__ == "__main__":
+    main()
