@@ -7,6 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..policy.config import FaultInjectionConfig, PolicyConfig
 from .errors import SettingsError, describe_validation_error
 
 
@@ -61,10 +62,22 @@ class ModelConfig(_Strict):
     """Class names, index-aligned with the classifier output."""
     classifier: ClassifierConfig | None = None
     """Set (or give labels) to report per-row confidence and predicted labels."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """Deadlines, admission limits, circuit breaker, output guard and fallback chain."""
+    faults: FaultInjectionConfig | None = None
+    """Injected latency, errors and NaN outputs; rejected unless the process allows fault injection."""
+
+    def without_policy(self) -> "ModelConfig":
+        """Everything but ``policy`` and ``faults``: what needs the model's session reloaded when it changes."""
+        return self.model_copy(update={"policy": PolicyConfig(), "faults": None})
 
 
-def load_model_config(path: pathlib.Path) -> ModelConfig:
-    """Read and validate a model's config.yaml; a missing file gives the defaults."""
+def load_model_config(path: pathlib.Path, *, allow_fault_injection: bool = False) -> ModelConfig:
+    """Read and validate a model's config.yaml; a missing file gives the defaults.
+
+    A ``faults:`` block is rejected unless ``allow_fault_injection`` (the process setting
+    ``GATEWAY_ALLOW_FAULT_INJECTION=true``) is on.
+    """
     if not path.exists():
         return ModelConfig()
     try:
@@ -74,6 +87,11 @@ def load_model_config(path: pathlib.Path) -> ModelConfig:
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return ModelConfig.model_validate(data)
+        config = ModelConfig.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(str(path), exc)) from None
+    if config.faults is not None and not allow_fault_injection:
+        raise SettingsError(f"invalid configuration in {path}:\n  faults: fault injection is disabled in this "
+                            f"process; set GATEWAY_ALLOW_FAULT_INJECTION=true (tests and benchmarks only) "
+                            f"or remove the block")
+    return config

@@ -50,6 +50,9 @@ class GatewaySettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    allow_fault_injection: bool = False
+    """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks
+    only; each active block is logged as a WARNING at load). Off: such configs are rejected."""
 
 
 class _YamlSource(PydanticBaseSettingsSource):

@@ -1,7 +1,8 @@
-"""The one place a request goes through: routing → validation → batching → response.
+"""The one place a request goes through: routing → policy → validation → batching → response.
 
 Protocol adapters call :meth:`DataPlane.infer`; the per-request telemetry record
-is written here, once, whatever the outcome.
+is written here, once, whatever the outcome. The model version's policy (deadlines,
+admission, breaker, guard, fallback chain: :mod:`gateway.policy`) wraps the attempt.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import uuid
 
 import numpy as np
 
+from ..policy.reasons import FallbackReason
+from ..policy.runner import PolicyRunner
 from .batching import BatchResult
 from .errors import GatewayError, Status
 from .registry import ModelRegistry, ModelVersion
@@ -26,6 +29,7 @@ class DataPlane:
         self.registry = registry
         self.telemetry = telemetry
         self._unknown_id = telemetry.register_model("", "", inputs={}) if telemetry is not None else 0
+        self._policies = PolicyRunner(registry, self._run)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if not request.t_received_ns:
@@ -35,12 +39,16 @@ class DataPlane:
         status = Status.OK
         target: ModelVersion | None = None
         response: InferResponse | None = None
+        fallback_code = 0  # policy.reasons.FallbackReason
         try:
             target = self.registry.resolve(request.model, request.version)
-            response = await self._run(target, request)
+            response = await self._policies.serve(target, request)
+            if response.degraded:
+                fallback_code = int(FallbackReason.from_label(response.fallback_reason))
             return response
         except GatewayError as exc:
             status = exc.status
+            fallback_code = getattr(exc, "fallback_code", 0)
             raise
         except asyncio.CancelledError:
             status = Status.CANCELLED
@@ -58,7 +66,7 @@ class DataPlane:
                     request.t_received_ns, request.t_enqueued_ns, request.t_batch_ns,
                     request.t_compute_start_ns, request.t_compute_end_ns, time.monotonic_ns(),
                     request.batch_size, request.rows, int(status),
-                    bool(response.degraded) if response is not None else False, 0,
+                    bool(response.degraded) if response is not None else False, fallback_code,
                     confidence, request.payload_bytes)
 
     async def _run(self, target: ModelVersion, request: InferRequest) -> InferResponse:

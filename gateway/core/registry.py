@@ -20,6 +20,7 @@ class ModelVersion:
     model: object  # runtime.OnnxModel (kept loose so the core doesn't import onnxruntime)
     batcher: object  # core.batching.DynamicBatcher
     telemetry_id: int = 0
+    policy: object | None = None  # policy.state.ModelPolicy: breaker, limits, cache (None: no policy)
 
     @property
     def served_by(self) -> str:

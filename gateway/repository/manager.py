@@ -17,6 +17,8 @@ from ..config.settings import GatewaySettings, SettingsError
 from ..core.batching import DynamicBatcher
 from ..core.dataplane import confidence_observer
 from ..core.registry import ModelEntry, ModelRegistry, ModelVersion
+from ..policy import faults as fault_injection
+from ..policy.state import ModelPolicy
 from ..runtime.session import ModelLoadError, OnnxModel
 from .scanner import ModelDir, scan
 
@@ -62,7 +64,8 @@ class RepositoryManager:
         config_changed = loaded is None or loaded[0] != model_dir.config_fingerprint
         if config_changed:
             try:
-                config = load_model_config(model_dir.config_path)
+                config = load_model_config(model_dir.config_path,
+                                           allow_fault_injection=self._settings.allow_fault_injection)
             except SettingsError as exc:
                 log.error("model %s: config rejected, keeping what is loaded: %s", name, exc)
                 entry = ModelEntry(name, old_versions, {**(old_entry.errors if old_entry else {}),
@@ -72,6 +75,12 @@ class RepositoryManager:
         else:
             config = loaded[1]
         old_fps = loaded[2] if loaded else {}
+        if config_changed and loaded is not None and old_fps == model_dir.versions and old_versions \
+                and set(old_versions) == set(model_dir.versions) \
+                and config.without_policy() == loaded[1].without_policy():
+            if self._apply_policy(name, old_entry, config):
+                self._loaded[name] = (model_dir.config_fingerprint, config, old_fps)
+            return
         if not config_changed and old_fps == model_dir.versions and old_entry is not None \
                 and "config" not in old_entry.errors:
             return  # nothing changed on disk since the last pass
@@ -103,12 +112,39 @@ class RepositoryManager:
             latest = self.registry.get(name).latest
             log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions), latest)
 
+    def _apply_policy(self, name: str, entry: ModelEntry, config: ModelConfig) -> bool:
+        """A policy-only edit: switch every version's policy in place, without reloading sessions."""
+        for mv in entry.versions.values():
+            try:
+                ModelPolicy(mv.served_by, config.policy, mv.model)  # dry run: does it fit the model?
+            except ValueError as exc:
+                log.error("model %s: config rejected, keeping what is loaded: %s", name, exc)
+                self.registry.put(ModelEntry(name, entry.versions, {**entry.errors, "config": str(exc)}))
+                return False
+        for mv in entry.versions.values():
+            mv.policy.apply(config.policy)
+            injector = getattr(mv.model, "faults", None)
+            if injector is not None:
+                injector.update(config.faults)
+                fault_injection.announce(mv.served_by, config.faults)
+        errors = {k: v for k, v in entry.errors.items() if k != "config"}
+        self.registry.put(ModelEntry(name, entry.versions, errors))
+        log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions))
+        return True
+
     async def _load(self, model_dir: ModelDir, version: str, config: ModelConfig) -> ModelVersion:
         loop = asyncio.get_running_loop()
         settings = self._settings
         model = await loop.run_in_executor(
             None, OnnxModel, model_dir.model_path(version), model_dir.name, version, config,
             settings.execution_providers)
+        if settings.allow_fault_injection:
+            model = fault_injection.FaultyModel(model, fault_injection.FaultInjector(config.faults))
+            fault_injection.announce(model.served_by, config.faults)
+        try:
+            policy = ModelPolicy(f"{model_dir.name}@{version}", config.policy, model)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
         telemetry_id = 0
         if self._telemetry is not None:
             classes = None
@@ -129,7 +165,7 @@ class RepositoryManager:
             instance_count=config.instance_count,
             observer=confidence_observer(model, self._telemetry, telemetry_id))
         batcher.start()
-        return ModelVersion(model_dir.name, version, model, batcher, telemetry_id)
+        return ModelVersion(model_dir.name, version, model, batcher, telemetry_id, policy)
 
     def _retire(self, versions) -> None:
         for mv in versions:

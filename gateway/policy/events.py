@@ -1,0 +1,31 @@
+"""Where each fallback decision is announced: a structured log line, and the hook for span events.
+
+There is no tracing yet; :data:`decision_hooks` is where the tracing layer will add a
+callable that turns each decision into an event on the request's span.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("gateway.policy")
+
+# Each hook gets (request_id, event name, attributes). Hooks must be cheap and must not raise.
+DecisionHook = Callable[[str, str, dict], None]
+decision_hooks: list[DecisionHook] = []
+
+
+def decision(request_id: str, event: str, **attributes) -> None:
+    """One fallback decision for one request (e.g. ``fallback.step`` with reason and step)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("policy decision %s request=%s %s", event, request_id,
+                  " ".join(f"{k}={v}" for k, v in attributes.items()))
+    for hook in decision_hooks:
+        hook(request_id, event, attributes)
+
+
+def breaker_transition(name: str, frm: str, to: str, rates: dict) -> None:
+    log.info("circuit breaker %s: %s -> %s (calls=%d failure_rate=%.1f%% slow_call_rate=%.1f%%)",
+             name, frm, to, rates["calls"], rates["failure_rate"], rates["slow_call_rate"])
+    for hook in decision_hooks:
+        hook("", "circuit_breaker.transition", {"model": name, "from": frm, "to": to})
