@@ -159,7 +159,7 @@ FallbackStep = Annotated[
 class FallbackConfig(_Strict):
     chain: list[FallbackStep] = Field(default_factory=list)
     """Tried in order until one answers; then the request is rejected with a status."""
-    on: list[Reason] = Field(default_factory=lambda: list(ALL_REASONS))
+    triggers: list[Reason] = Field(default_factory=lambda: list(ALL_REASONS))
     """Which failures walk the chain; the others are rejected at once."""
 
     @field_validator("chain")

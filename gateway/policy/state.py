@@ -81,7 +81,7 @@ class ModelPolicy:
                 (cache_settings.max_entries, cache_settings.max_age_s):
             self.cache = ResponseCache(cache_settings, self._clock)
         self.chain = chain
-        self.fallback_on = frozenset(config.fallback.on)
+        self.fallback_on = frozenset(config.fallback.triggers)
         self.config = config
         d = config.deadlines
         self.passthrough = (d.default_timeout_ms is None and d.attempt_timeout_ms is None
