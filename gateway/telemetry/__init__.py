@@ -50,8 +50,10 @@ class _ModelState:
         self.version = version
         self.max_buckets = max_buckets
         self.start_ns = now_ns
+        self.sample_every = sample_every
+        # Inputs whose width is dynamic (0) get their statistics when the first batch shows it.
         self.features = {name: _kernels.FeatureStats(int(n), sample_every=sample_every)
-                         for name, n in inputs.items()}
+                         for name, n in inputs.items() if n > 0}
         self.feature_ref: dict[str, dict | None] = {name: None for name in inputs}
         self.feature_lock = threading.Lock()
         self.confidence = (_kernels.ConfidenceStats(classifier_classes)
@@ -171,10 +173,15 @@ class Telemetry:
         if not self.enabled:
             return
         state = self._models[model_id]
-        fs = state.features.get(name)
-        if fs is None:
-            raise ValueError(f"input {name!r} was not registered for {state.model}")
         with state.feature_lock:
+            fs = state.features.get(name)
+            if fs is None:
+                if name not in state.feature_ref:
+                    raise ValueError(f"input {name!r} was not registered for {state.model}")
+                width = int(np.prod(batch.shape[1:])) if batch.ndim > 1 else 1
+                if width < 1:
+                    return
+                fs = state.features[name] = _kernels.FeatureStats(width, sample_every=state.sample_every)
             fs.observe(batch)
 
     def observe_outputs(self, model_id: int, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
