@@ -1,6 +1,6 @@
 """Overload and fault scenarios against a real gateway process on loopback.
 
-    python bench/overload.py [--service-ms 10] [--instances 2] [--overload-s 6] [--faults-s 4]
+    python bench/overload.py [--service-ms 20] [--instances 2] [--overload-s 6] [--faults-s 4]
 
 The model under test is the demo classifier whose every execution takes ``--service-ms`` more
 (injected latency, so capacity is set by the model and not by this 2-core machine's gRPC
@@ -9,8 +9,8 @@ cost), ``--instances`` executions at a time, no batching: capacity ≈ instances
 1. unloaded: one request at a time → unloaded p99.
 2. capacity: closed loop with 2 × instances in flight → requests/s answered in full.
 3. overload: open loop at 3 × capacity for ``--overload-s`` s, each request with a
-   ``--deadline-ms`` gRPC deadline, against the policy ``admission: {max_in_flight: 2 ×
-   instances, adaptive: on}``. Reports accepted p99 / unloaded p99 (target ≤ 2), goodput /
+   ``--deadline-ms`` gRPC deadline, against the policy ``admission: {max_in_flight:
+   instances + 1, adaptive: on}`` (one request may wait, for at most one service time). Reports accepted p99 / unloaded p99 (target ≤ 2), goodput /
    capacity (target ≥ 0.9) and late answers (any answer after its deadline; target 0).
 4. faults: open loop at half capacity against ``flaky`` (50 % injected errors, breaker,
    fallback to ``small``) for ``--faults-s`` s; then the faults are switched off by editing
@@ -49,14 +49,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _repository(root: pathlib.Path, service_ms: float, instances: int) -> pathlib.Path:
+def _repository(root: pathlib.Path, service_ms: float, instances: int, max_in_flight: int) -> pathlib.Path:
     demo = write_demo_repository(root / "demo", ["classifier"])
     models = root / "models"
     base = "labels: [approve, review, decline]\nbatching: {enabled: false}\n"
     configs = {
         "primary": (base + f"instance_count: {instances}\nfaults: {{latency_ms: {service_ms}}}\n"
-                    f"policy:\n  admission: {{max_in_flight: {2 * instances}, adaptive: {{enabled: true, "
-                    f"initial_limit: {2 * instances}, min_limit: {instances}, max_limit: {4 * instances}}}}}\n"),
+                    f"policy:\n  admission: {{max_in_flight: {max_in_flight}, adaptive: {{enabled: true, "
+                    f"initial_limit: {max_in_flight}, min_limit: {instances}, max_limit: {4 * instances}}}}}\n"),
         "flaky": (base + f"instance_count: {instances}\nfaults: {{latency_ms: {service_ms}, error_rate: 0.5, seed: 1}}\n"
                   "policy:\n  circuit_breaker: {enabled: true, sliding_window_size: 20, minimum_number_of_calls: 10, "
                   "failure_rate_threshold: 50, wait_duration_in_open_state_ms: 1000, "
@@ -123,7 +123,8 @@ def _p99_ms(latencies: list[float]) -> float:
 
 async def run(args) -> dict:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="overload-"))
-    models = _repository(tmp, args.service_ms, args.instances)
+    max_in_flight = args.max_in_flight or args.instances + 1
+    models = _repository(tmp, args.service_ms, args.instances, max_in_flight)
     port = _free_port()
     env = dict(os.environ, GATEWAY_MODEL_REPOSITORY=str(models), GATEWAY_PORT=str(port),
                GATEWAY_ALLOW_FAULT_INJECTION="true", GATEWAY_RELOAD_INTERVAL_S="0.5",
@@ -200,6 +201,7 @@ async def run(args) -> dict:
         print(f"faults: {faults}", file=sys.stderr)
         await channel.close()
         return {"scenario": "overload", "service_ms": args.service_ms, "instances": args.instances,
+                "max_in_flight": max_in_flight,
                 "unloaded_p99_ms": round(unloaded_p99, 2), "capacity_rps": round(capacity, 1),
                 "overload": overload, "faults": faults}
     finally:
@@ -213,8 +215,10 @@ async def run(args) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--service-ms", type=float, default=10.0)
+    p.add_argument("--service-ms", type=float, default=20.0)
     p.add_argument("--instances", type=int, default=2)
+    p.add_argument("--max-in-flight", type=int, default=0,
+                   help="primary's admission.max_in_flight (default: instances + 1)")
     p.add_argument("--deadline-ms", type=float, default=250.0)
     p.add_argument("--unloaded-s", type=float, default=3.0)
     p.add_argument("--capacity-s", type=float, default=4.0)
