@@ -10,8 +10,8 @@ cost), ``--instances`` executions at a time, no batching: capacity ≈ instances
 2. capacity: closed loop with 2 × instances in flight → requests/s answered in full.
 3. overload: open loop at 3 × capacity for ``--overload-s`` s, each request with a
    ``--deadline-ms`` gRPC deadline, against the policy ``admission: {max_in_flight:
-   2 x instances, adaptive: on}`` (an accepted request waits at most one service time). Reports accepted p99 / unloaded p99 (target ≤ 2), goodput /
-   capacity (target ≥ 0.9) and late answers (any answer after its deadline; target 0).
+   2 x instances, adaptive: on}`` (an accepted request waits at most one service time).
+   Reports accepted p99 / unloaded p99 (target ≤ 2), goodput / capacity (target ≥ 0.9) and late answers (any answer after its deadline; target 0).
 4. faults: open loop at half capacity against ``flaky`` (50 % injected errors, breaker,
    fallback to ``small``) for ``--faults-s`` s; then the faults are switched off by editing
    its config.yaml (a policy-only hot reload) and the load goes on. Reports the share answered
