@@ -22,8 +22,10 @@ import numpy as np
 @cython.cdivision(True)
 cdef inline int _bin(double v, double hi, int nbins) noexcept nogil:
     cdef int b
-    if hi <= 0.0 or v <= 0.0:
+    if v != v or hi <= 0.0 or v <= 0.0:
         return 0
+    if v >= hi:  # also +inf: casting inf or NaN to int is undefined behaviour
+        return nbins - 1
     b = <int>(v / hi * nbins)
     return nbins - 1 if b >= nbins else b
 
