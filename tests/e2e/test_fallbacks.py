@@ -58,7 +58,6 @@ def gw(tmp_path, demo_models, make_gateway):
     def start(configs: dict[str, str], **settings):
         root = _repo(tmp_path / "models", demo_models, configs)
         settings.setdefault("allow_fault_injection", True)
-        settings.setdefault("telemetry", {"enabled": False})  # policies only; telemetry has its own tests
         return make_gateway(model_repository=root, executor_threads=4, **settings)
     return start
 
@@ -340,3 +339,13 @@ def test_no_loss_under_overload_and_faults(gw):
             assert isinstance(a, grpc.RpcError) and a.code() in documented, a
             kinds["status"] += 1
     assert sum(kinds.values()) == n and kinds["full"] and kinds["degraded"] and kinds["status"]
+
+
+def test_degraded_answers_are_counted_in_live_stats(gw):
+    g = gw({"primary": f"faults: {{error_rate: 1.0}}\npolicy:\n  fallback: {{chain: [{{static: "
+                       f"{{probabilities: {PRIOR}}}}}]}}\n"})
+    for seed in range(6):
+        assert g.predict("primary", {"features": _x(1, seed=seed)}).degraded
+    g.server.telemetry.flush()
+    stats = {m.model: m for m in g.stub.GetStats(pb.GetStatsRequest(window_s=60)).models}
+    assert stats["primary"].requests == 6 and stats["primary"].degraded_share == 1.0
