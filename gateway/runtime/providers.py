@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 
 import onnxruntime as ort
@@ -16,7 +17,22 @@ _cuda_unusable = False
 
 @functools.lru_cache(maxsize=1)
 def available() -> tuple[str, ...]:
-    return tuple(ort.get_available_providers())
+    names = tuple(ort.get_available_providers())
+    if "CUDAExecutionProvider" in names:
+        _preload_cuda_libraries()
+    return names
+
+
+def _preload_cuda_libraries() -> None:
+    """Where CUDA and cuDNN come as pip packages (nvidia-*, e.g. beside PyTorch), onnxruntime-gpu
+    only finds them once preloaded; system-wide installs need nothing."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or importlib.util.find_spec("nvidia") is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # best effort: the session's own provider check says what happened
+        log.debug("preloading CUDA libraries from nvidia-* packages failed: %s", exc)
 
 
 def note_fallback(asked: str, got: str) -> None:

@@ -50,7 +50,7 @@ def test_version_pinning_and_metadata(gateway):
     assert meta.inputs[0].name == "features" and list(meta.inputs[0].shape) == [-1, 16]
     assert meta.inputs[0].dtype == pb.DATA_TYPE_FLOAT32
     assert list(meta.outputs[0].shape) == [-1, 3]
-    assert meta.execution_provider == "CPUExecutionProvider"
+    assert meta.execution_provider == gateway.server.registry.resolve("classifier").model.session.get_providers()[0]
     assert list(meta.versions) == ["1"] and meta.max_batch_size == 64
     assert list(meta.labels) == ["approve", "review", "decline"]
     listed = {m.name: m for m in gateway.stub.ListModels(pb.ListModelsRequest()).models}
