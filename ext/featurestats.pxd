@@ -9,24 +9,31 @@ cdef class FeatureStats:
         readonly int warmup_rows
         readonly int64_t batches_seen
         readonly int64_t batches_observed
-        object _count           # int64[F]  finite values
-        object _mean            # float64[F]
-        object _m2              # float64[F] sum of squared deviations
-        object _min
-        object _max
-        object _nan
-        object _inf
-        object _edges           # float64[F, n_bins + 1] or None while warming up
-        object _hist            # int64[F, n_bins + 2]: underflow, bins, overflow
-        object _uniform_lo      # float64[F] when the edges are uniform, else None
-        object _uniform_inv
-        object _bcnt            # per-batch scratch
-        object _bsum
-        object _bm2
-        object _bmean
+        # Running state in plain C arrays (allocated by _alloc, freed in __dealloc__).
+        int64_t* _count         # [F] finite values
+        double* _mean           # [F]
+        double* _m2             # [F] sum of squared deviations
+        double* _min            # [F]
+        double* _max            # [F]
+        int64_t* _nan           # [F]
+        int64_t* _inf           # [F]
+        int64_t* _hist          # [F, n_bins + 2]: underflow, bins, overflow
+        double* _edges          # [F, n_bins + 1]; valid when _has_edges
+        double* _lo             # [F] uniform edges: low end ...
+        double* _inv            # [F] ... and n_bins / (high - low); valid when _uniform
+        int64_t* _bcnt          # per-batch scratch [F]
+        double* _bsum
+        double* _bmean
+        double* _bm2
+        double* _bmin
+        double* _bmax
+        bint _has_edges
+        bint _uniform
         list _warmup
         int64_t _warmup_n
 
-    cdef void _bin(self, object x) except *
+    cdef int _alloc(self, int n_features, int n_bins) except -1
+    cdef void _clear(self) noexcept
+    cdef int _bin(self, object x) except -1
     cpdef bint observe(self, object batch) except -1
     cpdef void merge(self, FeatureStats other) except *

@@ -14,12 +14,21 @@ feature ``[features, n_bins + 1]``), or uniform over a configured ``value_range`
 quantiles of the first ``warmup_rows`` rows (then frozen; the buffered rows are binned
 once the edges exist). Bins are ``[e_i, e_i+1)`` with the last one closed, like
 ``numpy.histogram``, plus an underflow and an overflow bin.
+
+State lives in plain C arrays; ``observe`` takes the input's data pointer once (no
+buffer acquisition per pass) and runs both passes row-major (features inner, contiguous)
+with the GIL released.
 """
 cimport cython
-from libc.math cimport floor, INFINITY
+cimport numpy as cnp
+from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memcmp
 
 import numpy as np
+
+cnp.import_array()
 
 ctypedef fused value_t:
     float
@@ -28,267 +37,417 @@ ctypedef fused value_t:
     int64_t
     uint8_t
 
+cdef enum:
+    _NO_BINS = 0
+    _UNIFORM = 1
+    _EDGES = 2
+
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-@cython.cdivision(True)
-cdef void _moments_pass(const value_t[:, ::1] x, int64_t[::1] cnt, double[::1] s,
-                        double[::1] mn, double[::1] mx, int64_t[::1] nan,
-                        int64_t[::1] inf) noexcept nogil:
+cdef void _fast_moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, double* s,
+                             double* mn, double* mx) noexcept nogil:
+    """Sum, min and max per feature without any finiteness test (branch-free, so the
+    compiler vectorises it across features). A NaN or Inf anywhere leaves a non-finite
+    sum behind, which sends the batch to the careful passes."""
     cdef Py_ssize_t r, f
-    cdef Py_ssize_t rows = x.shape[0]
-    cdef Py_ssize_t nf = x.shape[1]
+    cdef const value_t* row
     cdef double v
     for r in range(rows):
+        row = x + r * nf
         for f in range(nf):
-            v = <double>x[r, f]
-            if v != v:
-                nan[f] += 1
-            elif v == INFINITY or v == -INFINITY:
-                inf[f] += 1
+            v = <double>row[f]
+            s[f] += v
+            mn[f] = v if v < mn[f] else mn[f]
+            mx[f] = v if v > mx[f] else mx[f]
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _fast_deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
+                               const double* bmean, double* bm2) noexcept nogil:
+    """Sum of squared deviations of an all-finite batch (branch-free, vectorised)."""
+    cdef Py_ssize_t r, f
+    cdef const value_t* row
+    cdef double d
+    for r in range(rows):
+        row = x + r * nf
+        for f in range(nf):
+            d = <double>row[f] - bmean[f]
+            bm2[f] += d * d
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _fast_uniform_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
+                             const double* lo, const double* inv, int nbins,
+                             int64_t* hist) noexcept nogil:
+    """Uniform binning of an all-finite batch."""
+    cdef Py_ssize_t r, f
+    cdef Py_ssize_t stride = nbins + 2
+    cdef const value_t* row
+    cdef double t
+    cdef double top = <double>nbins
+    cdef Py_ssize_t b
+    cdef int64_t* h
+    for r in range(rows):
+        row = x + r * nf
+        h = hist
+        for f in range(nf):
+            t = (<double>row[f] - lo[f]) * inv[f]
+            if t < 0.0:
+                b = 0
+            elif t < top:
+                b = <Py_ssize_t>t + 1      # t >= 0: truncation is floor
+            elif t == top:
+                b = nbins
             else:
-                cnt[f] += 1
-                s[f] += v
-                if v < mn[f]:
-                    mn[f] = v
-                if v > mx[f]:
-                    mx[f] = v
+                b = nbins + 1
+            h[b] += 1
+            h += stride
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-@cython.cdivision(True)
-cdef void _deviation_pass(const value_t[:, ::1] x, const double[::1] bmean,
-                          double[::1] bm2) noexcept nogil:
+cdef void _moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, int64_t* bad,
+                        double* s, double* mn, double* mx, int64_t* nan,
+                        int64_t* inf) noexcept nogil:
+    """Per feature: sum, min, max of the finite values; NaN / Inf counts; ``bad`` counts
+    both (the finite count is rows - bad)."""
     cdef Py_ssize_t r, f
+    cdef const value_t* row
+    cdef double v
+    for r in range(rows):
+        row = x + r * nf
+        for f in range(nf):
+            v = <double>row[f]
+            if v - v != 0.0:        # NaN or +/-Inf (rare)
+                bad[f] += 1
+                if v != v:
+                    nan[f] += 1
+                else:
+                    inf[f] += 1
+                continue
+            s[f] += v
+            if v < mn[f]:
+                mn[f] = v
+            if v > mx[f]:
+                mx[f] = v
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
+                          const double* bmean, double* bm2) noexcept nogil:
+    cdef Py_ssize_t r, f
+    cdef const value_t* row
     cdef double v, d
-    for r in range(x.shape[0]):
-        for f in range(x.shape[1]):
-            v = <double>x[r, f]
-            if v - v == 0.0:    # finite
-                d = v - bmean[f]
-                bm2[f] += d * d
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
-cdef void _bin_uniform(const value_t[:, ::1] x, const double[::1] lo, const double[::1] inv,
-                       int nbins, int64_t[:, ::1] hist) noexcept nogil:
-    cdef Py_ssize_t r, f
-    cdef double v, t
-    cdef int b
-    for r in range(x.shape[0]):
-        for f in range(x.shape[1]):
-            v = <double>x[r, f]
+    for r in range(rows):
+        row = x + r * nf
+        for f in range(nf):
+            v = <double>row[f]
             if v - v != 0.0:
                 continue
+            d = v - bmean[f]
+            bm2[f] += d * d
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
+                                  const double* bmean, double* bm2, const double* lo,
+                                  const double* inv, int nbins,
+                                  int64_t* hist) noexcept nogil:
+    """Deviation pass fused with uniform binning (bm2 NULL: binning only)."""
+    cdef Py_ssize_t r, f
+    cdef Py_ssize_t stride = nbins + 2
+    cdef const value_t* row
+    cdef double v, d, t
+    cdef double top = <double>nbins
+    cdef Py_ssize_t b
+    for r in range(rows):
+        row = x + r * nf
+        for f in range(nf):
+            v = <double>row[f]
+            if v - v != 0.0:
+                continue
+            if bm2 != NULL:
+                d = v - bmean[f]
+                bm2[f] += d * d
             t = (v - lo[f]) * inv[f]
             if t < 0.0:
                 b = 0
-            elif t >= nbins:
-                b = nbins if t == nbins else nbins + 1
+            elif t < top:
+                b = <Py_ssize_t>t + 1      # t >= 0: truncation is floor
+            elif t == top:
+                b = nbins
             else:
-                b = <int>floor(t) + 1
-            hist[f, b] += 1
+                b = nbins + 1
+            hist[f * stride + b] += 1
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _bin_edges(const value_t[:, ::1] x, const double[:, ::1] edges, int nbins,
-                     int64_t[:, ::1] hist) noexcept nogil:
+cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
+                                const double* bmean, double* bm2, const double* edges,
+                                int nbins, int64_t* hist) noexcept nogil:
+    """Deviation pass fused with binning by explicit edges (bm2 NULL: binning only)."""
     cdef Py_ssize_t r, f
-    cdef double v
-    cdef int lo, hi, mid
-    for r in range(x.shape[0]):
-        for f in range(x.shape[1]):
-            v = <double>x[r, f]
+    cdef Py_ssize_t stride = nbins + 2
+    cdef const value_t* row
+    cdef const double* e
+    cdef double v, d
+    cdef int lo, n, half
+    for r in range(rows):
+        row = x + r * nf
+        for f in range(nf):
+            v = <double>row[f]
             if v - v != 0.0:
                 continue
-            if v < edges[f, 0]:
-                hist[f, 0] += 1
-            elif v > edges[f, nbins]:
-                hist[f, nbins + 1] += 1
-            elif v == edges[f, nbins]:
-                hist[f, nbins] += 1
+            if bm2 != NULL:
+                d = v - bmean[f]
+                bm2[f] += d * d
+            e = edges + f * (nbins + 1)
+            if v < e[0]:
+                hist[f * stride] += 1
+            elif v > e[nbins]:
+                hist[f * stride + nbins + 1] += 1
+            elif v == e[nbins]:
+                hist[f * stride + nbins] += 1
             else:
-                # largest i with edges[f, i] <= v
+                # largest i < nbins with e[i] <= v (e[0] <= v < e[nbins]): branch-free
+                # binary search over the monotone predicate e[i] <= v
                 lo = 0
-                hi = nbins
-                while hi - lo > 1:
-                    mid = (lo + hi) >> 1
-                    if edges[f, mid] <= v:
-                        lo = mid
-                    else:
-                        hi = mid
-                hist[f, lo + 1] += 1
+                n = nbins
+                while n > 1:
+                    half = n >> 1
+                    lo = lo + half if e[lo + half] <= v else lo
+                    n -= half
+                hist[f * stride + lo + 1] += 1
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
+cdef void _pass2(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, const double* bmean,
+                 double* bm2, int mode, const double* lo, const double* inv,
+                 const double* edges, int nbins, int64_t* hist) noexcept nogil:
+    if mode == _UNIFORM:
+        _deviation_uniform_pass(x, rows, nf, bmean, bm2, lo, inv, nbins, hist)
+    elif mode == _EDGES:
+        _deviation_edges_pass(x, rows, nf, bmean, bm2, edges, nbins, hist)
+    elif bm2 != NULL:
+        _deviation_pass(x, rows, nf, bmean, bm2)
+
+
 @cython.cdivision(True)
-cdef void _chan_merge(int64_t[::1] cnt, double[::1] mean, double[::1] m2,
-                      const int64_t[::1] bcnt, const double[::1] bmean,
-                      const double[::1] bm2) noexcept nogil:
-    """Chan et al.: combine (n_a, mean_a, M2_a) with (n_b, mean_b, M2_b) in place."""
+cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats st,
+                int mode) noexcept nogil:
+    """One batch into ``st``: moments pass, deviation (+ bins) pass, Chan merge.
+
+    Fast path: branch-free passes, valid when the batch is all finite (checked by the
+    batch sums); otherwise the batch is redone with the NaN/Inf-aware passes."""
     cdef Py_ssize_t f
-    cdef int64_t n
+    cdef int64_t n, nb_i
     cdef double delta, nb
-    for f in range(cnt.shape[0]):
-        if bcnt[f] == 0:
+    cdef bint finite = True
+    for f in range(nf):
+        st._bsum[f] = 0.0
+        st._bm2[f] = 0.0
+        st._bmin[f] = INFINITY
+        st._bmax[f] = -INFINITY
+    _fast_moments_pass(x, rows, nf, st._bsum, st._bmin, st._bmax)
+    for f in range(nf):
+        if st._bsum[f] - st._bsum[f] != 0.0:
+            finite = False
+            break
+    if finite:
+        for f in range(nf):
+            st._bcnt[f] = rows
+            st._bmean[f] = st._bsum[f] / <double>rows
+            if st._bmin[f] < st._min[f]:
+                st._min[f] = st._bmin[f]
+            if st._bmax[f] > st._max[f]:
+                st._max[f] = st._bmax[f]
+        _fast_deviation_pass(x, rows, nf, st._bmean, st._bm2)
+        if mode == _UNIFORM:
+            _fast_uniform_bins(x, rows, nf, st._lo, st._inv, st.n_bins, st._hist)
+        elif mode == _EDGES:
+            _deviation_edges_pass(x, rows, nf, NULL, NULL, st._edges, st.n_bins, st._hist)
+    else:
+        for f in range(nf):
+            st._bcnt[f] = 0
+            st._bsum[f] = 0.0
+        _moments_pass(x, rows, nf, st._bcnt, st._bsum, st._min, st._max, st._nan,
+                      st._inf)
+        for f in range(nf):
+            st._bcnt[f] = rows - st._bcnt[f]
+            st._bmean[f] = st._bsum[f] / <double>st._bcnt[f] if st._bcnt[f] > 0 else 0.0
+        _pass2(x, rows, nf, st._bmean, st._bm2, mode, st._lo, st._inv, st._edges,
+               st.n_bins, st._hist)
+    for f in range(nf):
+        nb_i = st._bcnt[f]
+        if nb_i == 0:
             continue
-        n = cnt[f] + bcnt[f]
-        nb = <double>bcnt[f]
-        delta = bmean[f] - mean[f]
-        mean[f] += delta * (nb / <double>n)
-        m2[f] += bm2[f] + delta * delta * (<double>cnt[f] * nb / <double>n)
-        cnt[f] = n
+        n = st._count[f] + nb_i
+        nb = <double>nb_i
+        delta = st._bmean[f] - st._mean[f]
+        st._mean[f] += delta * (nb / <double>n)
+        st._m2[f] += st._bm2[f] + delta * delta * (<double>st._count[f] * nb / <double>n)
+        st._count[f] = n
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
-cdef void _batch_mean(const int64_t[::1] bcnt, const double[::1] bsum,
-                      double[::1] bmean) noexcept nogil:
-    cdef Py_ssize_t f
-    for f in range(bcnt.shape[0]):
-        bmean[f] = bsum[f] / <double>bcnt[f] if bcnt[f] > 0 else 0.0
-
-
-cdef object _as_2d(object batch, int n_features):
-    arr = np.asarray(batch)
-    if arr.ndim == 0:
+cdef cnp.ndarray _as_2d(object batch, int n_features):
+    """A C-contiguous, aligned, native-order 2-D view (or copy) of ``batch``."""
+    cdef cnp.ndarray arr
+    cdef int t
+    if type(batch) is np.ndarray:
+        arr = <cnp.ndarray>batch
+    else:
+        arr = np.asarray(batch)
+    cdef int nd = cnp.PyArray_NDIM(arr)
+    if nd == 0:
         raise ValueError("input batch must have at least one dimension")
-    if arr.ndim == 1:
+    if nd == 1:
         arr = arr.reshape(-1, n_features) if n_features > 1 else arr.reshape(-1, 1)
-    elif arr.ndim > 2:
-        arr = arr.reshape(arr.shape[0], -1)
-    if arr.shape[1] != n_features:
+    elif nd > 2:
+        arr = arr.reshape(cnp.PyArray_DIMS(arr)[0], -1)
+    if cnp.PyArray_DIMS(arr)[1] != n_features:
         raise ValueError(f"expected {n_features} features per row, got {arr.shape[1]}")
-    if arr.dtype not in (np.float32, np.float64, np.int32, np.int64, np.uint8):
-        arr = arr.astype(np.float64)
-    return np.ascontiguousarray(arr)
+    t = cnp.PyArray_TYPE(arr)
+    if not (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE or t == cnp.NPY_INT32
+            or t == cnp.NPY_INT64 or t == cnp.NPY_UBYTE):
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISBEHAVED_RO(arr)):
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
+    return arr
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef void _dispatch_moments(object x, int64_t[::1] cnt, double[::1] s, double[::1] mn,
-                            double[::1] mx, int64_t[::1] nan, int64_t[::1] inf) except *:
-    cdef str t = x.dtype.name
-    cdef const float[:, ::1] xf
-    cdef const double[:, ::1] xd
-    cdef const int32_t[:, ::1] xi
-    cdef const int64_t[:, ::1] xl
-    cdef const uint8_t[:, ::1] xb
-    if t == "float32":
-        xf = x
-        with nogil:
-            _moments_pass(xf, cnt, s, mn, mx, nan, inf)
-    elif t == "float64":
-        xd = x
-        with nogil:
-            _moments_pass(xd, cnt, s, mn, mx, nan, inf)
-    elif t == "int32":
-        xi = x
-        with nogil:
-            _moments_pass(xi, cnt, s, mn, mx, nan, inf)
-    elif t == "int64":
-        xl = x
-        with nogil:
-            _moments_pass(xl, cnt, s, mn, mx, nan, inf)
-    else:
-        xb = x
-        with nogil:
-            _moments_pass(xb, cnt, s, mn, mx, nan, inf)
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef void _dispatch_deviation(object x, const double[::1] bmean, double[::1] bm2) except *:
-    cdef str t = x.dtype.name
-    cdef const float[:, ::1] xf
-    cdef const double[:, ::1] xd
-    cdef const int32_t[:, ::1] xi
-    cdef const int64_t[:, ::1] xl
-    cdef const uint8_t[:, ::1] xb
-    if t == "float32":
-        xf = x
-        with nogil:
-            _deviation_pass(xf, bmean, bm2)
-    elif t == "float64":
-        xd = x
-        with nogil:
-            _deviation_pass(xd, bmean, bm2)
-    elif t == "int32":
-        xi = x
-        with nogil:
-            _deviation_pass(xi, bmean, bm2)
-    elif t == "int64":
-        xl = x
-        with nogil:
-            _deviation_pass(xl, bmean, bm2)
-    else:
-        xb = x
-        with nogil:
-            _deviation_pass(xb, bmean, bm2)
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef void _dispatch_bins(object x, object uniform_lo, object uniform_inv, object edges_obj,
-                         int nbins, int64_t[:, ::1] hist) except *:
-    cdef str t = x.dtype.name
-    cdef const float[:, ::1] xf
-    cdef const double[:, ::1] xd
-    cdef const int32_t[:, ::1] xi
-    cdef const int64_t[:, ::1] xl
-    cdef const uint8_t[:, ::1] xb
-    cdef const double[::1] lo
-    cdef const double[::1] inv
-    cdef const double[:, ::1] edges = edges_obj
-    cdef bint uniform = uniform_lo is not None
-    if uniform:
-        lo = uniform_lo
-        inv = uniform_inv
-    if t == "float32":
-        xf = x
-        with nogil:
-            if uniform:
-                _bin_uniform(xf, lo, inv, nbins, hist)
+cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) except -1:
+    """Moments + bins (``moments``) or bins only (warm-up rows) of a batch from _as_2d."""
+    cdef void* p = cnp.PyArray_DATA(x)
+    cdef Py_ssize_t rows = cnp.PyArray_DIMS(x)[0]
+    cdef Py_ssize_t nf = st.n_features
+    cdef int t = cnp.PyArray_TYPE(x)
+    if rows == 0:
+        return 0
+    with nogil:
+        if moments:
+            if t == cnp.NPY_FLOAT:
+                _fold(<const float*>p, rows, nf, st, mode)
+            elif t == cnp.NPY_DOUBLE:
+                _fold(<const double*>p, rows, nf, st, mode)
+            elif t == cnp.NPY_INT32:
+                _fold(<const int32_t*>p, rows, nf, st, mode)
+            elif t == cnp.NPY_INT64:
+                _fold(<const int64_t*>p, rows, nf, st, mode)
             else:
-                _bin_edges(xf, edges, nbins, hist)
-    elif t == "float64":
-        xd = x
-        with nogil:
-            if uniform:
-                _bin_uniform(xd, lo, inv, nbins, hist)
+                _fold(<const uint8_t*>p, rows, nf, st, mode)
+        else:
+            if t == cnp.NPY_FLOAT:
+                _pass2(<const float*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
+                       st._edges, st.n_bins, st._hist)
+            elif t == cnp.NPY_DOUBLE:
+                _pass2(<const double*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
+                       st._edges, st.n_bins, st._hist)
+            elif t == cnp.NPY_INT32:
+                _pass2(<const int32_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
+                       st._edges, st.n_bins, st._hist)
+            elif t == cnp.NPY_INT64:
+                _pass2(<const int64_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
+                       st._edges, st.n_bins, st._hist)
             else:
-                _bin_edges(xd, edges, nbins, hist)
-    elif t == "int32":
-        xi = x
-        with nogil:
-            if uniform:
-                _bin_uniform(xi, lo, inv, nbins, hist)
-            else:
-                _bin_edges(xi, edges, nbins, hist)
-    elif t == "int64":
-        xl = x
-        with nogil:
-            if uniform:
-                _bin_uniform(xl, lo, inv, nbins, hist)
-            else:
-                _bin_edges(xl, edges, nbins, hist)
-    else:
-        xb = x
-        with nogil:
-            if uniform:
-                _bin_uniform(xb, lo, inv, nbins, hist)
-            else:
-                _bin_edges(xb, edges, nbins, hist)
+                _pass2(<const uint8_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
+                       st._edges, st.n_bins, st._hist)
+    return 0
+
+
+cdef inline int _mode(FeatureStats st) noexcept:
+    if not st._has_edges:
+        return _NO_BINS
+    return _UNIFORM if st._uniform else _EDGES
+
+
+cdef object _copy_out(const void* src, Py_ssize_t n, object dtype, object shape):
+    out = np.empty(shape, dtype=dtype)
+    if n:
+        memcpy(cnp.PyArray_DATA(out), src, n * out.itemsize)
+    return out
 
 
 cdef class FeatureStats:
     """Count, mean, variance, min, max, NaN/Inf counts and a histogram per feature."""
+
+    def __cinit__(self, *args, **kwargs):
+        self._count = NULL    # the arrays are allocated by _alloc once n_bins is known
+        self._hist = NULL
+        self._edges = NULL
+
+    def __dealloc__(self):
+        free(self._count)
+        free(self._mean)
+        free(self._m2)
+        free(self._min)
+        free(self._max)
+        free(self._nan)
+        free(self._inf)
+        free(self._hist)
+        free(self._edges)
+        free(self._lo)
+        free(self._inv)
+        free(self._bcnt)
+        free(self._bsum)
+        free(self._bmean)
+        free(self._bm2)
+        free(self._bmin)
+        free(self._bmax)
+
+    cdef int _alloc(self, int n_features, int n_bins) except -1:
+        cdef size_t nf = <size_t>n_features
+        if self._count != NULL:
+            raise RuntimeError("FeatureStats is already initialised")
+        self.n_features = n_features
+        self.n_bins = n_bins
+        self._count = <int64_t*>malloc(nf * sizeof(int64_t))
+        self._mean = <double*>malloc(nf * sizeof(double))
+        self._m2 = <double*>malloc(nf * sizeof(double))
+        self._min = <double*>malloc(nf * sizeof(double))
+        self._max = <double*>malloc(nf * sizeof(double))
+        self._nan = <int64_t*>malloc(nf * sizeof(int64_t))
+        self._inf = <int64_t*>malloc(nf * sizeof(int64_t))
+        self._hist = <int64_t*>malloc(nf * (n_bins + 2) * sizeof(int64_t))
+        self._edges = <double*>malloc(nf * (n_bins + 1) * sizeof(double))
+        self._lo = <double*>malloc(nf * sizeof(double))
+        self._inv = <double*>malloc(nf * sizeof(double))
+        self._bcnt = <int64_t*>malloc(nf * sizeof(int64_t))
+        self._bsum = <double*>malloc(nf * sizeof(double))
+        self._bmean = <double*>malloc(nf * sizeof(double))
+        self._bm2 = <double*>malloc(nf * sizeof(double))
+        self._bmin = <double*>malloc(nf * sizeof(double))
+        self._bmax = <double*>malloc(nf * sizeof(double))
+        if (self._count == NULL or self._mean == NULL or self._m2 == NULL
+                or self._min == NULL or self._max == NULL or self._nan == NULL
+                or self._inf == NULL or self._hist == NULL or self._edges == NULL
+                or self._lo == NULL or self._inv == NULL or self._bcnt == NULL
+                or self._bsum == NULL or self._bmean == NULL or self._bm2 == NULL
+                or self._bmin == NULL or self._bmax == NULL):
+            raise MemoryError()
+        self._has_edges = False
+        self._uniform = False
+        self._clear()
+        return 0
+
+    cdef void _clear(self) noexcept:
+        cdef Py_ssize_t f
+        cdef Py_ssize_t i
+        cdef Py_ssize_t nh = <Py_ssize_t>self.n_features * (self.n_bins + 2)
+        for f in range(self.n_features):
+            self._count[f] = 0
+            self._mean[f] = 0.0
+            self._m2[f] = 0.0
+            self._min[f] = INFINITY
+            self._max[f] = -INFINITY
+            self._nan[f] = 0
+            self._inf[f] = 0
+        for i in range(nh):
+            self._hist[i] = 0
 
     def __init__(self, int n_features, *, edges=None, value_range=None, int n_bins=10,
                  int warmup_rows=1024, int sample_every=1):
@@ -296,14 +455,8 @@ cdef class FeatureStats:
             raise ValueError("n_features must be >= 1")
         if sample_every < 1:
             raise ValueError("sample_every must be >= 1")
-        self.n_features = n_features
-        self.sample_every = sample_every
-        self.warmup_rows = warmup_rows
-        self._warmup = []
-        self._warmup_n = 0
-        self._uniform_lo = None
-        self._uniform_inv = None
-        self._edges = None
+        e = None
+        lo = hi = 0.0
         if edges is not None:
             e = np.asarray(edges, dtype=np.float64)
             if e.ndim == 1:
@@ -313,43 +466,44 @@ cdef class FeatureStats:
             if not np.all(np.diff(e, axis=1) >= 0) or not np.all(np.isfinite(e)):
                 raise ValueError("edges must be finite and non-decreasing")
             n_bins = e.shape[1] - 1
-            self._edges = np.ascontiguousarray(e)
         elif value_range is not None:
             lo, hi = (float(v) for v in value_range)
             if not lo < hi:
                 raise ValueError("value_range must be (low, high) with low < high")
-            self._set_uniform(np.full(n_features, lo), np.full(n_features, hi), n_bins)
         elif warmup_rows < 1:
             raise ValueError("give edges, value_range or warmup_rows >= 1")
         if n_bins < 1:
             raise ValueError("n_bins must be >= 1")
-        self.n_bins = n_bins
+        self._alloc(n_features, n_bins)
+        self.sample_every = sample_every
+        self.warmup_rows = warmup_rows
+        if e is not None:
+            self._set_edges(e)
+        elif value_range is not None:
+            self._set_uniform(np.full(n_features, lo), np.full(n_features, hi))
         self.reset()
 
-    def _set_uniform(self, lo, hi, int n_bins):
-        lo = np.asarray(lo, dtype=np.float64)
-        hi = np.asarray(hi, dtype=np.float64)
-        self._edges = np.ascontiguousarray(
-            lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, n_bins + 1)[None, :])
-        self._edges[:, -1] = hi
-        self._uniform_lo = np.ascontiguousarray(lo)
-        self._uniform_inv = np.ascontiguousarray(n_bins / (hi - lo))
+    def _set_edges(self, edges):
+        e = np.ascontiguousarray(edges, dtype=np.float64)
+        assert e.shape == (self.n_features, self.n_bins + 1)
+        memcpy(self._edges, cnp.PyArray_DATA(e), e.size * sizeof(double))
+        self._has_edges = True
+        self._uniform = False
+
+    def _set_uniform(self, lo, hi):
+        lo = np.ascontiguousarray(lo, dtype=np.float64)
+        hi = np.ascontiguousarray(hi, dtype=np.float64)
+        e = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, self.n_bins + 1)[None, :]
+        e[:, -1] = hi
+        self._set_edges(e)
+        inv = np.ascontiguousarray(self.n_bins / (hi - lo))
+        memcpy(self._lo, cnp.PyArray_DATA(lo), self.n_features * sizeof(double))
+        memcpy(self._inv, cnp.PyArray_DATA(inv), self.n_features * sizeof(double))
+        self._uniform = True
 
     def reset(self):
         """Forget the moments, counts and histogram (frozen edges are kept)."""
-        nf = self.n_features
-        self._count = np.zeros(nf, dtype=np.int64)
-        self._mean = np.zeros(nf, dtype=np.float64)
-        self._m2 = np.zeros(nf, dtype=np.float64)
-        self._min = np.full(nf, np.inf)
-        self._max = np.full(nf, -np.inf)
-        self._nan = np.zeros(nf, dtype=np.int64)
-        self._inf = np.zeros(nf, dtype=np.int64)
-        self._hist = np.zeros((nf, self.n_bins + 2), dtype=np.int64)
-        self._bcnt = np.zeros(nf, dtype=np.int64)
-        self._bsum = np.zeros(nf, dtype=np.float64)
-        self._bm2 = np.zeros(nf, dtype=np.float64)
-        self._bmean = np.zeros(nf, dtype=np.float64)
+        self._clear()
         self._warmup = []
         self._warmup_n = 0
         self.batches_seen = 0
@@ -358,33 +512,27 @@ cdef class FeatureStats:
     @property
     def edges(self):
         """Bin edges ``[features, n_bins + 1]`` or None while warming up."""
-        return None if self._edges is None else self._edges.copy()
+        if not self._has_edges:
+            return None
+        return _copy_out(self._edges, self.n_features * (self.n_bins + 1), np.float64,
+                         (self.n_features, self.n_bins + 1))
 
-    cdef void _bin(self, object x) except *:
-        _dispatch_bins(x, self._uniform_lo, self._uniform_inv, self._edges, self.n_bins,
-                       self._hist)
+    cdef int _bin(self, object x) except -1:
+        return _fold_array(self, x, _mode(self), False)
 
     cpdef bint observe(self, object batch) except -1:
         """Fold one batch in; returns False when skipped by sampling (every k-th batch)."""
         self.batches_seen += 1
         if (self.batches_seen - 1) % self.sample_every != 0:
             return False
-        x = _as_2d(batch, self.n_features)
+        cdef cnp.ndarray x = _as_2d(batch, self.n_features)
         self.batches_observed += 1
-        if x.shape[0] == 0:
+        if cnp.PyArray_DIMS(x)[0] == 0:
             return True
-        self._bcnt.fill(0)
-        self._bsum.fill(0.0)
-        self._bm2.fill(0.0)
-        _dispatch_moments(x, self._bcnt, self._bsum, self._min, self._max, self._nan, self._inf)
-        _batch_mean(self._bcnt, self._bsum, self._bmean)
-        _dispatch_deviation(x, self._bmean, self._bm2)
-        _chan_merge(self._count, self._mean, self._m2, self._bcnt, self._bmean, self._bm2)
-        if self._edges is not None:
-            self._bin(x)
-        else:
+        _fold_array(self, x, _mode(self), True)
+        if not self._has_edges:
             self._warmup.append(x)
-            self._warmup_n += x.shape[0]
+            self._warmup_n += cnp.PyArray_DIMS(x)[0]
             if self._warmup_n >= self.warmup_rows:
                 self._freeze_from_warmup()
         return True
@@ -406,32 +554,55 @@ cdef class FeatureStats:
             if e[0] == e[-1]:
                 e = e[0] - 0.5 + qs
             edges[f] = e
-        self._edges = np.ascontiguousarray(edges)
+        self._set_edges(edges)
         for w in self._warmup:
             self._bin(w)
         self._warmup = []
 
+    @cython.cdivision(True)
     cpdef void merge(self, FeatureStats other) except *:
         """Add ``other``'s statistics (same feature count; same edges once both froze)."""
+        cdef Py_ssize_t f
+        cdef Py_ssize_t i
+        cdef Py_ssize_t nf = self.n_features
+        cdef Py_ssize_t nh = nf * (self.n_bins + 2)
+        cdef int64_t n
+        cdef double delta, nb
         if other.n_features != self.n_features or other.n_bins != self.n_bins:
             raise ValueError("feature statistics have different shapes")
-        if self._edges is not None and other._edges is not None:
-            if not np.array_equal(self._edges, other._edges):
-                raise ValueError("feature statistics have different bin edges")
-        _chan_merge(self._count, self._mean, self._m2, other._count, other._mean, other._m2)
-        np.minimum(self._min, other._min, out=self._min)
-        np.maximum(self._max, other._max, out=self._max)
-        self._nan += other._nan
-        self._inf += other._inf
-        if other._edges is not None and self._edges is None:
-            self._edges = other._edges.copy()
-            self._uniform_lo = other._uniform_lo
-            self._uniform_inv = other._uniform_inv
+        if self._has_edges and other._has_edges:
+            if memcmp(self._edges, other._edges,
+                      nf * (self.n_bins + 1) * sizeof(double)) != 0:
+                if not np.array_equal(self.edges, other.edges):   # e.g. -0.0 vs 0.0
+                    raise ValueError("feature statistics have different bin edges")
+        for f in range(nf):
+            if other._count[f] == 0:
+                continue
+            n = self._count[f] + other._count[f]
+            nb = <double>other._count[f]
+            delta = other._mean[f] - self._mean[f]
+            self._mean[f] += delta * (nb / <double>n)
+            self._m2[f] += other._m2[f] + delta * delta * (<double>self._count[f] * nb / <double>n)
+            self._count[f] = n
+        for f in range(nf):
+            if other._min[f] < self._min[f]:
+                self._min[f] = other._min[f]
+            if other._max[f] > self._max[f]:
+                self._max[f] = other._max[f]
+            self._nan[f] += other._nan[f]
+            self._inf[f] += other._inf[f]
+        if other._has_edges and not self._has_edges:
+            memcpy(self._edges, other._edges, nf * (self.n_bins + 1) * sizeof(double))
+            memcpy(self._lo, other._lo, nf * sizeof(double))
+            memcpy(self._inv, other._inv, nf * sizeof(double))
+            self._has_edges = True
+            self._uniform = other._uniform
             for w in self._warmup:
                 self._bin(w)
             self._warmup = []
-        if self._edges is not None:
-            self._hist += other._hist
+        if self._has_edges:
+            for i in range(nh):
+                self._hist[i] += other._hist[i]
             for w in other._warmup:
                 self._bin(w)
         else:
@@ -442,25 +613,27 @@ cdef class FeatureStats:
 
     def state(self):
         """Copies of the running state as plain numpy arrays (dict)."""
+        cdef Py_ssize_t nf = self.n_features
+        count = _copy_out(self._count, nf, np.int64, nf)
+        m2 = _copy_out(self._m2, nf, np.float64, nf)
         with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.where(self._count > 1, self._m2 / np.maximum(self._count - 1, 1), np.nan)
-        return dict(count=self._count.copy(), mean=self._mean.copy(), m2=self._m2.copy(),
-                    variance=var, min=self._min.copy(), max=self._max.copy(),
-                    nan_count=self._nan.copy(), inf_count=self._inf.copy(),
-                    edges=self.edges, histogram=self._hist.copy(),
+            var = np.where(count > 1, m2 / np.maximum(count - 1, 1), np.nan)
+        return dict(count=count, mean=_copy_out(self._mean, nf, np.float64, nf), m2=m2,
+                    variance=var, min=_copy_out(self._min, nf, np.float64, nf),
+                    max=_copy_out(self._max, nf, np.float64, nf),
+                    nan_count=_copy_out(self._nan, nf, np.int64, nf),
+                    inf_count=_copy_out(self._inf, nf, np.int64, nf),
+                    edges=self.edges,
+                    histogram=_copy_out(self._hist, nf * (self.n_bins + 2), np.int64,
+                                        (nf, self.n_bins + 2)),
                     batches_seen=self.batches_seen, batches_observed=self.batches_observed)
 
     def copy(self):
         """An independent accumulator with the same state."""
         cdef FeatureStats c = FeatureStats.__new__(FeatureStats)
-        c.n_features = self.n_features
-        c.n_bins = self.n_bins
+        c._alloc(self.n_features, self.n_bins)
         c.sample_every = self.sample_every
         c.warmup_rows = self.warmup_rows
-        c._edges = None if self._edges is None else self._edges.copy()
-        c._uniform_lo = self._uniform_lo
-        c._uniform_inv = self._uniform_inv
         c.reset()
-        c.batches_seen = 0
         c.merge(self)
         return c
