@@ -29,8 +29,9 @@ cdef class RequestRing:
         readonly uint64_t dropped
         readonly uint64_t written
 
-    cpdef bint write(self, uint32_t model_id, int64_t t_received_ns, int64_t t_enqueued_ns,
-                     int64_t t_batch_ns, int64_t t_compute_start_ns, int64_t t_compute_end_ns,
-                     int64_t t_responded_ns, uint32_t batch_size, uint32_t rows,
-                     int32_t status_code, bint degraded, uint16_t fallback_code,
-                     float confidence, int64_t payload_bytes)
+    cdef bint _append(self, uint32_t model_id, int64_t t_received_ns, int64_t t_enqueued_ns,
+                      int64_t t_batch_ns, int64_t t_compute_start_ns,
+                      int64_t t_compute_end_ns, int64_t t_responded_ns, uint32_t batch_size,
+                      uint32_t rows, int32_t status_code, bint degraded,
+                      uint16_t fallback_code, float confidence,
+                      int64_t payload_bytes) noexcept
