@@ -127,8 +127,21 @@ async def _stream_worker(stub, request, rec: Recorder, stop: asyncio.Event, time
                 await asyncio.sleep(0.05)
         except asyncio.TimeoutError:
             rec.error("DEADLINE_EXCEEDED", clock())
+            call.cancel()
+            continue
+        # Stopping: half-close and let the server end the stream (nothing is outstanding).
+        try:
+            await asyncio.wait_for(_close_stream(call), 2.0)
+        except Exception:  # noqa: BLE001 - already failed or closed: nothing left to do
+            pass
         finally:
             call.cancel()
+
+
+async def _close_stream(call) -> None:
+    await call.done_writing()
+    while await call.read() is not grpc.aio.EOF:
+        pass
 
 
 def _code_tuple(code: int):

@@ -153,8 +153,9 @@ class Bench:
 
     def floor(self) -> Server:
         argv = [sys.executable, str(BENCH / "floor_server.py"), "--port", "{port}",
-                "--model-repository", str(self.repository), "--models", "classifier,wide_mlp"]
-        return Server("floor", argv, {}, self.logdir)
+                "--model-repository", str(self.repository), "--models", "classifier,wide_mlp",
+                "--mode", self.args.floor_mode]
+        return Server(f"floor-{self.args.floor_mode}", argv, {}, self.logdir)
 
     def launch(self, server: Server) -> Server:
         """Start, wait for SERVING, then freeze until its turn."""
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
     bench = Bench(args, logdir, repository)
     summary: dict = {"date": time.strftime("%Y-%m-%d"), "nproc": os.cpu_count(),
                      "duration_s": args.duration_s, "warmup_s": args.warmup_s, "repeats": args.repeats,
-                     "server_logs": str(logdir), "scenarios": {}}
+                     "floor_mode": args.floor_mode, "server_logs": str(logdir), "scenarios": {}}
     t0 = time.monotonic()
     try:
         # The gateway as deployed: its defaults, telemetry included. If it can't start that way
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per arm (alternating arms)")
     p.add_argument("--scenarios", default="a,b,c,d")
+    p.add_argument("--floor-mode", choices=("sync", "aio"), default="sync",
+                   help="floor_server implementation (sync is the faster one; see its docstring)")
     p.add_argument("--json-out", help="also write the summary (indented) to this file")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.duration_s <= 0:
