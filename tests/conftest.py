@@ -44,6 +44,7 @@ class RunningGateway:
         self.thread.start()
         settings.setdefault("port", 0)
         settings.setdefault("reload_interval_s", 0)
+        settings.setdefault("admin_port", 0)  # tests that need it pass a free port
         self.settings = load_settings(**settings)
 
         async def make() -> GatewayServer:

@@ -22,6 +22,10 @@ class TelemetrySettings(BaseModel):
     input_stats_sample_every: int = Field(1, ge=1)
     """Feed input statistics from every k-th batch."""
     aggregate_interval_s: float = Field(0.2, gt=0, le=60)
+    export_max_features: int = Field(32, ge=0, le=100_000)
+    """Per input, how many features' statistics are exported as metrics (the first N)."""
+    span_queue: int = Field(2048, ge=16, le=1 << 20)
+    """Sampled requests waiting for span export; beyond it spans are dropped and counted."""
 
 
 class GatewaySettings(BaseSettings):
@@ -49,6 +53,14 @@ class GatewaySettings(BaseSettings):
     """Threads that run onnxruntime sessions (off the event loop)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    access_log: bool = False
+    """One log line per request (``gateway.access``), sampled by ``access_log_sample_ratio``."""
+    access_log_sample_ratio: float = Field(0.01, ge=0, le=1)
+    log_inputs: bool = False
+    """Put raw input values in access log lines (off: only names, shapes and dtypes)."""
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(8002, ge=0, le=65535)
+    """Admin HTTP port: ``/metrics`` (Prometheus text), ``/healthz``, ``/readyz`` (0 disables)."""
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     allow_fault_injection: bool = False
     """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks

@@ -30,6 +30,9 @@ class DataPlane:
         self.telemetry = telemetry
         self._unknown_id = telemetry.register_model("", "", inputs={}) if telemetry is not None else 0
         self._policies = PolicyRunner(registry, self._run)
+        self.in_flight = 0
+        self.traces = None      # telemetry.otel.traces.SpanPipeline: sampled requests only
+        self.access_log = None  # logs.AccessLog when access logging is on
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if not request.t_received_ns:
@@ -40,6 +43,9 @@ class DataPlane:
         target: ModelVersion | None = None
         response: InferResponse | None = None
         fallback_code = 0  # policy.reasons.FallbackReason
+        self.in_flight += 1
+        if request.trace is not None and self.traces is not None:
+            self.traces.begin(request)
         try:
             target = self.registry.resolve(request.model, request.version)
             response = await self._policies.serve(target, request)
@@ -58,16 +64,22 @@ class DataPlane:
             status = Status.INTERNAL
             raise GatewayError(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}") from exc
         finally:
+            self.in_flight -= 1
+            t_responded_ns = time.monotonic_ns()
             if self.telemetry is not None:
                 confidence = float(response.confidence[0]) if response is not None \
                     and response.confidence is not None and len(response.confidence) else float("nan")
                 self.telemetry.record(
                     target.telemetry_id if target is not None else self._unknown_id,
                     request.t_received_ns, request.t_enqueued_ns, request.t_batch_ns,
-                    request.t_compute_start_ns, request.t_compute_end_ns, time.monotonic_ns(),
+                    request.t_compute_start_ns, request.t_compute_end_ns, t_responded_ns,
                     request.batch_size, request.rows, int(status),
                     bool(response.degraded) if response is not None else False, fallback_code,
                     confidence, request.payload_bytes)
+            if request.trace is not None and self.traces is not None:
+                self.traces.submit(request, status, response, fallback_code, t_responded_ns)
+            if self.access_log is not None:
+                self.access_log(request, status, response, t_responded_ns)
 
     async def _run(self, target: ModelVersion, request: InferRequest) -> InferResponse:
         model = target.model

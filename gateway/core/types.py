@@ -43,6 +43,7 @@ class InferRequest:
     t_compute_end_ns: int = 0
     batch_size: int = 0
     rows: int = 0
+    trace: object | None = None  # telemetry.tracecontext.RequestTrace when sampled
 
 
 @dataclass(slots=True)

@@ -57,6 +57,9 @@ class GatewayServer:
         self._manager: RepositoryManager | None = None
         self._poller: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
+        self._ready = False
+        self.export = None  # telemetry.otel.TelemetryExport
+        self._fallback_log = None
 
     async def start(self) -> int:
         s = self.settings
@@ -70,7 +73,9 @@ class GatewayServer:
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ])
-        pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.dataplane, max_message_bytes=limit), self._server)
+        servicer = GatewayServicer(self.dataplane, max_message_bytes=limit)
+        self._start_export(servicer)
+        pb_grpc.add_GatewayServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -84,11 +89,38 @@ class GatewayServer:
         if not any(e.versions for e in self.registry.entries()):
             log.warning("no model could be loaded from %s", self.repository)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
         log.info("ready: %s", ", ".join(f"{e.name} ({e.state.lower()})" for e in self.registry.entries()) or
                  "no models")
         if s.reload_interval_s > 0:
             self._poller = asyncio.create_task(self._manager.poll(s.reload_interval_s))
         return self.port
+
+    def _start_export(self, servicer: GatewayServicer) -> None:
+        from ..logs import AccessLog, FallbackEventLog
+        from ..policy import events as policy_events
+        from ..telemetry.otel import TelemetryExport
+
+        s = self.settings
+        self.export = TelemetryExport(
+            self.telemetry, dataplane=self.dataplane, registry=self.registry,
+            max_features=s.telemetry.export_max_features, span_queue=s.telemetry.span_queue,
+            admin_host=s.admin_host, admin_port=s.admin_port, ready=self.readiness)
+        self.dataplane.traces = self.export.spans
+        servicer.sampler = self.export.sampler
+        if s.access_log:
+            self.dataplane.access_log = AccessLog(s.access_log_sample_ratio, s.log_inputs)
+        self._fallback_log = FallbackEventLog()
+        policy_events.decision_hooks.append(self._fallback_log)
+        self.export.start()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: started, at least one model version loaded, not draining."""
+        if not self._ready:
+            return False, "not ready: starting or draining"
+        if not any(e.versions for e in self.registry.entries()):
+            return False, "not ready: no model loaded"
+        return True, "ready"
 
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -107,6 +139,7 @@ class GatewayServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        self._ready = False
         await self._health.enter_graceful_shutdown()
         if self._poller is not None:
             self._poller.cancel()
@@ -117,6 +150,13 @@ class GatewayServer:
         self.executor.shutdown(wait=True)
         if self.telemetry is not None:
             self.telemetry.stop()
+        if self.export is not None:
+            from ..policy import events as policy_events
+
+            if self._fallback_log in policy_events.decision_hooks:
+                policy_events.decision_hooks.remove(self._fallback_log)
+            # blocking but bounded (min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s) per signal)
+            await asyncio.get_running_loop().run_in_executor(None, self.export.stop)
         log.info("stopped")
 
 

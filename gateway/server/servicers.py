@@ -35,11 +35,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.registry = dataplane.registry
         self.telemetry = dataplane.telemetry
         self._max_bytes = max_message_bytes
+        self.sampler = None  # telemetry.tracecontext.HeadSampler when traces are exported
 
-    async def _predict(self, msg: pb.PredictRequest, context) -> pb.PredictResponse:
+    async def _predict(self, msg: pb.PredictRequest, context, method: str = "Predict") -> pb.PredictResponse:
         now = time.monotonic_ns()
         request = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
                                               max_bytes=self._max_bytes)
+        if self.sampler is not None:
+            request.trace = self.sampler.start(context.invocation_metadata(), method)
         response = await self.dataplane.infer(request)
         return converters.to_predict_response(response)
 
@@ -55,7 +58,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
         async def answer(msg: pb.PredictRequest) -> None:
             try:
-                resp = await self._predict(msg, context)
+                resp = await self._predict(msg, context, "PredictStream")
                 out = pb.PredictStreamResponse(request_id=resp.request_id, response=resp)
             except GatewayError as exc:
                 out = pb.PredictStreamResponse(request_id=msg.request_id,

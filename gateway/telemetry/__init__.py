@@ -27,11 +27,13 @@ from gateway.telemetry.snapshots import (
     HistogramSnapshot,
     LatencySummary,
     ModelStatsSnapshot,
+    OutcomeSnapshot,
 )
 
 __all__ = [
     "ConfidenceSnapshot", "CounterSnapshot", "FeatureShift", "FeatureStatsSnapshot",
     "HistogramPoint", "HistogramSnapshot", "LatencySummary", "ModelStatsSnapshot",
+    "OutcomeSnapshot",
     "Telemetry", "LATENCY_KINDS",
 ]
 
@@ -63,6 +65,8 @@ class _ModelState:
         self.hists: dict[tuple[int, str], object] = {}
         self.delta_start_ns: dict[tuple[int, str], int] = {}
         self.counters = _kernels.WindowedCounters(300)
+        # (status code, fallback code) -> requests, for exporters' per-outcome counters.
+        self.outcomes: dict[tuple[int, int], int] = {}
         self.conf_sum = 0.0
         self.conf_n = 0
 
@@ -251,6 +255,7 @@ class Telemetry:
         errors = (status != 0).astype(np.int64)
         degraded = records["degraded"].astype(np.int64)
         conf = records["confidence"]
+        fallback = records["fallback_code"]
         for s, e in zip(starts, ends):
             idx = order[s:e]
             first = idx[0]
@@ -268,6 +273,9 @@ class Telemetry:
                                       np.ascontiguousarray(rows[idx]),
                                       np.ascontiguousarray(errors[idx]),
                                       np.ascontiguousarray(degraded[idx]))
+            for fb, n in enumerate(np.bincount(fallback[idx]).tolist()):
+                if n:
+                    state.outcomes[(code, fb)] = state.outcomes.get((code, fb), 0) + n
             c = conf[idx]
             c = c[~np.isnan(c)]
             state.conf_sum += float(c.sum(dtype=np.float64))
@@ -364,6 +372,12 @@ class Telemetry:
         with self._lock:
             return [CounterSnapshot(st.model, st.version, *map(int, st.counters.totals()))
                     for st in self._models]
+
+    def outcomes(self) -> list[OutcomeSnapshot]:
+        """Running request totals per (model, version, status code, fallback code)."""
+        with self._lock:
+            return [OutcomeSnapshot(st.model, st.version, code, fb, n)
+                    for st in self._models for (code, fb), n in sorted(st.outcomes.items())]
 
     def feature_stats(self) -> list[FeatureStatsSnapshot]:
         """Long-run input statistics per (model, input)."""

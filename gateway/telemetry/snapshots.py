@@ -63,6 +63,18 @@ class CounterSnapshot:
 
 
 @dataclasses.dataclass(frozen=True)
+class OutcomeSnapshot:
+    """Requests that ended with ``status_code`` (gRPC code) and ``fallback_code``
+    (:class:`gateway.policy.reasons.FallbackReason`; 0: not degraded)."""
+
+    model: str
+    version: str
+    status_code: int
+    fallback_code: int
+    requests: int
+
+
+@dataclasses.dataclass(frozen=True)
 class FeatureStatsSnapshot:
     model: str
     version: str

@@ -1,0 +1,22 @@
+"""The resource every signal carries: service name/version/instance plus ``OTEL_RESOURCE_ATTRIBUTES``."""
+from __future__ import annotations
+
+import uuid
+
+from opentelemetry.sdk.resources import Resource
+
+DEFAULT_SERVICE_NAME = "onnx-inference-gateway"
+
+
+def make_resource() -> Resource:
+    """``Resource.create`` reads ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``; under
+    them go our defaults: ``service.name``, ``service.version`` and ``service.instance.id``
+    (a random UUID per process)."""
+    from gateway import __version__
+
+    detected = Resource.create({})
+    attrs = {"service.instance.id": str(uuid.uuid4()), "service.version": __version__,
+             **detected.attributes}
+    if str(attrs.get("service.name", "")).startswith("unknown_service"):
+        attrs["service.name"] = DEFAULT_SERVICE_NAME
+    return Resource(attrs, detected.schema_url)

@@ -1,0 +1,105 @@
+"""SDK observable instruments: in-flight requests, queue depth, process CPU/memory, GPU (NVML).
+
+Callbacks run only when a reader collects (on the export thread or a ``/metrics`` scrape),
+never on the request path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource as _resource
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+log = logging.getLogger("gateway.telemetry")
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:
+        return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def register_gateway_instruments(meter: Meter, dataplane, registry) -> None:
+    """In-flight requests (from the data plane) and queue depth per loaded model version."""
+    def in_flight(_: CallbackOptions):
+        return [Observation(getattr(dataplane, "in_flight", 0))]
+
+    def queue_depth(_: CallbackOptions):
+        out = []
+        for entry in registry.entries():
+            for mv in list(entry.versions.values()):
+                depth = getattr(mv.batcher, "queue_depth", None)
+                if depth is not None:
+                    out.append(Observation(int(depth), {"gateway.model.name": mv.name,
+                                                        "gateway.model.version": mv.version}))
+        return out
+
+    meter.create_observable_up_down_counter(
+        "gateway.requests.in_flight", [in_flight], unit="{request}",
+        description="Requests received and not yet answered.")
+    meter.create_observable_gauge(
+        "gateway.queue.depth", [queue_depth], unit="{request}",
+        description="Requests waiting in a model version's batch queue.")
+
+
+def register_process_instruments(meter: Meter) -> None:
+    """OTel semantic-convention process metrics: ``process.cpu.time`` and ``process.memory.usage``."""
+    def cpu(_: CallbackOptions):
+        t = os.times()
+        return [Observation(t.user, {"cpu.mode": "user"}), Observation(t.system, {"cpu.mode": "system"})]
+
+    def memory(_: CallbackOptions):
+        return [Observation(_rss_bytes())]
+
+    meter.create_observable_counter("process.cpu.time", [cpu], unit="s",
+                                    description="CPU time used by the gateway process.")
+    meter.create_observable_up_down_counter("process.memory.usage", [memory], unit="By",
+                                            description="Resident memory of the gateway process.")
+
+
+def register_gpu_instruments(meter: Meter) -> bool:
+    """GPU utilisation and memory through NVML; registers nothing (returns False) when NVML
+    or a GPU is absent."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except Exception as exc:  # no library, no driver, no GPU: the metrics are simply absent
+        log.debug("NVML unavailable (%s): no GPU metrics", exc)
+        return False
+    if count == 0:
+        return False
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+
+    def utilization(_: CallbackOptions):
+        out = []
+        for i, h in enumerate(handles):
+            try:
+                out.append(Observation(pynvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0,
+                                       {"gpu.index": i}))
+            except Exception:  # a GPU that fell off the bus: skip it this round
+                pass
+        return out
+
+    def memory(_: CallbackOptions):
+        out = []
+        for i, h in enumerate(handles):
+            try:
+                info = pynvml.nvmlDeviceGetMemoryInfo(h)
+                out.append(Observation(int(info.used), {"gpu.index": i, "gpu.memory.state": "used"}))
+                out.append(Observation(int(info.free), {"gpu.index": i, "gpu.memory.state": "free"}))
+            except Exception:
+                pass
+        return out
+
+    meter.create_observable_gauge("gateway.gpu.utilization", [utilization], unit="1",
+                                  description="GPU busy fraction over the last sample period (NVML).")
+    meter.create_observable_up_down_counter("gateway.gpu.memory.usage", [memory], unit="By",
+                                            description="GPU memory used and free (NVML).")
+    return True

@@ -1,0 +1,106 @@
+"""Request-path tracing decisions: W3C ``traceparent`` parsing and head sampling.
+
+Deliberately free of OpenTelemetry imports: this is the only tracing code that runs per
+request. It reads the metadata, decides sampling with the standard samplers' semantics
+(``OTEL_TRACES_SAMPLER``: ``always_on``, ``always_off``, ``traceidratio``,
+``parentbased_always_on``, ``parentbased_always_off``, ``parentbased_traceidratio``) and,
+for sampled requests only, returns a :class:`RequestTrace` the span builder fills in later.
+"""
+from __future__ import annotations
+
+import contextvars
+import random
+import time
+
+_MAX64 = 1 << 64
+_rand = random.getrandbits
+
+#: (trace_id_hex, span_id_hex) of the request being served, for log lines.
+current_ids: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "gateway_trace_ids", default=None)
+
+
+class RequestTrace:
+    """Ids of one sampled request's SERVER span, its parent, and what happened on the way."""
+
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "parent_remote_sampled", "method",
+                 "events", "start_wall_ns")
+
+    def __init__(self, trace_id: int, span_id: int, parent_span_id: int, method: str,
+                 parent_remote_sampled: bool = False):
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.parent_remote_sampled = parent_remote_sampled
+        self.method = method
+        self.events: list[tuple[int, str, dict]] = []
+        self.start_wall_ns = time.time_ns()
+
+
+def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
+    """``00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`` → (trace id, span id, sampled);
+    None when malformed or all-zero (W3C Trace Context §3.2)."""
+    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version = value[:2]
+    if version == "ff" or (version == "00" and len(value) != 55):
+        return None
+    try:
+        trace_id = int(value[3:35], 16)
+        span_id = int(value[36:52], 16)
+        flags = int(value[53:55], 16)
+    except ValueError:
+        return None
+    if trace_id == 0 or span_id == 0:
+        return None
+    return trace_id, span_id, bool(flags & 1)
+
+
+class HeadSampler:
+    """Standard sampler semantics, decided without the SDK (a few hundred nanoseconds)."""
+
+    def __init__(self, name: str = "parentbased_traceidratio", ratio: float = 0.01):
+        name = name.strip().lower()
+        self.parent_based = name.startswith("parentbased_")
+        root = name[len("parentbased_"):] if self.parent_based else name
+        if root == "always_on":
+            ratio = 1.0
+        elif root == "always_off":
+            ratio = 0.0
+        elif root != "traceidratio":
+            raise ValueError(f"unsupported OTEL_TRACES_SAMPLER {name!r}")
+        self.name = name
+        self.ratio = ratio
+        # TraceIdRatioBased: sampled when the low 64 bits of the trace id are below the bound.
+        self._bound = int(ratio * _MAX64)
+
+    @property
+    def never(self) -> bool:
+        return self._bound == 0 and not self.parent_based
+
+    def start(self, metadata, method: str) -> RequestTrace | None:
+        """Decide for one request; ``metadata`` is the gRPC invocation metadata."""
+        parent = None
+        if metadata:
+            for key, value in metadata:
+                if key == "traceparent":
+                    parent = parse_traceparent(value)
+                    break
+        if parent is not None:
+            trace_id, parent_span, parent_sampled = parent
+            if self.parent_based:
+                sampled = parent_sampled
+            else:
+                sampled = (trace_id & (_MAX64 - 1)) < self._bound
+            span_id = _rand(64) or 1
+            current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
+            if not sampled:
+                return None
+            return RequestTrace(trace_id, span_id, parent_span, method, parent_sampled)
+        low = _rand(64)
+        if low >= self._bound:
+            return None
+        trace_id = (_rand(64) << 64) | low or 1
+        span_id = _rand(64) or 1
+        current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
+        return RequestTrace(trace_id, span_id, 0, method)
