@@ -32,10 +32,12 @@ def _otlp_exporters(cfg: ExportConfig):
     # Their per-attempt warnings would log every cycle while a collector is down; we log
     # state changes (export failed / recovered) and count what was dropped instead.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+    # The SDK reads OTEL_EXPORTER_OTLP_TIMEOUT as seconds; the specification says
+    # milliseconds, so we pass the parsed value explicitly.
     if cfg.metrics_endpoint:
-        metric_exporter = OTLPMetricExporter()
+        metric_exporter = OTLPMetricExporter(timeout=cfg.timeout_s)
     if cfg.traces_endpoint:
-        span_exporter = OTLPSpanExporter()
+        span_exporter = OTLPSpanExporter(timeout=cfg.timeout_s)
     return metric_exporter, span_exporter
 
 
@@ -116,10 +118,16 @@ class TelemetryExport:
                      extra={"event": "telemetry.export_configured"})
 
     def stop(self) -> None:
-        """Bounded: at most ``min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s)`` per signal."""
+        """Bounded: both signals flush in parallel within ``min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s)``."""
+        import threading
+
         timeout = self.config.shutdown_timeout_s
+        stoppers = [threading.Thread(target=self.metrics.stop, args=(timeout,), daemon=True)]
         if self.spans is not None:
-            self.spans.stop(timeout)
-        self.metrics.stop(timeout)
+            stoppers.append(threading.Thread(target=self.spans.stop, args=(timeout,), daemon=True))
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout + 0.5)
         if self.admin is not None:
             self.admin.stop()
