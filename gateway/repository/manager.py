@@ -163,7 +163,9 @@ class RepositoryManager:
             preferred_batch_sizes=batching.preferred_batch_sizes,
             max_queue_size=batching.max_queue_size,
             instance_count=config.instance_count,
-            observer=confidence_observer(model, self._telemetry, telemetry_id))
+            observer=confidence_observer(model, self._telemetry, telemetry_id),
+            # injected latency must never sleep on the event loop
+            inline_below_us=0 if settings.allow_fault_injection else settings.inline_execution_below_us)
         batcher.start()
         return ModelVersion(model_dir.name, version, model, batcher, telemetry_id, policy)
 
