@@ -77,6 +77,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             return count
 
         reader = asyncio.create_task(read())
+        getter: asyncio.Future | None = None
         sent = 0
         try:
             while not reader.done():
@@ -91,7 +92,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             while sent < total:
                 yield await answers.get()
                 sent += 1
-        finally:
+        finally:  # the client may have gone: leave nothing pending behind
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             for task in list(tasks):
                 task.cancel()

@@ -187,3 +187,16 @@ def test_stream_generates_ids_when_missing(gateway):
     answers = list(gateway.stub.PredictStream(iter(reqs), timeout=30))
     assert len(answers) == 5 and len({a.request_id for a in answers}) == 5
     assert all(a.response.request_id == a.request_id for a in answers)
+
+
+def test_cancelling_an_idle_stream_leaves_the_server_healthy(gateway):
+    def idle():
+        yield pb.PredictRequest(model="regressor", request_id="only", inputs=[from_numpy("features", _features(1, 8))])
+        import time
+
+        time.sleep(0.5)  # then the client cancels while the server waits for more
+
+    call = gateway.stub.PredictStream(idle(), timeout=30)
+    assert next(call).request_id == "only"
+    call.cancel()
+    assert gateway.predict("regressor", {"features": _features(1, 8)}).served_by == "regressor@1"
