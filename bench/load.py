@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import sys
 import time
 
@@ -174,6 +175,18 @@ async def _reporter(rec: Recorder, stop: asyncio.Event, t_start_ns: int, quiet: 
               file=sys.stderr, flush=True)
 
 
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a local process, all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _cpu_at(pid: int, at_ns: int) -> float:
+    await asyncio.sleep(max(0.0, (at_ns - time.perf_counter_ns()) / 1e9))
+    return server_cpu_s(pid)
+
+
 async def run(args: argparse.Namespace) -> dict:
     _check_loopback(args.address)
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -201,6 +214,7 @@ async def run(args: argparse.Namespace) -> dict:
         tasks = [asyncio.create_task(worker(stubs[i % len(stubs)], requests[i], rec, stop, args.timeout_s))
                  for i in range(args.concurrency)]
         reporter = asyncio.create_task(_reporter(rec, stop, t_start, args.quiet))
+        cpu_start = asyncio.create_task(_cpu_at(args.server_pid, measure_from)) if args.server_pid else None
 
         deadline = measure_until / 1e9
         while time.perf_counter_ns() / 1e9 < deadline:
@@ -211,6 +225,11 @@ async def run(args: argparse.Namespace) -> dict:
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.perf_counter_ns() / 1e9)))
         measured_until = min(time.perf_counter_ns(), measure_until)
         rec.end_ns = measured_until  # completions after this instant are not counted
+        cpu_s = None
+        if cpu_start is not None and cpu_start.done():
+            cpu_s = server_cpu_s(args.server_pid) - cpu_start.result()
+        elif cpu_start is not None:
+            cpu_start.cancel()
         stop.set()
         done, pending = await asyncio.wait(tasks, timeout=max(2.0, args.timeout_s))
         for t in pending:
@@ -234,6 +253,10 @@ async def run(args: argparse.Namespace) -> dict:
         "rps": round(n / duration, 1), "rows_per_s": round(n * args.batch_size / duration, 1),
         **percentiles_ms(rec.latencies), "duration_s": round(duration, 3),
     }
+    if cpu_s is not None and n:
+        # Less sensitive to a noisy machine than throughput: what each request cost the server.
+        summary["server_cpu_s"] = round(cpu_s, 3)
+        summary["server_cpu_us_per_request"] = round(cpu_s / n * 1e6, 1)
     return summary
 
 
@@ -253,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no per-second lines on stderr")
+    p.add_argument("--server-pid", type=int, default=0,
+                   help="local server process: also report its CPU time per request over the measured window")
     return p
 
 

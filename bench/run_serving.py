@@ -191,7 +191,7 @@ class Bench:
         a = self.args
         argv = [sys.executable, str(BENCH / "load.py"), "--address", server.address, "--model", model,
                 "--concurrency", str(concurrency), "--batch-size", "1", "--duration-s", str(a.duration_s),
-                "--warmup-s", str(a.warmup_s), "--method", method, "--quiet"]
+                "--warmup-s", str(a.warmup_s), "--method", method, "--quiet", "--server-pid", str(server.proc.pid)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration_s + a.warmup_s + 60)
         if proc.returncode != 0 or not proc.stdout.strip():
             raise RuntimeError(f"load.py failed (rc {proc.returncode}): {proc.stderr.strip()[-800:]}")
@@ -210,15 +210,20 @@ class Bench:
                 runs[label].append(res)
                 errs = f"  errors {res['errors']}" if res["error_count"] else ""
                 log(f"{name} repeat {r + 1}/{self.args.repeats} {label:<14} {res['rps']:9.1f} req/s "
-                    f"{res['rows_per_s']:9.1f} rows/s  p50 {res['p50_ms']:.2f}  p99 {res['p99_ms']:.2f} ms{errs}")
+                    f"{res['rows_per_s']:9.1f} rows/s  p50 {res['p50_ms']:.2f}  p99 {res['p99_ms']:.2f} ms  "
+                    f"server CPU {res.get('server_cpu_us_per_request', float('nan')):.0f} us/req{errs}")
         medians = {label: statistics.median(x[metric] for x in rs) for label, rs in runs.items()}
         p50 = {label: statistics.median(x["p50_ms"] for x in rs) for label, rs in runs.items()}
         p99 = {label: statistics.median(x["p99_ms"] for x in rs) for label, rs in runs.items()}
+        cpu = {label: statistics.median(x.get("server_cpu_us_per_request", float("nan")) for x in rs)
+               for label, rs in runs.items()}
         (la, _, _), (lb, _, _) = arms
         ratio = medians[la] / medians[lb] if medians[lb] else float("nan")
         return {"metric": metric, "ratio": round(ratio, 3), "ratio_of": f"{la} / {lb}",
                 "median": {k: round(v, 1) for k, v in medians.items()},
                 "median_p50_ms": p50, "median_p99_ms": p99,
+                "median_server_cpu_us_per_request": cpu,
+                "server_cpu_ratio": round(cpu[la] / cpu[lb], 3) if cpu[lb] else float("nan"),
                 "runs": {label: [x[metric] for x in rs] for label, rs in runs.items()},
                 "errors": {label: sum(x["error_count"] for x in rs) for label, rs in runs.items()}}
 

@@ -21,6 +21,8 @@ from .types import InferRequest
 
 log = logging.getLogger("gateway.batching")
 
+_WARMUP_EXECUTIONS = 3  # left out of the execution-time average that decides inline execution
+
 # Called on the executor thread after each execution with (feeds, outputs by name); returns
 # extra row-aligned arrays (e.g. per-row confidence) that are split with the outputs.
 BatchObserver = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -74,6 +76,7 @@ class DynamicBatcher:
         # costs more than the model. 0 disables it.
         self._inline_below_ns = inline_below_us * 1000
         self._execute_ns_avg: float | None = None
+        self._executions_timed = 0
 
     @property
     def queue_depth(self) -> int:
@@ -197,13 +200,17 @@ class DynamicBatcher:
 
     def _execute(self, batch: list[_Item]):
         """Runs on an executor thread (or inline on the loop for very fast models)."""
-        began = time.monotonic_ns()
+        # CPU time of this thread, not wall time: on a busy worker thread the wall clock also
+        # counts waits for the GIL, which would keep a tiny model off the inline path for good.
+        began = time.thread_time_ns()
         try:
             return self._execute_batch(batch)
         finally:
-            took = time.monotonic_ns() - began
-            avg = self._execute_ns_avg
-            self._execute_ns_avg = took if avg is None else avg + (took - avg) / 8
+            took = time.thread_time_ns() - began
+            self._executions_timed += 1
+            if self._executions_timed > _WARMUP_EXECUTIONS:  # a fresh session's first runs are slow
+                avg = self._execute_ns_avg
+                self._execute_ns_avg = took if avg is None else avg + (took - avg) / 8
 
     def _execute_batch(self, batch: list[_Item]):
         requests = [item.request for item in batch]
