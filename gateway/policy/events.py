@@ -1,7 +1,7 @@
 """Where each fallback decision is announced: a structured log line, and the hook for span events.
 
-There is no tracing yet; :data:`decision_hooks` is where the tracing layer will add a
-callable that turns each decision into an event on the request's span.
+:data:`decision_hooks` holds callables run for every decision; the tracing layer
+(``telemetry.otel.traces``) registers one that adds the decision as an event on the request's span.
 """
 from __future__ import annotations
 

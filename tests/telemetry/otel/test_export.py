@@ -233,3 +233,19 @@ def test_access_log_json_with_trace_ids(monkeypatch, make_gateway, demo_models, 
     assert line["event"] == "request" and line["model"] == "classifier"
     assert line["inputs"]["features"]["shape"] == [2, 16]
     assert ("values" in line["inputs"]["features"]) is log_inputs
+
+
+def test_fallback_decisions_are_span_events(memory_export, make_gateway, repo):
+    spans, _ = memory_export
+    (repo / "classifier" / "config.yaml").write_text(
+        "labels: [approve, review, decline]\nfaults: {error_rate: 1.0}\n"
+        "policy:\n  fallback: {chain: [{static: {probabilities: [0.6, 0.3, 0.1]}}]}\n")
+    gw = make_gateway(model_repository=repo, allow_fault_injection=True)
+    response = _predict(gw, f"00-{TRACE}-{PARENT}-01")
+    assert response.degraded and response.fallback_reason == "error"
+    gw.server.export.spans.export_pending()
+    server = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER)
+    events = [e.name for e in server.events]
+    assert "fallback.triggered" in events and "fallback.answered" in events
+    answered = next(e for e in server.events if e.name == "fallback.answered")
+    assert answered.attributes["reason"] == "error" and answered.attributes["served_by"] == "static"
