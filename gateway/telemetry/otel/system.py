@@ -39,6 +39,33 @@ def register_gateway_instruments(meter: Meter, dataplane, registry) -> None:
                                                         "gateway.model.version": mv.version}))
         return out
 
+    def versions():
+        for entry in registry.entries():
+            for mv in list(entry.versions.values()):
+                policy = getattr(mv, "policy", None)
+                if policy is not None:
+                    yield mv, policy, {"gateway.model.name": mv.name, "gateway.model.version": mv.version}
+
+    def breaker_state(_: CallbackOptions):
+        # A state set: one series per state, 1 for the one the breaker is in.
+        out = []
+        for _mv, policy, attrs in versions():
+            if policy.breaker is not None:
+                current = policy.breaker.state.value
+                for state in ("closed", "open", "half_open"):
+                    out.append(Observation(int(state == current), {**attrs, "gateway.circuit_breaker.state": state}))
+        return out
+
+    def concurrency_limit(_: CallbackOptions):
+        limits = ((policy.admission.limit(), attrs) for _mv, policy, attrs in versions())
+        return [Observation(limit, attrs) for limit, attrs in limits if limit is not None]
+
+    meter.create_observable_gauge(
+        "gateway.circuit_breaker.state", [breaker_state], unit="1",
+        description="Circuit breaker state per model version (1 for the current state).")
+    meter.create_observable_gauge(
+        "gateway.admission.limit", [concurrency_limit], unit="{request}",
+        description="Admission concurrency limit per model version (adaptive when enabled).")
     meter.create_observable_up_down_counter(
         "gateway.requests.in_flight", [in_flight], unit="{request}",
         description="Requests received and not yet answered.")

@@ -249,3 +249,23 @@ def test_fallback_decisions_are_span_events(memory_export, make_gateway, repo):
     assert "fallback.triggered" in events and "fallback.answered" in events
     answered = next(e for e in server.events if e.name == "fallback.answered")
     assert answered.attributes["reason"] == "error" and answered.attributes["served_by"] == "static"
+
+
+def test_breaker_state_and_admission_limit_are_exported(make_gateway, repo):
+    (repo / "classifier" / "config.yaml").write_text(
+        "labels: [approve, review, decline]\nfaults: {error_rate: 1.0}\npolicy:\n"
+        "  admission: {max_in_flight: 8}\n"
+        "  circuit_breaker: {enabled: true, sliding_window_size: 4, minimum_number_of_calls: 2,"
+        " wait_duration_in_open_state_ms: 60000}\n"
+        "  fallback: {chain: [{static: {probabilities: [0.6, 0.3, 0.1]}}]}\n")
+    port = free_port()
+    gw = make_gateway(model_repository=repo, allow_fault_injection=True, admin_port=port)
+    for _ in range(4):
+        _predict(gw)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    state = {line.split("gateway_circuit_breaker_state=\"")[1].split("\"")[0]: line.rsplit(" ", 1)[1]
+             for line in text.splitlines()
+             if line.startswith("gateway_circuit_breaker_state") and 'gateway_model_name="classifier"' in line}
+    assert {k: float(v) for k, v in state.items()} == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
+    assert any(line.startswith("gateway_admission_limit") and 'gateway_model_name="classifier"' in line
+               for line in text.splitlines())
