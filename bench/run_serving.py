@@ -46,7 +46,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BENCH = pathlib.Path(__file__).resolve().parent
-TARGETS = {"a": 0.9, "b": 3.0}
+TARGETS = {"a": 0.9, "b": 3.0, "d": 0.97}
 
 
 def log(msg: str) -> None:
@@ -284,10 +284,16 @@ def run(args: argparse.Namespace) -> dict:
                 out["d"] = {"skipped": True, "reason": f"gateway fails to start with telemetry enabled: "
                                                        f"{telemetry_error}"}
             else:
+                # Two fresh processes: comparing the gateway that already served a-c with a new one
+                # measured the first process's history (heap, GC generations), not telemetry.
+                tel = bench.launch(bench.gateway("gateway-telemetry", {}))
                 notel = bench.launch(bench.gateway("gateway-notelemetry", {"GATEWAY_TELEMETRY__ENABLED": "false"}))
                 load = dict(model="classifier", concurrency=16)
-                res = bench.compare("d", "rps", [("telemetry_on", gw, load), ("telemetry_off", notel, load)])
-                res.update(target=None, what="classifier batch-1 c16: req/s telemetry on / off")
+                bench.load(tel, **load)  # one warm-up run each, outside the comparison
+                bench.load(notel, **load)
+                res = bench.compare("d", "rps", [("telemetry_on", tel, load), ("telemetry_off", notel, load)])
+                res.update(target=TARGETS["d"], met=res["ratio"] >= TARGETS["d"],
+                           what="classifier batch-1 c16: req/s telemetry on / off (fresh processes)")
                 out["d"] = res
     finally:
         bench.stop_all()
