@@ -266,9 +266,13 @@ class Telemetry:
             state = self._models[model_id]
             code = int(status[first])
             state.hist(code, "e2e").record_array(np.ascontiguousarray(e2e[idx]))
-            state.hist(code, "queue").record_array(np.ascontiguousarray(queue[idx]))
-            state.hist(code, "compute").record_array(np.ascontiguousarray(compute[idx]))
-            state.hist(code, "batch_size").record_array(np.ascontiguousarray(batch[idx]))
+            # Queue, compute and batch size exist only for requests that reached an execution;
+            # those rejected before it (bad input, shed, unknown version) would record zeros.
+            ran = idx[start[idx] > 0]
+            if len(ran):
+                state.hist(code, "queue").record_array(np.ascontiguousarray(queue[ran]))
+                state.hist(code, "compute").record_array(np.ascontiguousarray(compute[ran]))
+                state.hist(code, "batch_size").record_array(np.ascontiguousarray(batch[ran]))
             state.counters.add_arrays(np.ascontiguousarray(t_resp[idx]),
                                       np.ascontiguousarray(rows[idx]),
                                       np.ascontiguousarray(errors[idx]),

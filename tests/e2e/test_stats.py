@@ -57,3 +57,17 @@ def test_stats_with_telemetry_disabled_is_a_clear_error(make_gateway, demo_model
     with pytest.raises(grpc.RpcError) as info:
         gw.stub.GetStats(pb.GetStatsRequest())
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_rejected_requests_do_not_count_as_zero_queue_or_compute_time(make_gateway, demo_models):
+    gw = make_gateway(model_repository=demo_models)
+    for _ in range(30):  # rejected by validation: never queued, never computed
+        with pytest.raises(grpc.RpcError):
+            gw.predict("wide_mlp", {"features": np.zeros((1, 3), np.float32)})
+    for _ in range(10):
+        gw.predict("wide_mlp", {"features": np.ones((1, 256), np.float32)})
+    gw.server.telemetry.flush()
+    stats = {m.model: m for m in gw.stub.GetStats(pb.GetStatsRequest(window_s=60)).models}["wide_mlp"]
+    assert stats.requests == 40 and stats.latency.count == 40
+    assert stats.compute.count == 10 and stats.queue.count == 10
+    assert stats.compute.p50_ms > 0.1  # a ~1 ms model: not the zeros of the rejected requests
