@@ -1,4 +1,4 @@
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 
 
 cdef class FeatureStats:
@@ -21,6 +21,18 @@ cdef class FeatureStats:
         double* _edges          # [F, n_bins + 1]; valid when _has_edges
         double* _lo             # [F] uniform edges: low end ...
         double* _inv            # [F] ... and n_bins / (high - low); valid when _uniform
+        # Lookup for explicit edges (valid when _has_edges), see _fill_index: the span
+        # of feature f is cut into _mtop[f] uniform cells plus one below and one above.
+        double* _t0             # [F] first edge
+        double* _scale          # [F] cells per unit (0: degenerate span)
+        double* _mtop           # [F] cell count as a double
+        int32_t* _lutoff        # [F] where feature f's cells start in _lut
+        int32_t* _lut           # per cell: thresholds below the cell (or -1 - that)
+        int32_t* _lutx          # per cell: equal thresholds in it, or -1 (see _fill_index)
+        # [F, n_bins + 2]: edges[0 .. n_bins - 1], the next double above edges[n_bins], +inf
+        double* _thr
+        int32_t* _cells         # per-row scratch [F]
+        int64_t* _slots         # per-row scratch [F]
         int64_t* _bcnt          # per-batch scratch [F]
         double* _bsum
         double* _bmean

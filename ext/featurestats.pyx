@@ -21,10 +21,12 @@ with the GIL released.
 """
 cimport cython
 cimport numpy as cnp
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, nextafter
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
+
+import math
 
 import numpy as np
 
@@ -36,6 +38,8 @@ ctypedef fused value_t:
     int32_t
     int64_t
     uint8_t
+
+cdef int _MAX_CELLS = 512     # per feature, unless 4 * n_bins is more
 
 cdef enum:
     _NO_BINS = 0
@@ -186,18 +190,152 @@ cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t 
             hist[f * stride + b] += 1
 
 
+cdef struct _EdgeLookup:
+    # Borrowed pointers to one FeatureStats' lookup arrays (see its .pxd).
+    const double* t0
+    const double* scale
+    const double* mtop
+    const int32_t* lutoff
+    const int32_t* lut
+    const int32_t* lutx
+    const double* thr
+    int32_t* cells
+    int64_t* slots
+    int nbins
+
+
+cdef inline int32_t _cell(double v, double t0, double scale, double mtop) noexcept nogil:
+    """Lookup cell of ``v``: 0 below the first edge, 1..m across the span, m + 1 at or
+    above the last edge. Monotone in ``v`` (every step is), which is all the table
+    built by ``_fill_index`` relies on: it runs this same function over the edges."""
+    cdef double t = (v - t0) * scale
+    t = t if t > -1.0 else -1.0         # NaN (degenerate span only) lands in cell 0
+    t = t if t < mtop else mtop
+    return <int32_t>(t + 1.0)           # t + 1 >= 0: truncation is floor
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline Py_ssize_t _slot(const _EdgeLookup* k, Py_ssize_t f, Py_ssize_t i,
+                             double v) noexcept nogil:
+    """Histogram slot of a finite ``v`` of feature ``f`` in its cell ``i`` (counted from
+    the start of ``k.lut``, see ``_cell``): how many of the
+    thresholds ``e[0 .. nbins-1], next_above(e[nbins])`` are <= v. 0 is the underflow
+    slot, i + 1 bin i (so the last bin is closed), nbins + 1 the overflow slot. One
+    table load and one comparison unless the cell holds several thresholds."""
+    cdef const double* thr = k.thr + f * (k.nbins + 2)
+    cdef Py_ssize_t lo = k.lut[i]
+    cdef Py_ssize_t n, half
+    cdef int32_t jump
+    if lo >= 0:
+        return lo + (thr[lo] <= v)
+    lo = -1 - lo
+    jump = k.lutx[i]
+    if jump >= 0:                       # equal thresholds (e.g. a discrete feature)
+        return lo + jump * (thr[lo] <= v)
+    n = k.nbins + 1 - lo                # upper bound over thr[lo .. nbins]
+    while n > 0:
+        half = n >> 1
+        if thr[lo + half] <= v:
+            lo += half + 1
+            n -= half + 1
+        else:
+            n = half
+    return lo
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef void _fill_index(const double* e, int nbins, int m, double* t0, double* scale,
+                      double* mtop, double* thr, int32_t* lut,
+                      int32_t* lutx) noexcept nogil:
+    """Build one feature's lookup over edges ``e[0 .. nbins]`` with ``m`` cells (0:
+    degenerate span, every lookup binary-searches); ``lut`` and ``lutx`` hold
+    ``m + 2`` each, ``thr`` ``nbins + 2``.
+
+    A cell holding at most one threshold stores how many thresholds lie in lower cells
+    (all of them <= any value of the cell; those of higher cells are above it), so the
+    slot is that count plus one comparison. Other cells store ``-1 - count`` and, in
+    ``lutx``, how many equal thresholds they hold, or -1 for a binary search."""
+    cdef Py_ssize_t k, j, c
+    cdef double span = e[nbins] - e[0]
+    cdef double s = 0.0
+    cdef int nthr = nbins + 1
+    for k in range(nbins):
+        thr[k] = e[k]
+    thr[nbins] = nextafter(e[nbins], INFINITY)
+    thr[nbins + 1] = INFINITY           # read when a cell's thresholds are all below
+    if m > 0 and span > 0.0:
+        s = <double>m / span
+    if not (s > 0.0 and s < INFINITY):
+        m = 0
+        s = 0.0
+    t0[0] = e[0]
+    scale[0] = s
+    mtop[0] = <double>m
+    if m == 0:
+        for c in range(2):
+            lut[c] = -1
+            lutx[c] = -1
+        return
+    k = 0
+    for c in range(m + 2):
+        while k < nthr and _cell(thr[k], e[0], s, <double>m) < c:
+            k += 1
+        j = k
+        while j < nthr and _cell(thr[j], e[0], s, <double>m) == c:
+            j += 1
+        if j - k <= 1:
+            lut[c] = <int32_t>k
+            lutx[c] = 0
+        else:
+            lut[c] = <int32_t>(-1 - k)
+            lutx[c] = <int32_t>(j - k) if thr[k] == thr[j - 1] else -1
+        k = j
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _fast_edge_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
+                          const _EdgeLookup* k, int64_t* hist) noexcept nogil:
+    """Binning of an all-finite batch by explicit edges, a row at a time in three
+    loops: cells (vectorised), slots (table loads), counts. Keeping the counts apart
+    from the loads lets the loads of many values overlap."""
+    cdef Py_ssize_t r, f
+    cdef Py_ssize_t stride = k.nbins + 2
+    cdef const value_t* row
+    cdef double t
+    cdef int32_t* cells = k.cells
+    cdef int64_t* slots = k.slots
+    cdef const double* t0 = k.t0
+    cdef const double* scale = k.scale
+    cdef const double* mtop = k.mtop
+    cdef const int32_t* lutoff = k.lutoff
+    for r in range(rows):
+        row = x + r * nf
+        for f in range(nf):
+            t = (<double>row[f] - t0[f]) * scale[f]
+            t = t if t > -1.0 else -1.0
+            t = t if t < mtop[f] else mtop[f]
+            cells[f] = <int32_t>(t + 1.0) + lutoff[f]
+        for f in range(nf):
+            slots[f] = f * stride + _slot(k, f, cells[f], <double>row[f])
+        for f in range(nf):
+            hist[slots[f]] += 1
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
-                                const double* bmean, double* bm2, const double* edges,
-                                int nbins, int64_t* hist) noexcept nogil:
+                                const double* bmean, double* bm2, const _EdgeLookup* k,
+                                int64_t* hist) noexcept nogil:
     """Deviation pass fused with binning by explicit edges (bm2 NULL: binning only)."""
     cdef Py_ssize_t r, f
-    cdef Py_ssize_t stride = nbins + 2
+    cdef Py_ssize_t stride = k.nbins + 2
     cdef const value_t* row
-    cdef const double* e
     cdef double v, d
-    cdef int lo, n, half
+    cdef Py_ssize_t c
     for r in range(rows):
         row = x + r * nf
         for f in range(nf):
@@ -207,34 +345,34 @@ cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf
             if bm2 != NULL:
                 d = v - bmean[f]
                 bm2[f] += d * d
-            e = edges + f * (nbins + 1)
-            if v < e[0]:
-                hist[f * stride] += 1
-            elif v > e[nbins]:
-                hist[f * stride + nbins + 1] += 1
-            elif v == e[nbins]:
-                hist[f * stride + nbins] += 1
-            else:
-                # largest i < nbins with e[i] <= v (e[0] <= v < e[nbins]): branch-free
-                # binary search over the monotone predicate e[i] <= v
-                lo = 0
-                n = nbins
-                while n > 1:
-                    half = n >> 1
-                    lo = lo + half if e[lo + half] <= v else lo
-                    n -= half
-                hist[f * stride + lo + 1] += 1
+            c = _cell(v, k.t0[f], k.scale[f], k.mtop[f]) + k.lutoff[f]
+            hist[f * stride + _slot(k, f, c, v)] += 1
 
 
 cdef void _pass2(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, const double* bmean,
                  double* bm2, int mode, const double* lo, const double* inv,
-                 const double* edges, int nbins, int64_t* hist) noexcept nogil:
+                 const _EdgeLookup* index, int nbins, int64_t* hist) noexcept nogil:
     if mode == _UNIFORM:
         _deviation_uniform_pass(x, rows, nf, bmean, bm2, lo, inv, nbins, hist)
     elif mode == _EDGES:
-        _deviation_edges_pass(x, rows, nf, bmean, bm2, edges, nbins, hist)
+        _deviation_edges_pass(x, rows, nf, bmean, bm2, index, hist)
     elif bm2 != NULL:
         _deviation_pass(x, rows, nf, bmean, bm2)
+
+
+cdef inline _EdgeLookup _lookup_of(FeatureStats st) noexcept nogil:
+    cdef _EdgeLookup k
+    k.t0 = st._t0
+    k.scale = st._scale
+    k.mtop = st._mtop
+    k.lutoff = st._lutoff
+    k.lut = st._lut
+    k.lutx = st._lutx
+    k.thr = st._thr
+    k.cells = st._cells
+    k.slots = st._slots
+    k.nbins = st.n_bins
+    return k
 
 
 @cython.cdivision(True)
@@ -248,6 +386,7 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
     cdef int64_t n, nb_i
     cdef double delta, nb
     cdef bint finite = True
+    cdef _EdgeLookup lookup = _lookup_of(st)
     for f in range(nf):
         st._bsum[f] = 0.0
         st._bm2[f] = 0.0
@@ -270,7 +409,7 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
         if mode == _UNIFORM:
             _fast_uniform_bins(x, rows, nf, st._lo, st._inv, st.n_bins, st._hist)
         elif mode == _EDGES:
-            _deviation_edges_pass(x, rows, nf, NULL, NULL, st._edges, st.n_bins, st._hist)
+            _fast_edge_bins(x, rows, nf, &lookup, st._hist)
     else:
         for f in range(nf):
             st._bcnt[f] = 0
@@ -280,7 +419,7 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
         for f in range(nf):
             st._bcnt[f] = rows - st._bcnt[f]
             st._bmean[f] = st._bsum[f] / <double>st._bcnt[f] if st._bcnt[f] > 0 else 0.0
-        _pass2(x, rows, nf, st._bmean, st._bm2, mode, st._lo, st._inv, st._edges,
+        _pass2(x, rows, nf, st._bmean, st._bm2, mode, st._lo, st._inv, &lookup,
                st.n_bins, st._hist)
     for f in range(nf):
         nb_i = st._bcnt[f]
@@ -326,6 +465,7 @@ cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) exc
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(x)[0]
     cdef Py_ssize_t nf = st.n_features
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef _EdgeLookup lookup = _lookup_of(st)
     if rows == 0:
         return 0
     with nogil:
@@ -343,19 +483,19 @@ cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) exc
         else:
             if t == cnp.NPY_FLOAT:
                 _pass2(<const float*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       st._edges, st.n_bins, st._hist)
+                       &lookup, st.n_bins, st._hist)
             elif t == cnp.NPY_DOUBLE:
                 _pass2(<const double*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       st._edges, st.n_bins, st._hist)
+                       &lookup, st.n_bins, st._hist)
             elif t == cnp.NPY_INT32:
                 _pass2(<const int32_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       st._edges, st.n_bins, st._hist)
+                       &lookup, st.n_bins, st._hist)
             elif t == cnp.NPY_INT64:
                 _pass2(<const int64_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       st._edges, st.n_bins, st._hist)
+                       &lookup, st.n_bins, st._hist)
             else:
                 _pass2(<const uint8_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       st._edges, st.n_bins, st._hist)
+                       &lookup, st.n_bins, st._hist)
     return 0
 
 
@@ -379,6 +519,7 @@ cdef class FeatureStats:
         self._count = NULL    # the arrays are allocated by _alloc once n_bins is known
         self._hist = NULL
         self._edges = NULL
+        self._lut = NULL
 
     def __dealloc__(self):
         free(self._count)
@@ -390,6 +531,15 @@ cdef class FeatureStats:
         free(self._inf)
         free(self._hist)
         free(self._edges)
+        free(self._t0)
+        free(self._scale)
+        free(self._mtop)
+        free(self._lutoff)
+        free(self._lut)
+        free(self._lutx)
+        free(self._thr)
+        free(self._cells)
+        free(self._slots)
         free(self._lo)
         free(self._inv)
         free(self._bcnt)
@@ -414,6 +564,13 @@ cdef class FeatureStats:
         self._inf = <int64_t*>malloc(nf * sizeof(int64_t))
         self._hist = <int64_t*>malloc(nf * (n_bins + 2) * sizeof(int64_t))
         self._edges = <double*>malloc(nf * (n_bins + 1) * sizeof(double))
+        self._t0 = <double*>malloc(nf * sizeof(double))
+        self._scale = <double*>malloc(nf * sizeof(double))
+        self._mtop = <double*>malloc(nf * sizeof(double))
+        self._lutoff = <int32_t*>malloc(nf * sizeof(int32_t))
+        self._thr = <double*>malloc(nf * (n_bins + 2) * sizeof(double))
+        self._cells = <int32_t*>malloc(nf * sizeof(int32_t))
+        self._slots = <int64_t*>malloc(nf * sizeof(int64_t))
         self._lo = <double*>malloc(nf * sizeof(double))
         self._inv = <double*>malloc(nf * sizeof(double))
         self._bcnt = <int64_t*>malloc(nf * sizeof(int64_t))
@@ -425,6 +582,9 @@ cdef class FeatureStats:
         if (self._count == NULL or self._mean == NULL or self._m2 == NULL
                 or self._min == NULL or self._max == NULL or self._nan == NULL
                 or self._inf == NULL or self._hist == NULL or self._edges == NULL
+                or self._t0 == NULL or self._scale == NULL
+                or self._mtop == NULL or self._lutoff == NULL or self._thr == NULL
+                or self._cells == NULL or self._slots == NULL
                 or self._lo == NULL or self._inv == NULL or self._bcnt == NULL
                 or self._bsum == NULL or self._bmean == NULL or self._bm2 == NULL
                 or self._bmin == NULL or self._bmax == NULL):
@@ -463,13 +623,13 @@ cdef class FeatureStats:
                 e = np.broadcast_to(e, (n_features, e.shape[0]))
             if e.ndim != 2 or e.shape[0] != n_features or e.shape[1] < 2:
                 raise ValueError("edges must be [n_bins + 1] or [n_features, n_bins + 1]")
-            if not np.all(np.diff(e, axis=1) >= 0) or not np.all(np.isfinite(e)):
+            if not np.all(np.isfinite(e)) or not np.all(e[:, 1:] >= e[:, :-1]):
                 raise ValueError("edges must be finite and non-decreasing")
             n_bins = e.shape[1] - 1
         elif value_range is not None:
             lo, hi = (float(v) for v in value_range)
-            if not lo < hi:
-                raise ValueError("value_range must be (low, high) with low < high")
+            if not (lo < hi and math.isfinite(hi - lo)):
+                raise ValueError("value_range must be finite (low, high) with low < high")
         elif warmup_rows < 1:
             raise ValueError("give edges, value_range or warmup_rows >= 1")
         if n_bins < 1:
@@ -486,7 +646,41 @@ cdef class FeatureStats:
     def _set_edges(self, edges):
         e = np.ascontiguousarray(edges, dtype=np.float64)
         assert e.shape == (self.n_features, self.n_bins + 1)
+        # Cells per feature: twice the span over the narrowest non-empty bin, so a cell
+        # rarely holds two thresholds; capped, which only costs a binary search in the
+        # crowded cells.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            span = e[:, -1] - e[:, 0]          # may overflow: degenerate, see _fill_index
+            width = np.diff(e, axis=1)
+            width = np.where(width > 0, width, np.inf).min(axis=1)
+            cells = np.ceil(2.0 * span / width)
+        cells = np.where(np.isfinite(cells) & (span > 0),
+                         np.clip(cells, 1, max(_MAX_CELLS, 4 * self.n_bins)), 0)
+        cells = cells.astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(cells + 2)])
+        if offsets[-1] > 2**31 - 1:
+            raise ValueError("too many features x bins for the edge lookup")
+        cdef size_t total = <size_t>offsets[-1]
+        cdef int32_t* lut = <int32_t*>malloc(total * sizeof(int32_t))
+        cdef int32_t* lutx = <int32_t*>malloc(total * sizeof(int32_t))
+        if lut == NULL or lutx == NULL:
+            free(lut)
+            free(lutx)
+            raise MemoryError()
+        free(self._lut)
+        free(self._lutx)
+        self._lut = lut
+        self._lutx = lutx
         memcpy(self._edges, cnp.PyArray_DATA(e), e.size * sizeof(double))
+        cdef Py_ssize_t f
+        cdef Py_ssize_t off
+        cdef int nb = self.n_bins
+        for f in range(self.n_features):
+            off = offsets[f]
+            self._lutoff[f] = <int32_t>off
+            _fill_index(self._edges + f * (nb + 1), nb, <int>cells[f], &self._t0[f],
+                        &self._scale[f], &self._mtop[f], self._thr + f * (nb + 2),
+                        lut + off, lutx + off)
         self._has_edges = True
         self._uniform = False
 
@@ -592,10 +786,9 @@ cdef class FeatureStats:
             self._nan[f] += other._nan[f]
             self._inf[f] += other._inf[f]
         if other._has_edges and not self._has_edges:
-            memcpy(self._edges, other._edges, nf * (self.n_bins + 1) * sizeof(double))
+            self._set_edges(other.edges)
             memcpy(self._lo, other._lo, nf * sizeof(double))
             memcpy(self._inv, other._inv, nf * sizeof(double))
-            self._has_edges = True
             self._uniform = other._uniform
             for w in self._warmup:
                 self._bin(w)

@@ -2,6 +2,8 @@
 with a numpy reference, for uniform and explicit (duplicated) edges and odd layouts."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.telemetry._kernels import FeatureStats
 
@@ -81,3 +83,62 @@ def test_layouts_copy_merge_and_overflowing_sum():
     st = big.state()
     assert st["count"].tolist() == [3] and st["inf_count"].tolist() == [0]
     assert st["histogram"][0, -1] == 2 and st["histogram"][0, 0] == 1
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def _edges_and_values(draw):
+    """Sorted edges (duplicates, tiny or huge spans, very uneven widths) and values
+    that sit on, just beside and between them, or anywhere."""
+    kind = draw(st.sampled_from(["any", "narrow", "discrete", "wide"]))
+    if kind == "narrow":
+        base = draw(st.floats(-1e6, 1e6))
+        step = draw(st.floats(1e-12, 1e-3))
+        n = draw(st.integers(2, 14))
+        edges = sorted(base + step * draw(st.integers(0, 50)) for _ in range(n))
+    elif kind == "discrete":
+        levels = draw(st.lists(st.integers(-3, 3), min_size=1, max_size=4, unique=True))
+        n = draw(st.integers(2, 12))
+        edges = sorted(float(draw(st.sampled_from(levels))) for _ in range(n))
+    elif kind == "wide":
+        edges = sorted(draw(st.lists(st.floats(-1e300, 1e300), min_size=2, max_size=12)))
+    else:
+        edges = sorted(draw(st.lists(_finite, min_size=2, max_size=40)))
+    e = np.array(edges, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        near = np.concatenate([e, np.nextafter(e, np.inf), np.nextafter(e, -np.inf),
+                               e[:-1] / 2 + e[1:] / 2])
+    extra = np.array(draw(st.lists(_finite, max_size=20)), dtype=np.float64)
+    values = np.concatenate([near, extra])
+    values = values[np.isfinite(values)]
+    return e, values
+
+
+@settings(max_examples=300, deadline=None)
+@given(_edges_and_values(), st.booleans())
+def test_edge_lookup_matches_reference(ev, careful):
+    """Binning by explicit edges (table lookup, equal-threshold and binary-search cells)
+    equals the numpy reference for any sorted edges, including values on the edges;
+    ``careful`` adds a NaN so the batch goes through the NaN-aware pass."""
+    edges, values = ev
+    x = values.reshape(-1, 1)
+    if careful:
+        x = np.concatenate([x, [[np.nan]]])
+    fs = FeatureStats(1, edges=edges)
+    fs.observe(x)
+    assert fs.state()["histogram"].tolist() == _ref_bins(x, edges[None, :]).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-100, 100, width=32), min_size=1, max_size=64),
+       st.lists(st.floats(-100, 100), min_size=2, max_size=12))
+def test_edge_lookup_float32_inputs(values, edges):
+    """float32 inputs against float64 edges (the value is widened exactly)."""
+    e = np.sort(np.array(edges))
+    x = np.array(values, dtype=np.float32).reshape(-1, 1)
+    fs = FeatureStats(1, edges=e)
+    fs.observe(x)
+    ref = _ref_bins(x.astype(np.float64), e[None, :])
+    assert fs.state()["histogram"].tolist() == ref.tolist()
