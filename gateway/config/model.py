@@ -1,6 +1,7 @@
 """A model's ``<repository>/<model>/config.yaml``: batching, providers, threads, overrides, labels."""
 from __future__ import annotations
 
+import math
 import pathlib
 from typing import Literal
 
@@ -48,6 +49,25 @@ class ClassifierConfig(_Strict):
     """Scores are logits: softmax is applied before confidence is computed."""
 
 
+class InputStatsConfig(_Strict):
+    """How per-feature input histograms are binned (moments, NaN/Inf counts are always kept)."""
+    bins: int = Field(10, ge=1, le=4096)
+    """Histogram bins per feature (plus an underflow and an overflow bin)."""
+    warmup_rows: int = Field(1024, ge=1, le=1_000_000)
+    """Rows whose quantiles become the bin edges of inputs without a range (frozen after)."""
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Input name -> (low, high): uniform bins over that range instead of warm-up quantiles."""
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in ranges.items():
+            if not (math.isfinite(low) and math.isfinite(high) and math.isfinite(high - low) and low < high):
+                raise ValueError(f"range of input {name!r} must be finite [low, high] with low < high, "
+                                 f"got [{low}, {high}]")
+        return ranges
+
+
 class ModelConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     execution_providers: list[Literal["cuda", "cpu"]] | None = None
@@ -62,6 +82,8 @@ class ModelConfig(_Strict):
     """Class names, index-aligned with the classifier output."""
     classifier: ClassifierConfig | None = None
     """Set (or give labels) to report per-row confidence and predicted labels."""
+    input_stats: InputStatsConfig = Field(default_factory=InputStatsConfig)
+    """Binning of the per-feature input statistics (see docs/telemetry.md)."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """Deadlines, admission limits, circuit breaker, output guard and fallback chain."""
     faults: FaultInjectionConfig | None = None

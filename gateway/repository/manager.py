@@ -20,6 +20,7 @@ from ..core.registry import ModelEntry, ModelRegistry, ModelVersion
 from ..policy import faults as fault_injection
 from ..policy.state import ModelPolicy
 from ..runtime.session import ModelLoadError, OnnxModel
+from ..telemetry import InputBinning
 from .scanner import ModelDir, scan
 
 log = logging.getLogger("gateway.repository")
@@ -154,7 +155,9 @@ class RepositoryManager:
             features = {s.name: _features(s.shape) for s in model.inputs}
             telemetry_id = self._telemetry.register_model(
                 model.name, version, inputs=features, classifier_classes=classes,
-                logits=bool(config.classifier and config.classifier.logits), labels=list(config.labels) or None)
+                logits=bool(config.classifier and config.classifier.logits), labels=list(config.labels) or None,
+                input_binning=InputBinning(config.input_stats.bins, config.input_stats.warmup_rows,
+                                           dict(config.input_stats.ranges)))
         batching = config.batching
         batcher = DynamicBatcher(
             model, self._executor,

@@ -58,6 +58,18 @@ class OnnxModel:
         if self.provider != wanted[0]:
             providers.note_fallback(wanted[0], self.provider)
         log.info("model %s@%s: running on %s", name, version, self.provider)
+        for kind, overrides, graph in (("inputs", config.inputs, self.session.get_inputs()),
+                                       ("outputs", config.outputs, self.session.get_outputs())):
+            names = [n.name for n in graph]
+            for o in overrides:
+                if o.name not in names:
+                    raise ModelLoadError(f"model {name}@{version}: config {kind} names {o.name!r}, which the "
+                                         f"graph does not have (its {kind}: {', '.join(names)})")
+        unknown = sorted(set(config.input_stats.ranges) - {n.name for n in self.session.get_inputs()})
+        if unknown:
+            raise ModelLoadError(f"model {name}@{version}: input_stats.ranges names {', '.join(map(repr, unknown))}, "
+                                 f"which the graph does not have (its inputs: "
+                                 f"{', '.join(n.name for n in self.session.get_inputs())})")
         in_over = {o.name: o.shape for o in config.inputs if o.shape is not None}
         out_over = {o.name: o.shape for o in config.outputs if o.shape is not None}
         self.inputs = [_spec(n, in_over) for n in self.session.get_inputs()]

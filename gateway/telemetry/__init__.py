@@ -10,6 +10,7 @@ batch by ``observe_inputs`` / ``observe_outputs``. Readers get dataclasses from
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -32,8 +33,8 @@ from gateway.telemetry.snapshots import (
 
 __all__ = [
     "ConfidenceSnapshot", "CounterSnapshot", "FeatureShift", "FeatureStatsSnapshot",
-    "HistogramPoint", "HistogramSnapshot", "LatencySummary", "ModelStatsSnapshot",
-    "OutcomeSnapshot",
+    "HistogramPoint", "HistogramSnapshot", "InputBinning", "LatencySummary",
+    "ModelStatsSnapshot", "OutcomeSnapshot",
     "Telemetry", "LATENCY_KINDS",
 ]
 
@@ -43,18 +44,28 @@ LATENCY_KINDS = ("e2e", "queue", "compute")
 _NS_PER_S = 1e9
 
 
+@dataclasses.dataclass(frozen=True)
+class InputBinning:
+    """Histogram bins of a model's input statistics: uniform over ``ranges[input]`` where
+    given, else edges from the quantiles of the first ``warmup_rows`` rows."""
+    bins: int = 10
+    warmup_rows: int = 1024
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+
 class _ModelState:
     def __init__(self, model_id: int, model: str, version: str, inputs: dict[str, int],
                  classifier_classes: int | None, logits: bool, labels: list[str] | None,
-                 max_buckets: int, sample_every: int, now_ns: int) -> None:
+                 max_buckets: int, sample_every: int, now_ns: int, binning: InputBinning) -> None:
         self.model_id = model_id
         self.model = model
         self.version = version
         self.max_buckets = max_buckets
         self.start_ns = now_ns
         self.sample_every = sample_every
+        self.binning = binning
         # Inputs whose width is dynamic (0) get their statistics when the first batch shows it.
-        self.features = {name: _kernels.FeatureStats(int(n), sample_every=sample_every)
+        self.features = {name: self.new_feature_stats(name, int(n))
                          for name, n in inputs.items() if n > 0}
         self.feature_ref: dict[str, dict | None] = {name: None for name in inputs}
         self.feature_lock = threading.Lock()
@@ -69,6 +80,16 @@ class _ModelState:
         self.outcomes: dict[tuple[int, int], int] = {}
         self.conf_sum = 0.0
         self.conf_n = 0
+
+    def new_feature_stats(self, name: str, width: int):
+        """Statistics of one input of ``width`` features, binned as configured."""
+        b = self.binning
+        value_range = b.ranges.get(name)
+        if value_range is not None:
+            return _kernels.FeatureStats(width, value_range=value_range, n_bins=b.bins,
+                                         sample_every=self.sample_every)
+        return _kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=b.warmup_rows,
+                                     sample_every=self.sample_every)
 
     def hist(self, status: int, kind: str):
         h = self.hists.get((status, kind))
@@ -134,11 +155,22 @@ class Telemetry:
     # -- registration -------------------------------------------------------------------
     def register_model(self, model: str, version: str, *, inputs: dict[str, int],
                        classifier_classes: int | None = None, logits: bool = False,
-                       labels: list[str] | None = None) -> int:
-        """Register (model, version); returns its small integer id (idempotent)."""
+                       labels: list[str] | None = None,
+                       input_binning: InputBinning | None = None) -> int:
+        """Register (model, version); returns its small integer id (idempotent). A second
+        registration with other ``input_binning`` (a reloaded config) restarts that model's
+        input statistics with the new binning."""
+        binning = input_binning or InputBinning()
         with self._lock:
             key = (model, version)
             if key in self._ids:
+                state = self._models[self._ids[key]]
+                if state.binning != binning:
+                    with state.feature_lock:
+                        state.binning = binning
+                        state.features = {name: state.new_feature_stats(name, fs.n_features)
+                                          for name, fs in state.features.items()}
+                        state.feature_ref = {name: None for name in state.feature_ref}
                 return self._ids[key]
             if labels is not None and classifier_classes is not None \
                     and len(labels) != classifier_classes:
@@ -146,7 +178,7 @@ class Telemetry:
             model_id = len(self._models)
             self._models.append(_ModelState(
                 model_id, model, version, inputs, classifier_classes, logits, labels,
-                self._max_buckets, self._sample_every, time.monotonic_ns()))
+                self._max_buckets, self._sample_every, time.monotonic_ns(), binning))
             self._ids[key] = model_id
             return model_id
 
@@ -185,7 +217,7 @@ class Telemetry:
                 width = int(np.prod(batch.shape[1:])) if batch.ndim > 1 else 1
                 if width < 1:
                     return
-                fs = state.features[name] = _kernels.FeatureStats(width, sample_every=state.sample_every)
+                fs = state.features[name] = state.new_feature_stats(name, width)
             fs.observe(batch)
 
     def observe_outputs(self, model_id: int, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
