@@ -239,7 +239,9 @@ class DynamicBatcher:
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is not None:
             if not isinstance(exc, GatewayError):
-                log.error("model %s: execution failed: %s", self.model.served_by, exc)
+                log.error("model %s: execution failed: %s", self.model.served_by, exc,
+                          extra={"event": "model.execution_failed", "model": self.model.name,
+                                 "version": self.model.version})
                 exc = GatewayError(Status.INTERNAL,
                                    f"model {self.model.served_by}: inference failed: {exc}")
             for item in batch:

@@ -26,6 +26,7 @@ def decision(request_id: str, event: str, **attributes) -> None:
 
 def breaker_transition(name: str, frm: str, to: str, rates: dict) -> None:
     log.info("circuit breaker %s: %s -> %s (calls=%d failure_rate=%.1f%% slow_call_rate=%.1f%%)",
-             name, frm, to, rates["calls"], rates["failure_rate"], rates["slow_call_rate"])
+             name, frm, to, rates["calls"], rates["failure_rate"], rates["slow_call_rate"], 
+             extra={"event": "circuit_breaker.transition", "model": name, "fields": {"from": frm, "to": to}})
     for hook in decision_hooks:
         hook("", "circuit_breaker.transition", {"model": name, "from": frm, "to": to})

@@ -45,14 +45,16 @@ class RepositoryManager:
             try:
                 found = scan(self.root)
             except OSError as exc:
-                log.error("cannot read model repository %s: %s", self.root, exc)
+                log.error("cannot read model repository %s: %s", self.root, exc,
+                          extra={"event": "repository.unreadable"})
                 return
             known = set(self._loaded) | {e.name for e in self.registry.entries()}
             for name in known - set(found):
                 entry = self.registry.remove(name)
                 self._loaded.pop(name, None)
                 if entry is not None:
-                    log.info("model %s removed from the repository; unloading", name)
+                    log.info("model %s removed from the repository; unloading", name,
+                             extra={"event": "model.removed", "model": name})
                     self._retire(entry.versions.values())
             for name, model_dir in found.items():
                 await self._sync_model(model_dir)
@@ -68,7 +70,8 @@ class RepositoryManager:
                 config = load_model_config(model_dir.config_path,
                                            allow_fault_injection=self._settings.allow_fault_injection)
             except SettingsError as exc:
-                log.error("model %s: config rejected, keeping what is loaded: %s", name, exc)
+                log.error("model %s: config rejected, keeping what is loaded: %s", name, exc,
+                          extra={"event": "model.config_rejected", "model": name})
                 entry = ModelEntry(name, old_versions, {**(old_entry.errors if old_entry else {}),
                                                         "config": str(exc)})
                 self.registry.put(entry)
@@ -98,7 +101,8 @@ class RepositoryManager:
                 new_versions[version] = await self._load(model_dir, version, config)
                 fps[version] = fp
             except ModelLoadError as exc:
-                log.error("model %s version %s failed to load: %s", name, version, exc)
+                log.error("model %s version %s failed to load: %s", name, version, exc,
+                          extra={"event": "model.load_failed", "model": name, "version": version})
                 errors[version] = str(exc)
                 if current is not None:  # keep serving the old copy of this version
                     new_versions[version] = current
@@ -111,7 +115,8 @@ class RepositoryManager:
         self._retire(replaced)
         if new_versions:
             latest = self.registry.get(name).latest
-            log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions), latest)
+            log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions), latest,
+                     extra={"event": "model.loaded", "model": name, "version": latest})
 
     def _apply_policy(self, name: str, entry: ModelEntry, config: ModelConfig) -> bool:
         """A policy-only edit: switch every version's policy in place, without reloading sessions."""
@@ -119,7 +124,8 @@ class RepositoryManager:
             try:
                 ModelPolicy(mv.served_by, config.policy, mv.model)  # dry run: does it fit the model?
             except ValueError as exc:
-                log.error("model %s: config rejected, keeping what is loaded: %s", name, exc)
+                log.error("model %s: config rejected, keeping what is loaded: %s", name, exc,
+                          extra={"event": "model.config_rejected", "model": name})
                 self.registry.put(ModelEntry(name, entry.versions, {**entry.errors, "config": str(exc)}))
                 return False
         for mv in entry.versions.values():
@@ -130,7 +136,8 @@ class RepositoryManager:
                 fault_injection.announce(mv.served_by, config.faults)
         errors = {k: v for k, v in entry.errors.items() if k != "config"}
         self.registry.put(ModelEntry(name, entry.versions, errors))
-        log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions))
+        log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions),
+                 extra={"event": "model.policy_updated", "model": name})
         return True
 
     async def _load(self, model_dir: ModelDir, version: str, config: ModelConfig) -> ModelVersion:
@@ -177,7 +184,8 @@ class RepositoryManager:
             task = asyncio.get_running_loop().create_task(mv.batcher.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-            log.info("model %s: released (after finishing its queued requests)", mv.served_by)
+            log.info("model %s: released (after finishing its queued requests)", mv.served_by,
+                     extra={"event": "model.released", "model": mv.name, "version": mv.version})
 
     async def close(self) -> None:
         """Finish queued work on every version and stop their batchers."""

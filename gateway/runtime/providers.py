@@ -42,7 +42,7 @@ def note_fallback(asked: str, got: str) -> None:
     if asked == "CUDAExecutionProvider" and not _cuda_unusable:
         _cuda_unusable = True
         log.warning("CUDA execution provider is not usable here (no GPU or CUDA/cuDNN libraries); "
-                    "models run on %s", got)
+                    "models run on %s", got, extra={"event": "provider.fallback", "fields": {"provider": got}})
 
 
 def requested(preference: list[str] | None) -> list[str]:

@@ -57,7 +57,9 @@ class OnnxModel:
         self.provider = self.session.get_providers()[0]
         if self.provider != wanted[0]:
             providers.note_fallback(wanted[0], self.provider)
-        log.info("model %s@%s: running on %s", name, version, self.provider)
+        log.info("model %s@%s: running on %s", name, version, self.provider,
+                 extra={"event": "model.provider", "model": name, "version": version,
+                        "fields": {"provider": self.provider}})
         for kind, overrides, graph in (("inputs", config.inputs, self.session.get_inputs()),
                                        ("outputs", config.outputs, self.session.get_outputs())):
             names = [n.name for n in graph]

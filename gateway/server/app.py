@@ -83,15 +83,17 @@ class GatewayServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
         await self._server.start()
-        log.info("listening on %s:%d (model repository %s)", s.host, self.port, self.repository)
+        log.info("listening on %s:%d (model repository %s)", s.host, self.port, self.repository,
+                 extra={"event": "server.listening"})
         self._manager = RepositoryManager(self.repository, self.registry, self.executor, s, self.telemetry)
         await self._manager.reload()
         if not any(e.versions for e in self.registry.entries()):
-            log.warning("no model could be loaded from %s", self.repository)
+            log.warning("no model could be loaded from %s", self.repository,
+                        extra={"event": "server.no_models"})
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
         log.info("ready: %s", ", ".join(f"{e.name} ({e.state.lower()})" for e in self.registry.entries()) or
-                 "no models")
+                 "no models", extra={"event": "server.ready"})
         if s.reload_interval_s > 0:
             self._poller = asyncio.create_task(self._manager.poll(s.reload_interval_s))
         return self.port
@@ -129,6 +131,7 @@ class GatewayServer:
     def request_reload(self) -> None:
         """Rescan the repository now (SIGHUP)."""
         if self._manager is not None:
+            log.info("reload requested: rescanning %s", self.repository, extra={"event": "repository.reload"})
             task = asyncio.get_running_loop().create_task(self._manager.reload())
             self._reloads.add(task)
             task.add_done_callback(self._reloads.discard)
@@ -157,7 +160,7 @@ class GatewayServer:
                 policy_events.decision_hooks.remove(self._fallback_log)
             # blocking but bounded (min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s) per signal)
             await asyncio.get_running_loop().run_in_executor(None, self.export.stop)
-        log.info("stopped")
+        log.info("stopped", extra={"event": "server.stopped"})
 
 
 async def serve(settings: GatewaySettings) -> int:
@@ -169,6 +172,7 @@ async def serve(settings: GatewaySettings) -> int:
     loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await server.start()
     await stop.wait()
-    log.info("shutting down: draining in-flight requests (grace %.1f s)", settings.grace_period_s)
+    log.info("shutting down: draining in-flight requests (grace %.1f s)", settings.grace_period_s,
+             extra={"event": "server.draining"})
     await server.stop()
     return 0

@@ -1,6 +1,7 @@
 """In-process export tests: InMemorySpanExporter / an in-memory metric exporter, no collector."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -25,7 +26,7 @@ from gateway.logs import JsonFormatter
 from gateway.telemetry import Telemetry
 from gateway.telemetry.otel.points import NativeMetrics, exp_to_explicit
 from gateway.telemetry.tracecontext import HeadSampler, parse_traceparent
-from tests.conftest import free_port
+from tests.conftest import RunningGateway, free_port
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -269,3 +270,37 @@ def test_breaker_state_and_admission_limit_are_exported(make_gateway, repo):
     assert {k: float(v) for k, v in state.items()} == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
     assert any(line.startswith("gateway_admission_limit") and 'gateway_model_name="classifier"' in line
                for line in text.splitlines())
+
+
+def test_notable_events_are_json_lines_with_event_names(caplog, repo):
+    """Model loaded, provider chosen, reload, config rejected, breaker transition, drain:
+    each one JSON line with an ``event`` (and model/version where there is one)."""
+    (repo / "classifier" / "config.yaml").write_text(
+        "labels: [approve, review, decline]\nfaults: {error_rate: 1.0}\npolicy:\n"
+        "  circuit_breaker: {enabled: true, sliding_window_size: 2, minimum_number_of_calls: 2,"
+        " wait_duration_in_open_state_ms: 60000}\n"
+        "  fallback: {chain: [{static: {probabilities: [0.6, 0.3, 0.1]}}]}\n")
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        gw = RunningGateway(model_repository=repo, allow_fault_injection=True)
+        for _ in range(3):
+            _predict(gw)
+        (repo / "regressor" / "config.yaml").write_text("batching: {max_batch_sise: 1}\n")
+        gw.call(_request_reload(gw.server))
+        gw.close()
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    by_event = {}
+    for line in lines:
+        by_event.setdefault(line.get("event"), []).append(line)
+    assert {"server.listening", "server.ready", "model.provider", "model.loaded",
+            "circuit_breaker.transition", "repository.reload", "model.config_rejected",
+            "model.released", "server.stopped"} <= set(by_event)
+    provider = next(x for x in by_event["model.provider"] if x["model"] == "classifier")
+    assert provider["version"] == "1" and provider["provider"] == "CPUExecutionProvider"
+    breaker = by_event["circuit_breaker.transition"][0]
+    assert breaker["model"].startswith("classifier") and breaker["to"] == "open"
+    assert by_event["model.config_rejected"][0]["model"] == "regressor"
+
+
+async def _request_reload(server):
+    server.request_reload()                    # what SIGHUP does
+    await asyncio.gather(*list(server._reloads))
