@@ -92,6 +92,22 @@ def test_timeout_falls_back_to_another_model(gw):
     assert _policy(g, "primary").fallbacks["timeout"] == 1
 
 
+def test_same_model_on_cpu_as_a_fallback_through_a_linked_copy(gw):
+    """The documented recipe for "the same model on CPU when the GPU path fails": a second model
+    directory whose version links to the same file, pinned to the CPU provider."""
+    g = gw({"primary": "faults: {error_rate: 1.0}\npolicy:\n  fallback: {chain: [{model: primary_cpu}]}\n"})
+    root = g.server.repository
+    (root / "primary_cpu" / "1").mkdir(parents=True)
+    (root / "primary_cpu" / "1" / "model.onnx").symlink_to(root / "primary" / "1" / "model.onnx")
+    (root / "primary_cpu" / "config.yaml").write_text("execution_providers: [cpu]\nlabels: [approve, review, decline]\n")
+    g.reload()
+    r = g.predict("primary", {"features": _x(2)})
+    assert (r.degraded, r.fallback_reason, r.served_by) == (True, "error", "primary_cpu@1")
+    assert outputs(r)["probabilities"].shape == (2, 3)
+    info = g.stub.GetModel(pb.GetModelRequest(name="primary_cpu"))
+    assert info.execution_provider == "CPUExecutionProvider"
+
+
 def test_default_timeout_applies_without_client_deadline_and_rejects_with_deadline_exceeded(gw):
     g = gw({"primary": "faults: {latency_ms: 400}\npolicy:\n  deadlines: {default_timeout_ms: 50}\n"})
     req = pb.PredictRequest(model="primary", inputs=[pb.Tensor(name="features", dtype=pb.DATA_TYPE_FLOAT32,
