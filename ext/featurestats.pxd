@@ -26,10 +26,11 @@ cdef class FeatureStats:
         double* _t0             # [F] first edge
         double* _scale          # [F] cells per unit (0: degenerate span)
         double* _mtop           # [F] cell count as a double
-        int32_t* _lutoff        # [F] where feature f's cells start in _lut
-        int32_t* _lut           # per cell: thresholds below the cell (or -1 - that)
-        int32_t* _lutx          # per cell: equal thresholds in it, or -1 (see _fill_index)
-        # [F, n_bins + 2]: edges[0 .. n_bins - 1], the next double above edges[n_bins], +inf
+        int32_t* _lutoff        # [F] index of feature f's first cell
+        int32_t* _lut           # per cell: thresholds below it (crowded: -1 - that)
+        int32_t* _lutn          # per cell: thresholds in it (negative: many, distinct)
+        # [F, n_bins + 9]: edges[0 .. n_bins - 1], the next double above edges[n_bins],
+        # then 8 x +inf
         double* _thr
         int32_t* _cells         # per-row scratch [F]
         int64_t* _slots         # per-row scratch [F]

@@ -190,6 +190,12 @@ cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t 
             hist[f * stride + b] += 1
 
 
+# +inf entries after each feature's thresholds: a crowded cell of up to _PAD thresholds
+# is counted with _PAD comparisons and no branch.
+cdef enum:
+    _PAD = 8
+
+
 cdef struct _EdgeLookup:
     # Borrowed pointers to one FeatureStats' lookup arrays (see its .pxd).
     const double* t0
@@ -197,7 +203,7 @@ cdef struct _EdgeLookup:
     const double* mtop
     const int32_t* lutoff
     const int32_t* lut
-    const int32_t* lutx
+    const int32_t* lutn
     const double* thr
     int32_t* cells
     int64_t* slots
@@ -219,29 +225,36 @@ cdef inline int32_t _cell(double v, double t0, double scale, double mtop) noexce
 cdef inline Py_ssize_t _slot(const _EdgeLookup* k, Py_ssize_t f, Py_ssize_t i,
                              double v) noexcept nogil:
     """Histogram slot of a finite ``v`` of feature ``f`` in its cell ``i`` (counted from
-    the start of ``k.lut``, see ``_cell``): how many of the
-    thresholds ``e[0 .. nbins-1], next_above(e[nbins])`` are <= v. 0 is the underflow
-    slot, i + 1 bin i (so the last bin is closed), nbins + 1 the overflow slot. One
-    table load and one comparison unless the cell holds several thresholds."""
-    cdef const double* thr = k.thr + f * (k.nbins + 2)
+    the start of ``k.lut``, see ``_cell``): how many of the thresholds ``e[0 .. nbins-1],
+    next_above(e[nbins])`` are <= v. 0 is the underflow slot, j + 1 bin j (so the last
+    bin is closed), nbins + 1 the overflow slot.
+
+    A cell with at most one threshold: one table load, one comparison. A crowded cell
+    (sign bit set) whose thresholds take at most two values (a discrete feature's
+    repeated edges, a last edge and the one just above it): two comparisons, no branch.
+    Otherwise up to _PAD thresholds are counted without a branch, more binary-searched."""
+    cdef const double* thr = k.thr + f * (k.nbins + 1 + _PAD)
     cdef Py_ssize_t lo = k.lut[i]
-    cdef Py_ssize_t n, half
-    cdef int32_t jump
+    cdef Py_ssize_t n, n1, half, j
+    cdef const double* base
     if lo >= 0:
         return lo + (thr[lo] <= v)
     lo = -1 - lo
-    jump = k.lutx[i]
-    if jump >= 0:                       # equal thresholds (e.g. a discrete feature)
-        return lo + jump * (thr[lo] <= v)
-    n = k.nbins + 1 - lo                # upper bound over thr[lo .. nbins]
-    while n > 0:
+    n = k.lutn[i]
+    base = thr + lo
+    if n >= 0:                          # n1 equal thresholds, then n2 equal ones
+        n1 = n & 0xffff
+        return lo + n1 * (base[0] <= v) + (n >> 16) * (base[n1] <= v)
+    n = -n
+    if n <= _PAD:                       # thresholds past the cell's are > v (or +inf pads)
+        for j in range(_PAD):
+            lo += base[j] <= v
+        return lo
+    while n > 1:                        # branch-free upper bound over n thresholds
         half = n >> 1
-        if thr[lo + half] <= v:
-            lo += half + 1
-            n -= half + 1
-        else:
-            n = half
-    return lo
+        base = base + half if base[half] <= v else base
+        n -= half
+    return (base - thr) + (base[0] <= v)
 
 
 @cython.boundscheck(False)
@@ -249,15 +262,16 @@ cdef inline Py_ssize_t _slot(const _EdgeLookup* k, Py_ssize_t f, Py_ssize_t i,
 @cython.cdivision(True)
 cdef void _fill_index(const double* e, int nbins, int m, double* t0, double* scale,
                       double* mtop, double* thr, int32_t* lut,
-                      int32_t* lutx) noexcept nogil:
+                      int32_t* lutn) noexcept nogil:
     """Build one feature's lookup over edges ``e[0 .. nbins]`` with ``m`` cells (0:
-    degenerate span, every lookup binary-searches); ``lut`` and ``lutx`` hold
-    ``m + 2`` each, ``thr`` ``nbins + 2``.
+    degenerate span: one crowded cell); ``lut`` and ``lutn`` hold ``m + 2`` each,
+    ``thr`` ``nbins + 1 + _PAD``.
 
     A cell holding at most one threshold stores how many thresholds lie in lower cells
     (all of them <= any value of the cell; those of higher cells are above it), so the
-    slot is that count plus one comparison. Other cells store ``-1 - count`` and, in
-    ``lutx``, how many equal thresholds they hold, or -1 for a binary search."""
+    slot is that count plus one comparison. A crowded cell stores ``-1 - count`` and, in
+    ``lutn``, ``n1 | n2 << 16`` when its thresholds are n1 copies of one value then n2 of
+    another, else minus how many it holds."""
     cdef Py_ssize_t k, j, c
     cdef double span = e[nbins] - e[0]
     cdef double s = 0.0
@@ -265,7 +279,8 @@ cdef void _fill_index(const double* e, int nbins, int m, double* t0, double* sca
     for k in range(nbins):
         thr[k] = e[k]
     thr[nbins] = nextafter(e[nbins], INFINITY)
-    thr[nbins + 1] = INFINITY           # read when a cell's thresholds are all below
+    for k in range(nbins + 1, nbins + 1 + _PAD):
+        thr[k] = INFINITY
     if m > 0 and span > 0.0:
         s = <double>m / span
     if not (s > 0.0 and s < INFINITY):
@@ -277,7 +292,7 @@ cdef void _fill_index(const double* e, int nbins, int m, double* t0, double* sca
     if m == 0:
         for c in range(2):
             lut[c] = -1
-            lutx[c] = -1
+            lutn[c] = _crowded(thr, nthr)
         return
     k = 0
     for c in range(m + 2):
@@ -288,11 +303,21 @@ cdef void _fill_index(const double* e, int nbins, int m, double* t0, double* sca
             j += 1
         if j - k <= 1:
             lut[c] = <int32_t>k
-            lutx[c] = 0
+            lutn[c] = <int32_t>(j - k)
         else:
             lut[c] = <int32_t>(-1 - k)
-            lutx[c] = <int32_t>(j - k) if thr[k] == thr[j - 1] else -1
+            lutn[c] = _crowded(thr + k, j - k)
         k = j
+
+
+cdef int32_t _crowded(const double* t, Py_ssize_t n) noexcept nogil:
+    """``lutn`` of a cell holding the ``n`` sorted thresholds ``t`` (see _fill_index)."""
+    cdef Py_ssize_t n1 = 1
+    while n1 < n and t[n1] == t[0]:
+        n1 += 1
+    if n1 < 0x8000 and n - n1 < 0x8000 and (n1 == n or t[n1] == t[n - 1]):
+        return <int32_t>(n1 | ((n - n1) << 16))
+    return <int32_t>(-n)
 
 
 @cython.boundscheck(False)
@@ -367,7 +392,7 @@ cdef inline _EdgeLookup _lookup_of(FeatureStats st) noexcept nogil:
     k.mtop = st._mtop
     k.lutoff = st._lutoff
     k.lut = st._lut
-    k.lutx = st._lutx
+    k.lutn = st._lutn
     k.thr = st._thr
     k.cells = st._cells
     k.slots = st._slots
@@ -536,7 +561,7 @@ cdef class FeatureStats:
         free(self._mtop)
         free(self._lutoff)
         free(self._lut)
-        free(self._lutx)
+        free(self._lutn)
         free(self._thr)
         free(self._cells)
         free(self._slots)
@@ -568,7 +593,7 @@ cdef class FeatureStats:
         self._scale = <double*>malloc(nf * sizeof(double))
         self._mtop = <double*>malloc(nf * sizeof(double))
         self._lutoff = <int32_t*>malloc(nf * sizeof(int32_t))
-        self._thr = <double*>malloc(nf * (n_bins + 2) * sizeof(double))
+        self._thr = <double*>malloc(nf * (n_bins + 1 + _PAD) * sizeof(double))
         self._cells = <int32_t*>malloc(nf * sizeof(int32_t))
         self._slots = <int64_t*>malloc(nf * sizeof(int64_t))
         self._lo = <double*>malloc(nf * sizeof(double))
@@ -662,15 +687,15 @@ cdef class FeatureStats:
             raise ValueError("too many features x bins for the edge lookup")
         cdef size_t total = <size_t>offsets[-1]
         cdef int32_t* lut = <int32_t*>malloc(total * sizeof(int32_t))
-        cdef int32_t* lutx = <int32_t*>malloc(total * sizeof(int32_t))
-        if lut == NULL or lutx == NULL:
+        cdef int32_t* lutn = <int32_t*>malloc(total * sizeof(int32_t))
+        if lut == NULL or lutn == NULL:
             free(lut)
-            free(lutx)
+            free(lutn)
             raise MemoryError()
         free(self._lut)
-        free(self._lutx)
+        free(self._lutn)
         self._lut = lut
-        self._lutx = lutx
+        self._lutn = lutn
         memcpy(self._edges, cnp.PyArray_DATA(e), e.size * sizeof(double))
         cdef Py_ssize_t f
         cdef Py_ssize_t off
@@ -679,8 +704,8 @@ cdef class FeatureStats:
             off = offsets[f]
             self._lutoff[f] = <int32_t>off
             _fill_index(self._edges + f * (nb + 1), nb, <int>cells[f], &self._t0[f],
-                        &self._scale[f], &self._mtop[f], self._thr + f * (nb + 2),
-                        lut + off, lutx + off)
+                        &self._scale[f], &self._mtop[f], self._thr + f * (nb + 1 + _PAD),
+                        lut + off, lutn + off)
         self._has_edges = True
         self._uniform = False
 

@@ -142,3 +142,25 @@ def test_edge_lookup_float32_inputs(values, edges):
     fs.observe(x)
     ref = _ref_bins(x.astype(np.float64), e[None, :])
     assert fs.state()["histogram"].tolist() == ref.tolist()
+
+
+@pytest.mark.parametrize("edges", [
+    np.concatenate([[0.0], 1e-9 * np.arange(1, 31), [1e6]]),   # 31 distinct edges in one cell
+    np.array([0.0] * 20 + [1.0]),                               # 20 equal edges in one cell
+    np.array([5.0] * 4),                                        # no span at all
+    np.array([5.0] * 21),                                       # no span, many edges
+    np.array([-1.0, 0.0, 0.0, 0.0, 1.0, 1.0]),                  # equal groups, top repeated
+], ids=["crowded-distinct", "crowded-equal", "flat-4", "flat-21", "groups"])
+@pytest.mark.parametrize("careful", [False, True])
+def test_edge_lookup_crowded_cells(edges, careful):
+    """Cells holding many thresholds (distinct: binary search; equal: added at once; up
+    to eight: counted) agree with the reference, on and around every edge."""
+    with np.errstate(all="ignore"):
+        near = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf),
+                               np.linspace(edges[0] - 1, edges[-1] + 1, 50)])
+    x = near.reshape(-1, 1)
+    if careful:
+        x = np.concatenate([x, [[np.inf]]])
+    fs = FeatureStats(1, edges=edges)
+    fs.observe(x)
+    assert fs.state()["histogram"].tolist() == _ref_bins(x, edges[None, :]).tolist()
