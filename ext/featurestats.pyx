@@ -13,7 +13,9 @@ Histogram bins per feature: edges given explicitly (shared ``[n_bins + 1]`` or p
 feature ``[features, n_bins + 1]``), or uniform over a configured ``value_range``, or the
 quantiles of the first ``warmup_rows`` rows (then frozen; the buffered rows are binned
 once the edges exist). Bins are ``[e_i, e_i+1)`` with the last one closed, like
-``numpy.histogram``, plus an underflow and an overflow bin.
+``numpy.histogram``, plus an underflow and an overflow bin. Uniform bins are found by
+arithmetic; explicit edges through an exact per-feature table of uniform cells
+(``_fill_index``), so a value costs one table load and one comparison.
 
 State lives in plain C arrays; ``observe`` takes the input's data pointer once (no
 buffer acquisition per pass) and runs both passes row-major (features inner, contiguous)
