@@ -116,6 +116,17 @@ def _edges_and_values(draw):
     return e, values
 
 
+def _assert_binned_like_reference(values, edges, bad=None):
+    """One feature of ``values`` (plus ``bad``, which sends the batch through the
+    NaN/Inf-aware pass) binned by ``edges`` equals the numpy reference."""
+    x = values.reshape(-1, 1)
+    if bad is not None:
+        x = np.concatenate([x, [[bad]]])
+    fs = FeatureStats(1, edges=edges)
+    fs.observe(x)
+    assert fs.state()["histogram"].tolist() == _ref_bins(x, edges[None, :]).tolist()
+
+
 @settings(max_examples=300, deadline=None)
 @given(_edges_and_values(), st.booleans())
 def test_edge_lookup_matches_reference(ev, careful):
@@ -123,12 +134,7 @@ def test_edge_lookup_matches_reference(ev, careful):
     equals the numpy reference for any sorted edges, including values on the edges;
     ``careful`` adds a NaN so the batch goes through the NaN-aware pass."""
     edges, values = ev
-    x = values.reshape(-1, 1)
-    if careful:
-        x = np.concatenate([x, [[np.nan]]])
-    fs = FeatureStats(1, edges=edges)
-    fs.observe(x)
-    assert fs.state()["histogram"].tolist() == _ref_bins(x, edges[None, :]).tolist()
+    _assert_binned_like_reference(values, edges, np.nan if careful else None)
 
 
 @settings(max_examples=100, deadline=None)
@@ -158,9 +164,4 @@ def test_edge_lookup_crowded_cells(edges, careful):
     with np.errstate(all="ignore"):
         near = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf),
                                np.linspace(edges[0] - 1, edges[-1] + 1, 50)])
-    x = near.reshape(-1, 1)
-    if careful:
-        x = np.concatenate([x, [[np.inf]]])
-    fs = FeatureStats(1, edges=edges)
-    fs.observe(x)
-    assert fs.state()["histogram"].tolist() == _ref_bins(x, edges[None, :]).tolist()
+    _assert_binned_like_reference(near, edges, np.inf if careful else None)
