@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import pathlib
 import sys
 
@@ -120,6 +121,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _num(value: float, width: int, decimals: int) -> str:
+    """A right-aligned number, or "-" where there is none yet (no requests in the window)."""
+    return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{width}.{decimals}f}"
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     import grpc
 
@@ -138,9 +144,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         if not m.model:
             continue
         lat = m.latency
-        print(f"{m.model + '@' + m.version:<24}{m.requests_per_s:>9.1f}{m.rows_per_s:>10.1f}{lat.p50_ms:>9.3f}"
-              f"{lat.p90_ms:>9.3f}{lat.p99_ms:>9.3f}{lat.max_ms:>9.3f}{100 * m.error_share:>7.2f}"
-              f"{100 * m.degraded_share:>7.2f}{m.mean_batch_size:>7.1f}{m.mean_confidence:>6.2f}")
+        print(f"{m.model + '@' + m.version:<24}{m.requests_per_s:>9.1f}{m.rows_per_s:>10.1f}"
+              f"{_num(lat.p50_ms, 9, 3)}{_num(lat.p90_ms, 9, 3)}{_num(lat.p99_ms, 9, 3)}"
+              f"{_num(lat.max_ms, 9, 3)}{100 * m.error_share:>7.2f}{100 * m.degraded_share:>7.2f}"
+              f"{_num(m.mean_batch_size, 7, 1)}{_num(m.mean_confidence, 6, 2)}")
         for f in m.top_shifts:
             print(f"    input {f.input}[{f.feature}]: mean {f.mean:.4g} std {f.std:.4g} "
                   f"shift {f.shift_score:+.2f} sd, NaN {f.nan_count}")

@@ -50,6 +50,8 @@ def test_stats_cli_prints_each_model(make_gateway, demo_models):
     assert out.returncode == 0, out.stderr
     line = next(l for l in out.stdout.splitlines() if l.startswith("regressor@1"))
     assert float(line.split()[1]) > 0  # requests per second
+    idle = next(l for l in out.stdout.splitlines() if l.startswith("wide_mlp@1")).split()
+    assert idle[3:7] == ["-"] * 4 and "nan" not in out.stdout   # no latency yet: "-"
 
 
 def test_stats_with_telemetry_disabled_is_a_clear_error(make_gateway, demo_models):
