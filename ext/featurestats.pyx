@@ -41,7 +41,7 @@ ctypedef fused value_t:
     int64_t
     uint8_t
 
-cdef int _MAX_CELLS = 512     # per feature, unless 4 * n_bins is more
+cdef int _MAX_CELLS = 512     # per feature, unless 2 * n_bins is more (table <= 2x edges)
 
 cdef enum:
     _NO_BINS = 0
@@ -682,7 +682,7 @@ cdef class FeatureStats:
             width = np.where(width > 0, width, np.inf).min(axis=1)
             cells = np.ceil(2.0 * span / width)
         cells = np.where(np.isfinite(cells) & (span > 0),
-                         np.clip(cells, 1, max(_MAX_CELLS, 4 * self.n_bins)), 0)
+                         np.clip(cells, 1, max(_MAX_CELLS, 2 * self.n_bins)), 0)
         cells = cells.astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(cells + 2)])
         if offsets[-1] > 2**31 - 1:
