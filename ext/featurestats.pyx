@@ -41,7 +41,7 @@ ctypedef fused value_t:
     int64_t
     uint8_t
 
-cdef int _MAX_CELLS = 512     # per feature, unless 2 * n_bins is more (table <= 2x edges)
+cdef int _MAX_CELLS = 512     # per feature, or 2 * n_bins: at most 4 KiB or twice the edges
 
 cdef enum:
     _NO_BINS = 0
