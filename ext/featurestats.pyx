@@ -83,6 +83,17 @@ cdef void _fast_deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
             bm2[f] += d * d
 
 
+cdef inline Py_ssize_t _uniform_slot(double t, double top, int nbins) noexcept nogil:
+    """Histogram slot of a finite value at ``t`` = (v - low) * nbins / (high - low)."""
+    if t < 0.0:
+        return 0
+    if t < top:
+        return <Py_ssize_t>t + 1        # t >= 0: truncation is floor
+    if t == top:
+        return nbins                    # the last bin is closed
+    return nbins + 1
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _fast_uniform_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
@@ -92,24 +103,13 @@ cdef void _fast_uniform_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
     cdef Py_ssize_t r, f
     cdef Py_ssize_t stride = nbins + 2
     cdef const value_t* row
-    cdef double t
     cdef double top = <double>nbins
-    cdef Py_ssize_t b
     cdef int64_t* h
     for r in range(rows):
         row = x + r * nf
         h = hist
         for f in range(nf):
-            t = (<double>row[f] - lo[f]) * inv[f]
-            if t < 0.0:
-                b = 0
-            elif t < top:
-                b = <Py_ssize_t>t + 1      # t >= 0: truncation is floor
-            elif t == top:
-                b = nbins
-            else:
-                b = nbins + 1
-            h[b] += 1
+            h[_uniform_slot((<double>row[f] - lo[f]) * inv[f], top, nbins)] += 1
             h += stride
 
 
@@ -168,9 +168,8 @@ cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t 
     cdef Py_ssize_t r, f
     cdef Py_ssize_t stride = nbins + 2
     cdef const value_t* row
-    cdef double v, d, t
+    cdef double v, d
     cdef double top = <double>nbins
-    cdef Py_ssize_t b
     for r in range(rows):
         row = x + r * nf
         for f in range(nf):
@@ -180,36 +179,13 @@ cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t 
             if bm2 != NULL:
                 d = v - bmean[f]
                 bm2[f] += d * d
-            t = (v - lo[f]) * inv[f]
-            if t < 0.0:
-                b = 0
-            elif t < top:
-                b = <Py_ssize_t>t + 1      # t >= 0: truncation is floor
-            elif t == top:
-                b = nbins
-            else:
-                b = nbins + 1
-            hist[f * stride + b] += 1
+            hist[f * stride + _uniform_slot((v - lo[f]) * inv[f], top, nbins)] += 1
 
 
 # +inf entries after each feature's thresholds: a crowded cell of up to _PAD thresholds
 # is counted with _PAD comparisons and no branch.
 cdef enum:
     _PAD = 8
-
-
-cdef struct _EdgeLookup:
-    # Borrowed pointers to one FeatureStats' lookup arrays (see its .pxd).
-    const double* t0
-    const double* scale
-    const double* mtop
-    const int32_t* lutoff
-    const int32_t* lut
-    const int32_t* lutn
-    const double* thr
-    int32_t* cells
-    int64_t* slots
-    int nbins
 
 
 cdef inline int32_t _cell(double v, double t0, double scale, double mtop) noexcept nogil:
@@ -224,10 +200,10 @@ cdef inline int32_t _cell(double v, double t0, double scale, double mtop) noexce
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef inline Py_ssize_t _slot(const _EdgeLookup* k, Py_ssize_t f, Py_ssize_t i,
+cdef inline Py_ssize_t _slot(FeatureStats st, Py_ssize_t f, Py_ssize_t i,
                              double v) noexcept nogil:
     """Histogram slot of a finite ``v`` of feature ``f`` in its cell ``i`` (counted from
-    the start of ``k.lut``, see ``_cell``): how many of the thresholds ``e[0 .. nbins-1],
+    the start of ``st._lut``, see ``_cell``): how many of the thresholds ``e[0 .. nbins-1],
     next_above(e[nbins])`` are <= v. 0 is the underflow slot, j + 1 bin j (so the last
     bin is closed), nbins + 1 the overflow slot.
 
@@ -235,14 +211,14 @@ cdef inline Py_ssize_t _slot(const _EdgeLookup* k, Py_ssize_t f, Py_ssize_t i,
     (sign bit set) whose thresholds take at most two values (a discrete feature's
     repeated edges, a last edge and the one just above it): two comparisons, no branch.
     Otherwise up to _PAD thresholds are counted without a branch, more binary-searched."""
-    cdef const double* thr = k.thr + f * (k.nbins + 1 + _PAD)
-    cdef Py_ssize_t lo = k.lut[i]
+    cdef const double* thr = st._thr + f * (st.n_bins + 1 + _PAD)
+    cdef Py_ssize_t lo = st._lut[i]
     cdef Py_ssize_t n, n1, half, j
     cdef const double* base
     if lo >= 0:
         return lo + (thr[lo] <= v)
     lo = -1 - lo
-    n = k.lutn[i]
+    n = st._lutn[i]
     base = thr + lo
     if n >= 0:                          # n1 equal thresholds, then n2 equal ones
         n1 = n & 0xffff
@@ -325,29 +301,33 @@ cdef int32_t _crowded(const double* t, Py_ssize_t n) noexcept nogil:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _fast_edge_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
-                          const _EdgeLookup* k, int64_t* hist) noexcept nogil:
+                          FeatureStats st) noexcept nogil:
     """Binning of an all-finite batch by explicit edges, a row at a time in three
     loops: cells (vectorised), slots (table loads), counts. Keeping the counts apart
     from the loads lets the loads of many values overlap."""
     cdef Py_ssize_t r, f
-    cdef Py_ssize_t stride = k.nbins + 2
+    cdef Py_ssize_t stride = st.n_bins + 2
     cdef const value_t* row
     cdef double t
-    cdef int32_t* cells = k.cells
-    cdef int64_t* slots = k.slots
-    cdef const double* t0 = k.t0
-    cdef const double* scale = k.scale
-    cdef const double* mtop = k.mtop
-    cdef const int32_t* lutoff = k.lutoff
+    cdef int32_t* cells = st._cells
+    cdef int64_t* slots = st._slots
+    cdef int64_t* hist = st._hist
+    cdef const double* t0 = st._t0
+    cdef const double* scale = st._scale
+    cdef const double* mtop = st._mtop
+    cdef const int32_t* lutoff = st._lutoff
     for r in range(rows):
         row = x + r * nf
         for f in range(nf):
+            # _cell written out: the call costs ~4 instructions a value (callgrind) because
+            # this loop stops vectorising; the steps must stay identical to _cell's (the
+            # property tests compare both passes with the reference).
             t = (<double>row[f] - t0[f]) * scale[f]
             t = t if t > -1.0 else -1.0
             t = t if t < mtop[f] else mtop[f]
             cells[f] = <int32_t>(t + 1.0) + lutoff[f]
         for f in range(nf):
-            slots[f] = f * stride + _slot(k, f, cells[f], <double>row[f])
+            slots[f] = f * stride + _slot(st, f, cells[f], <double>row[f])
         for f in range(nf):
             hist[slots[f]] += 1
 
@@ -355,11 +335,11 @@ cdef void _fast_edge_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
-                                const double* bmean, double* bm2, const _EdgeLookup* k,
-                                int64_t* hist) noexcept nogil:
+                                const double* bmean, double* bm2,
+                                FeatureStats st) noexcept nogil:
     """Deviation pass fused with binning by explicit edges (bm2 NULL: binning only)."""
     cdef Py_ssize_t r, f
-    cdef Py_ssize_t stride = k.nbins + 2
+    cdef Py_ssize_t stride = st.n_bins + 2
     cdef const value_t* row
     cdef double v, d
     cdef Py_ssize_t c
@@ -372,34 +352,19 @@ cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf
             if bm2 != NULL:
                 d = v - bmean[f]
                 bm2[f] += d * d
-            c = _cell(v, k.t0[f], k.scale[f], k.mtop[f]) + k.lutoff[f]
-            hist[f * stride + _slot(k, f, c, v)] += 1
+            c = _cell(v, st._t0[f], st._scale[f], st._mtop[f]) + st._lutoff[f]
+            st._hist[f * stride + _slot(st, f, c, v)] += 1
 
 
 cdef void _pass2(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, const double* bmean,
-                 double* bm2, int mode, const double* lo, const double* inv,
-                 const _EdgeLookup* index, int nbins, int64_t* hist) noexcept nogil:
+                 double* bm2, int mode, FeatureStats st) noexcept nogil:
     if mode == _UNIFORM:
-        _deviation_uniform_pass(x, rows, nf, bmean, bm2, lo, inv, nbins, hist)
+        _deviation_uniform_pass(x, rows, nf, bmean, bm2, st._lo, st._inv, st.n_bins,
+                                st._hist)
     elif mode == _EDGES:
-        _deviation_edges_pass(x, rows, nf, bmean, bm2, index, hist)
+        _deviation_edges_pass(x, rows, nf, bmean, bm2, st)
     elif bm2 != NULL:
         _deviation_pass(x, rows, nf, bmean, bm2)
-
-
-cdef inline _EdgeLookup _lookup_of(FeatureStats st) noexcept nogil:
-    cdef _EdgeLookup k
-    k.t0 = st._t0
-    k.scale = st._scale
-    k.mtop = st._mtop
-    k.lutoff = st._lutoff
-    k.lut = st._lut
-    k.lutn = st._lutn
-    k.thr = st._thr
-    k.cells = st._cells
-    k.slots = st._slots
-    k.nbins = st.n_bins
-    return k
 
 
 @cython.cdivision(True)
@@ -413,7 +378,6 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
     cdef int64_t n, nb_i
     cdef double delta, nb
     cdef bint finite = True
-    cdef _EdgeLookup lookup = _lookup_of(st)
     for f in range(nf):
         st._bsum[f] = 0.0
         st._bm2[f] = 0.0
@@ -436,7 +400,7 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
         if mode == _UNIFORM:
             _fast_uniform_bins(x, rows, nf, st._lo, st._inv, st.n_bins, st._hist)
         elif mode == _EDGES:
-            _fast_edge_bins(x, rows, nf, &lookup, st._hist)
+            _fast_edge_bins(x, rows, nf, st)
     else:
         for f in range(nf):
             st._bcnt[f] = 0
@@ -446,8 +410,7 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
         for f in range(nf):
             st._bcnt[f] = rows - st._bcnt[f]
             st._bmean[f] = st._bsum[f] / <double>st._bcnt[f] if st._bcnt[f] > 0 else 0.0
-        _pass2(x, rows, nf, st._bmean, st._bm2, mode, st._lo, st._inv, &lookup,
-               st.n_bins, st._hist)
+        _pass2(x, rows, nf, st._bmean, st._bm2, mode, st)
     for f in range(nf):
         nb_i = st._bcnt[f]
         if nb_i == 0:
@@ -492,7 +455,6 @@ cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) exc
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(x)[0]
     cdef Py_ssize_t nf = st.n_features
     cdef int t = cnp.PyArray_TYPE(x)
-    cdef _EdgeLookup lookup = _lookup_of(st)
     if rows == 0:
         return 0
     with nogil:
@@ -509,20 +471,15 @@ cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) exc
                 _fold(<const uint8_t*>p, rows, nf, st, mode)
         else:
             if t == cnp.NPY_FLOAT:
-                _pass2(<const float*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       &lookup, st.n_bins, st._hist)
+                _pass2(<const float*>p, rows, nf, NULL, NULL, mode, st)
             elif t == cnp.NPY_DOUBLE:
-                _pass2(<const double*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       &lookup, st.n_bins, st._hist)
+                _pass2(<const double*>p, rows, nf, NULL, NULL, mode, st)
             elif t == cnp.NPY_INT32:
-                _pass2(<const int32_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       &lookup, st.n_bins, st._hist)
+                _pass2(<const int32_t*>p, rows, nf, NULL, NULL, mode, st)
             elif t == cnp.NPY_INT64:
-                _pass2(<const int64_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       &lookup, st.n_bins, st._hist)
+                _pass2(<const int64_t*>p, rows, nf, NULL, NULL, mode, st)
             else:
-                _pass2(<const uint8_t*>p, rows, nf, NULL, NULL, mode, st._lo, st._inv,
-                       &lookup, st.n_bins, st._hist)
+                _pass2(<const uint8_t*>p, rows, nf, NULL, NULL, mode, st)
     return 0
 
 

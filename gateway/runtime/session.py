@@ -60,18 +60,16 @@ class OnnxModel:
         log.info("model %s@%s: running on %s", name, version, self.provider,
                  extra={"event": "model.provider", "model": name, "version": version,
                         "fields": {"provider": self.provider}})
-        for kind, overrides, graph in (("inputs", config.inputs, self.session.get_inputs()),
-                                       ("outputs", config.outputs, self.session.get_outputs())):
-            names = [n.name for n in graph]
-            for o in overrides:
-                if o.name not in names:
-                    raise ModelLoadError(f"model {name}@{version}: config {kind} names {o.name!r}, which the "
+        graph_inputs = [n.name for n in self.session.get_inputs()]
+        graph_outputs = [n.name for n in self.session.get_outputs()]
+        for key, named, kind, names in (
+                ("inputs", [o.name for o in config.inputs], "inputs", graph_inputs),
+                ("outputs", [o.name for o in config.outputs], "outputs", graph_outputs),
+                ("input_stats.ranges", list(config.input_stats.ranges), "inputs", graph_inputs)):
+            for tensor in named:
+                if tensor not in names:
+                    raise ModelLoadError(f"model {name}@{version}: config {key} names {tensor!r}, which the "
                                          f"graph does not have (its {kind}: {', '.join(names)})")
-        unknown = sorted(set(config.input_stats.ranges) - {n.name for n in self.session.get_inputs()})
-        if unknown:
-            raise ModelLoadError(f"model {name}@{version}: input_stats.ranges names {', '.join(map(repr, unknown))}, "
-                                 f"which the graph does not have (its inputs: "
-                                 f"{', '.join(n.name for n in self.session.get_inputs())})")
         in_over = {o.name: o.shape for o in config.inputs if o.shape is not None}
         out_over = {o.name: o.shape for o in config.outputs if o.shape is not None}
         self.inputs = [_spec(n, in_over) for n in self.session.get_inputs()]
