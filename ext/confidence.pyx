@@ -14,6 +14,8 @@ cimport cython
 from libc.math cimport exp, log, INFINITY
 from libc.stdint cimport int64_t
 
+from gil cimport NOGIL_MIN_VALUES
+
 import numpy as np
 
 
@@ -143,7 +145,10 @@ cdef class ConfidenceStats:
         cdef int64_t[::1] he = self._entropy_hist
         cdef double tsum = 0.0
         cdef int64_t invalid
-        with nogil:
+        if n * self.n_classes >= NOGIL_MIN_VALUES:
+            with nogil:
+                invalid = _rows_pass(xv, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
+        else:  # a small batch keeps the GIL (gil.pxd)
             invalid = _rows_pass(xv, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
         self.rows += n - invalid
         self.invalid_rows += invalid

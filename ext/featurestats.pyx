@@ -18,8 +18,8 @@ arithmetic; explicit edges through an exact per-feature table of uniform cells
 (``_fill_index``), so a value costs one table load and one comparison.
 
 State lives in plain C arrays; ``observe`` takes the input's data pointer once (no
-buffer acquisition per pass) and runs both passes row-major (features inner, contiguous)
-with the GIL released.
+buffer acquisition per pass) and runs both passes row-major (features inner, contiguous),
+releasing the GIL for batches of at least ``NOGIL_MIN_VALUES`` values (``gil.pxd``).
 """
 cimport cython
 cimport numpy as cnp
@@ -27,6 +27,8 @@ from libc.math cimport INFINITY, nextafter
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
+
+from gil cimport NOGIL_MIN_VALUES
 
 import math
 
@@ -449,6 +451,32 @@ cdef cnp.ndarray _as_2d(object batch, int n_features):
     return arr
 
 
+cdef void _fold_typed(FeatureStats st, const void* p, int t, Py_ssize_t rows, Py_ssize_t nf, int mode,
+                     bint moments) noexcept nogil:
+    if moments:
+        if t == cnp.NPY_FLOAT:
+            _fold(<const float*>p, rows, nf, st, mode)
+        elif t == cnp.NPY_DOUBLE:
+            _fold(<const double*>p, rows, nf, st, mode)
+        elif t == cnp.NPY_INT32:
+            _fold(<const int32_t*>p, rows, nf, st, mode)
+        elif t == cnp.NPY_INT64:
+            _fold(<const int64_t*>p, rows, nf, st, mode)
+        else:
+            _fold(<const uint8_t*>p, rows, nf, st, mode)
+    else:
+        if t == cnp.NPY_FLOAT:
+            _pass2(<const float*>p, rows, nf, NULL, NULL, mode, st)
+        elif t == cnp.NPY_DOUBLE:
+            _pass2(<const double*>p, rows, nf, NULL, NULL, mode, st)
+        elif t == cnp.NPY_INT32:
+            _pass2(<const int32_t*>p, rows, nf, NULL, NULL, mode, st)
+        elif t == cnp.NPY_INT64:
+            _pass2(<const int64_t*>p, rows, nf, NULL, NULL, mode, st)
+        else:
+            _pass2(<const uint8_t*>p, rows, nf, NULL, NULL, mode, st)
+
+
 cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) except -1:
     """Moments + bins (``moments``) or bins only (warm-up rows) of a batch from _as_2d."""
     cdef void* p = cnp.PyArray_DATA(x)
@@ -457,29 +485,11 @@ cdef int _fold_array(FeatureStats st, cnp.ndarray x, int mode, bint moments) exc
     cdef int t = cnp.PyArray_TYPE(x)
     if rows == 0:
         return 0
-    with nogil:
-        if moments:
-            if t == cnp.NPY_FLOAT:
-                _fold(<const float*>p, rows, nf, st, mode)
-            elif t == cnp.NPY_DOUBLE:
-                _fold(<const double*>p, rows, nf, st, mode)
-            elif t == cnp.NPY_INT32:
-                _fold(<const int32_t*>p, rows, nf, st, mode)
-            elif t == cnp.NPY_INT64:
-                _fold(<const int64_t*>p, rows, nf, st, mode)
-            else:
-                _fold(<const uint8_t*>p, rows, nf, st, mode)
-        else:
-            if t == cnp.NPY_FLOAT:
-                _pass2(<const float*>p, rows, nf, NULL, NULL, mode, st)
-            elif t == cnp.NPY_DOUBLE:
-                _pass2(<const double*>p, rows, nf, NULL, NULL, mode, st)
-            elif t == cnp.NPY_INT32:
-                _pass2(<const int32_t*>p, rows, nf, NULL, NULL, mode, st)
-            elif t == cnp.NPY_INT64:
-                _pass2(<const int64_t*>p, rows, nf, NULL, NULL, mode, st)
-            else:
-                _pass2(<const uint8_t*>p, rows, nf, NULL, NULL, mode, st)
+    if rows * nf >= NOGIL_MIN_VALUES:
+        with nogil:
+            _fold_typed(st, p, t, rows, nf, mode, moments)
+    else:  # see NOGIL_MIN_VALUES: a small batch keeps the GIL
+        _fold_typed(st, p, t, rows, nf, mode, moments)
     return 0
 
 

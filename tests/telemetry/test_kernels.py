@@ -131,6 +131,30 @@ def test_confidence_against_numpy(logits):
     assert st["top1_hist"].sum() == st["entropy_hist"].sum() == ok.sum()
 
 
+def test_large_and_small_batches_agree_across_the_gil_threshold():
+    # Batches of >= 16,384 values run with the GIL released, smaller ones keep it (ext/gil.pxd):
+    # the same rows folded either way must give the same state.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4096, 8)).astype(np.float32)          # 32,768 values: released
+    whole, parts = FeatureStats(8, value_range=(-3, 3)), FeatureStats(8, value_range=(-3, 3))
+    whole.observe(x)
+    for s in range(0, len(x), 7):                                # 56 values each: kept
+        parts.observe(x[s:s + 7])
+    a, b = whole.state(), parts.state()
+    assert a["count"].tolist() == b["count"].tolist() == [4096] * 8
+    assert a["histogram"].tolist() == b["histogram"].tolist()
+    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a["variance"], b["variance"], rtol=1e-9)
+    z = rng.normal(size=(2048, 10))                              # 20,480 scores: released
+    c_whole, c_parts = ConfidenceStats(10), ConfidenceStats(10)
+    t_whole, p_whole = c_whole.observe(z, logits=True)
+    chunks = [c_parts.observe(z[s:s + 5], logits=True) for s in range(0, len(z), 5)]
+    assert np.array_equal(t_whole, np.concatenate([t for t, _ in chunks]))
+    assert np.array_equal(p_whole, np.concatenate([p for _, p in chunks]))
+    for key, value in c_whole.state().items():  # sums differ only in the order they were added
+        np.testing.assert_allclose(value, c_parts.state()[key], rtol=1e-12, err_msg=key)
+
+
 def test_windowed_counters():
     c = WindowedCounters(60)
     t = np.arange(0, 100_000_000_000, 100_000_000, dtype=np.int64)   # 10/s for 100 s
