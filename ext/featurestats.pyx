@@ -451,8 +451,8 @@ cdef cnp.ndarray _as_2d(object batch, int n_features):
     return arr
 
 
-cdef void _fold_typed(FeatureStats st, const void* p, int t, Py_ssize_t rows, Py_ssize_t nf, int mode,
-                     bint moments) noexcept nogil:
+cdef void _fold_typed(FeatureStats st, const void* p, int t, Py_ssize_t rows,
+                      Py_ssize_t nf, int mode, bint moments) noexcept nogil:
     if moments:
         if t == cnp.NPY_FLOAT:
             _fold(<const float*>p, rows, nf, st, mode)
