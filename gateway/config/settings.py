@@ -49,7 +49,7 @@ class GatewaySettings(BaseSettings):
     """Global switch: false runs every request alone whatever the models' configs say."""
     execution_providers: list[Literal["cuda", "cpu"]] | None = None
     """Default provider preference for models that don't set their own."""
-    inline_execution_below_us: int = Field(100, ge=0, le=10_000)
+    inline_execution_below_us: int = Field(250, ge=0, le=10_000)
     """Run a model on the event loop instead of a worker thread while its executions average less
     than this (tiny models, where the thread hop costs more than the model); 0 disables."""
     executor_threads: int = Field(4, ge=1, le=256)

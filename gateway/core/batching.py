@@ -21,7 +21,6 @@ from .types import InferRequest
 
 log = logging.getLogger("gateway.batching")
 
-_WARMUP_EXECUTIONS = 3  # left out of the execution-time average that decides inline execution
 
 # Called on the executor thread after each execution with (feeds, outputs by name); returns
 # extra row-aligned arrays (e.g. per-row confidence) that are split with the outputs.
@@ -48,6 +47,58 @@ class BatchResult:
         self.extras = extras
 
 
+class ExecutionPlace:
+    """Where a model's next batch runs: on the event loop, or on a worker thread.
+
+    A model whose executions on the loop average less than ``inline_below_us`` of thread CPU
+    time (observer included) runs there: for a model of tens of microseconds the hop to a
+    worker thread and back costs more than the model. Each execution is timed where it ran;
+    the averages skip a fresh session's first runs. One slow execution on the loop (a garbage
+    collection, a page fault) is clipped so it cannot move the model off the loop; a run of
+    them does. A model is first timed on the loop, and when found too slow there timed again
+    every ``PROBE_EVERY`` batches, unless it takes twice the limit even on a worker thread: the
+    same batch costs a worker more (cold caches, waits for the GIL), so a model timed only on
+    the workers would never look fast enough to come back. ``inline_below_us=0``: never inline.
+    """
+
+    WARMUP_EXECUTIONS = 3
+    PROBE_EVERY = 64
+
+    def __init__(self, inline_below_us: int):
+        self.limit_ns = inline_below_us * 1000
+        self.inline_ns_avg: float | None = None  # executions on the loop
+        self.pool_ns_avg: float | None = None    # executions on worker threads
+        self._timed = 0
+        self._since_probe = 0
+
+    def inline_next(self) -> bool:
+        limit = self.limit_ns
+        if not limit or self._timed <= self.WARMUP_EXECUTIONS:
+            return False
+        inline = self.inline_ns_avg
+        if inline is None:  # not timed on the loop yet: try it unless the workers found it slow
+            return self.pool_ns_avg is not None and self.pool_ns_avg < 2 * limit
+        if inline < limit:
+            return True
+        self._since_probe += 1
+        if self._since_probe < self.PROBE_EVERY or (self.pool_ns_avg or 0) >= 2 * limit:
+            return False
+        self._since_probe = 0
+        return True
+
+    def timed(self, took_ns: int, inline: bool) -> None:
+        self._timed += 1
+        if self._timed <= self.WARMUP_EXECUTIONS:
+            return
+        if inline:
+            took_ns = min(took_ns, 2 * self.limit_ns)
+            avg = self.inline_ns_avg
+            self.inline_ns_avg = took_ns if avg is None else avg + (took_ns - avg) / 8
+        else:
+            avg = self.pool_ns_avg
+            self.pool_ns_avg = took_ns if avg is None else avg + (took_ns - avg) / 8
+
+
 class DynamicBatcher:
     def __init__(self, model, executor: Executor, *, max_batch_size: int, max_queue_delay_us: int,
                  preferred_batch_sizes: list[int], max_queue_size: int, instance_count: int,
@@ -71,12 +122,7 @@ class DynamicBatcher:
         self.executions = 0  # batches run so far (tests and stats read these)
         self.executed_requests = 0
         self.inline_executions = 0
-        # A model whose executions take less than this (moving average, observer included) runs on
-        # the event loop: for a tens-of-microseconds model the hop to a worker thread and back
-        # costs more than the model. 0 disables it.
-        self._inline_below_ns = inline_below_us * 1000
-        self._execute_ns_avg: float | None = None
-        self._executions_timed = 0
+        self._place = ExecutionPlace(inline_below_us)
 
     @property
     def queue_depth(self) -> int:
@@ -148,18 +194,17 @@ class DynamicBatcher:
                 self._slots.release()
                 continue
             self.in_flight += 1
-            avg = self._execute_ns_avg
-            if avg is not None and avg < self._inline_below_ns:
+            if self._place.inline_next():
                 fut = loop.create_future()
                 try:
-                    fut.set_result(self._execute(batch))
+                    fut.set_result(self._execute(batch, True))
                 except Exception as exc:  # handed to the requests by _finish, as from a thread
                     fut.set_exception(exc)
                 self.inline_executions += 1
                 self._finish(fut, batch)
                 await asyncio.sleep(0)  # let the handlers that queue requests run between batches
                 continue
-            fut = loop.run_in_executor(self._executor, self._execute, batch)
+            fut = loop.run_in_executor(self._executor, self._execute, batch, False)
             fut.add_done_callback(lambda f, b=batch: self._finish(f, b))
         for _ in range(self._instances):  # wait for executions still running
             await self._slots.acquire()
@@ -198,7 +243,7 @@ class DynamicBatcher:
             item.request.batch_size = rows
         return batch
 
-    def _execute(self, batch: list[_Item]):
+    def _execute(self, batch: list[_Item], inline: bool):
         """Runs on an executor thread (or inline on the loop for very fast models)."""
         # CPU time of this thread, not wall time: on a busy worker thread the wall clock also
         # counts waits for the GIL, which would keep a tiny model off the inline path for good.
@@ -206,11 +251,7 @@ class DynamicBatcher:
         try:
             return self._execute_batch(batch)
         finally:
-            took = time.thread_time_ns() - began
-            self._executions_timed += 1
-            if self._executions_timed > _WARMUP_EXECUTIONS:  # a fresh session's first runs are slow
-                avg = self._execute_ns_avg
-                self._execute_ns_avg = took if avg is None else avg + (took - avg) / 8
+            self._place.timed(time.thread_time_ns() - began, inline)
 
     def _execute_batch(self, batch: list[_Item]):
         requests = [item.request for item in batch]

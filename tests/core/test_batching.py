@@ -6,6 +6,8 @@ import concurrent.futures
 import numpy as np
 import onnxruntime as ort
 
+from gateway.core.batching import ExecutionPlace
+
 
 def _predict_many(gw, n=40):
     x = np.random.default_rng(1).standard_normal((n, 1, 8)).astype(np.float32)
@@ -35,3 +37,48 @@ def test_never_inline_where_faults_may_be_injected(make_gateway, demo_models):
     gw = make_gateway(model_repository=demo_models, inline_execution_below_us=10_000, allow_fault_injection=True)
     _predict_many(gw)
     assert gw.server.registry.resolve("regressor").batcher.inline_executions == 0
+
+
+def _place_after_warmup(limit_us: int, pool_us: float) -> ExecutionPlace:
+    place = ExecutionPlace(limit_us)
+    for _ in range(ExecutionPlace.WARMUP_EXECUTIONS):
+        assert not place.inline_next()          # a fresh session's first runs go to the workers
+        place.timed(50_000_000, inline=False)   # and their (slow) times are not averaged
+    assert place.pool_ns_avg is None
+    assert not place.inline_next()
+    place.timed(int(pool_us * 1000), inline=False)
+    return place
+
+
+def test_execution_place_moves_a_fast_model_to_the_loop_and_keeps_it_there():
+    place = _place_after_warmup(250, pool_us=120)
+    for _ in range(200):
+        assert place.inline_next()
+        place.timed(60_000, inline=True)
+    place.timed(30_000_000, inline=True)        # one 30 ms garbage collection: clipped
+    assert place.inline_next()
+
+
+def test_execution_place_leaves_the_loop_when_slow_and_probes_to_come_back():
+    place = _place_after_warmup(250, pool_us=300)
+    assert place.inline_next()                  # 300 us on a worker: worth timing on the loop
+    for _ in range(30):                         # a run of slow executions moves it off
+        place.timed(400_000, inline=True)
+    choices = [place.inline_next() for _ in range(3 * ExecutionPlace.PROBE_EVERY)]
+    assert choices.count(True) == 3             # one probe every PROBE_EVERY batches
+    assert choices.index(True) == ExecutionPlace.PROBE_EVERY - 1
+    while place.inline_ns_avg >= place.limit_ns:  # the probes find it fast again
+        while not place.inline_next():
+            pass
+        place.timed(100_000, inline=True)
+    assert all(place.inline_next() for _ in range(10))
+
+
+def test_execution_place_never_probes_a_model_slow_even_on_the_workers():
+    place = _place_after_warmup(250, pool_us=900)   # e.g. the wide MLP: ~0.9 ms per batch
+    assert not any(place.inline_next() for _ in range(10 * ExecutionPlace.PROBE_EVERY))
+
+
+def test_execution_place_zero_limit_is_never_inline():
+    place = _place_after_warmup(0, pool_us=1)
+    assert not any(place.inline_next() for _ in range(200))
