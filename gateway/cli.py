@@ -19,7 +19,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, model_repository=args.model_repository, host=args.host,
-                                 port=args.port)
+                                 port=args.port, admin_port=args.admin_port)
     except SettingsError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the bundled demo models)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default 8001; 0 picks a free one)")
+    serve.add_argument("--admin-port", type=int,
+                       help="admin HTTP port for /metrics, /healthz, /readyz (default 8002; 0: off)")
     serve.add_argument("--config", help="YAML settings file (see README)")
     serve.set_defaults(func=_cmd_serve)
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -22,9 +23,10 @@ def _gateway(*args, timeout=60):
 
 @pytest.fixture
 def served(repo):
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--model-repository", str(repo),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--port", str(port), "--admin-port", str(admin_port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "GATEWAY_RELOAD_INTERVAL_S": "0"})  # only SIGHUP reloads
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -34,6 +36,7 @@ def served(repo):
         if _gateway("models", "--address", address).returncode == 0:
             break
         time.sleep(0.2)
+    proc.admin_port = admin_port
     yield address, proc, repo
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -62,6 +65,14 @@ def test_models_and_predict_with_each_input_kind(served, tmp_path):
     from_json = json.loads(_gateway("predict", "--model", "classifier", "--address", address,
                                     "--input", str(tmp_path / "x.json")).stdout)
     assert from_npy["outputs"] == from_json["outputs"]
+
+
+def test_admin_port_flag(served):
+    _, proc, _ = served
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.admin_port}/readyz", timeout=10) as resp:
+        assert resp.status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.admin_port}/metrics", timeout=10) as resp:
+        assert b"gateway_" in resp.read()
 
 
 def test_predict_reports_bad_input_and_unknown_model(served, tmp_path):
