@@ -41,7 +41,7 @@ def bench_record() -> float:
 
     def loop(n):
         for _ in range(n):
-            rec(m, now, now, now, now, now, now, 8, 8, 0, False, 0, 0.9, 128)
+            rec(m, now, now, now, now, now, now, 8, 8, 0, False, 0, 0.9, 128, 0)
         tel._ring.drain()
     return median_ns(loop, 200_000, "record")
 
@@ -67,7 +67,7 @@ def bench_drain() -> float:
     for _ in range(REPEATS):
         for i in range(1 << 16):
             tel.record(ids[i & 3], now, now + 10, now + 20, now + 30, now + 1000 + i,
-                       now + 2000 + i, 8, 8, 0 if i % 50 else 14, False, 0, 0.8, 64)
+                       now + 2000 + i, 8, 8, 0 if i % 50 else 14, False, 0, 0.8, 64, i & 1)
         t0 = time.perf_counter_ns()
         tel.flush()
         runs.append((1 << 16) / ((time.perf_counter_ns() - t0) / 1e9))

@@ -16,7 +16,7 @@ cdef struct RequestRecord:
     float confidence
     uint16_t fallback_code
     uint8_t degraded
-    uint8_t _pad
+    uint8_t rpc          # the front-end call (gateway.core.types.RPC_CALLS index)
 
 
 cdef class RequestRing:
@@ -34,4 +34,4 @@ cdef class RequestRing:
                       int64_t t_compute_end_ns, int64_t t_responded_ns, uint32_t batch_size,
                       uint32_t rows, int32_t status_code, bint degraded,
                       uint16_t fallback_code, float confidence,
-                      int64_t payload_bytes) noexcept
+                      int64_t payload_bytes, uint8_t rpc) noexcept

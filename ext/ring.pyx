@@ -14,7 +14,7 @@ then advances the tail under the GIL. One consumer at a time.
 cimport cython
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 import numpy as np
 
@@ -33,7 +33,7 @@ RECORD_DTYPE = np.dtype([
     ("confidence", np.float32),
     ("fallback_code", np.uint16),
     ("degraded", np.uint8),
-    ("_pad", np.uint8),
+    ("rpc", np.uint8),
 ], align=True)
 
 if RECORD_DTYPE.itemsize != sizeof(RequestRecord):
@@ -70,7 +70,7 @@ cdef class RequestRing:
                       int64_t t_compute_start_ns, int64_t t_compute_end_ns,
                       int64_t t_responded_ns, uint32_t batch_size, uint32_t rows,
                       int32_t status_code, bint degraded, uint16_t fallback_code,
-                      float confidence, int64_t payload_bytes) noexcept:
+                      float confidence, int64_t payload_bytes, uint8_t rpc) noexcept:
         # GIL held, no Python calls between reading the indices and publishing.
         cdef RequestRecord* r
         if self._head - self._tail >= self.capacity:
@@ -91,24 +91,24 @@ cdef class RequestRing:
         r.confidence = confidence
         r.fallback_code = fallback_code
         r.degraded = degraded
-        r._pad = 0
+        r.rpc = rpc
         self._head += 1
         self.written += 1
         return True
 
     # binding(False): a plain C method descriptor (METH_FASTCALL), the cheapest call
-    # CPython has for 14 positional arguments.
+    # CPython has for 15 positional arguments.
     @cython.binding(False)
     def write(self, uint32_t model_id, int64_t t_received_ns, int64_t t_enqueued_ns,
               int64_t t_batch_ns, int64_t t_compute_start_ns, int64_t t_compute_end_ns,
               int64_t t_responded_ns, uint32_t batch_size, uint32_t rows,
               int32_t status_code, bint degraded, uint16_t fallback_code,
-              float confidence, int64_t payload_bytes, /):
+              float confidence, int64_t payload_bytes, uint8_t rpc, /):
         """Append one record; returns False (and counts a drop) when the ring is full."""
         return self._append(model_id, t_received_ns, t_enqueued_ns, t_batch_ns,
                             t_compute_start_ns, t_compute_end_ns, t_responded_ns,
                             batch_size, rows, status_code, degraded, fallback_code,
-                            confidence, payload_bytes)
+                            confidence, payload_bytes, rpc)
 
     @cython.boundscheck(False)
     @cython.wraparound(False)

@@ -75,7 +75,7 @@ class DataPlane:
                     request.t_compute_start_ns, request.t_compute_end_ns, t_responded_ns,
                     request.batch_size, request.rows, int(status),
                     bool(response.degraded) if response is not None else False, fallback_code,
-                    confidence, request.payload_bytes)
+                    confidence, request.payload_bytes, request.rpc)
             if request.trace is not None and self.traces is not None:
                 self.traces.submit(request, status, response, fallback_code, t_responded_ns)
             if self.access_log is not None:

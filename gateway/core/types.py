@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# The front-end calls requests arrive on: (rpc.service, rpc.method). A request carries its index
+# (``InferRequest.rpc``) into its telemetry record, so latency is reported per call kind.
+# Protocol adapters append their calls; indices must stay below 256 (one byte in the record).
+RPC_CALLS: tuple[tuple[str, str], ...] = (
+    ("gateway.v1.Gateway", "Predict"),
+    ("gateway.v1.Gateway", "PredictStream"),
+)
+RPC_PREDICT = 0
+RPC_PREDICT_STREAM = 1
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """A model input or output: -1 marks a dynamic dimension."""
@@ -44,6 +55,7 @@ class InferRequest:
     batch_size: int = 0
     rows: int = 0
     trace: object | None = None  # telemetry.tracecontext.RequestTrace when sampled
+    rpc: int = RPC_PREDICT  # index into RPC_CALLS: the call the request arrived on
 
 
 @dataclass(slots=True)

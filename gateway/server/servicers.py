@@ -13,6 +13,7 @@ from .._proto import gateway_pb2_grpc as pb_grpc
 from ..core.dataplane import DataPlane
 from ..core.errors import GatewayError, Status
 from ..core.registry import version_key
+from ..core.types import RPC_CALLS, RPC_PREDICT, RPC_PREDICT_STREAM
 from . import converters
 
 log = logging.getLogger("gateway.server")
@@ -37,12 +38,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self._max_bytes = max_message_bytes
         self.sampler = None  # telemetry.tracecontext.HeadSampler when traces are exported
 
-    async def _predict(self, msg: pb.PredictRequest, context, method: str = "Predict") -> pb.PredictResponse:
+    async def _predict(self, msg: pb.PredictRequest, context, rpc: int = RPC_PREDICT) -> pb.PredictResponse:
         now = time.monotonic_ns()
         request = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
                                               max_bytes=self._max_bytes)
+        request.rpc = rpc
         if self.sampler is not None:
-            request.trace = self.sampler.start(context.invocation_metadata(), method)
+            request.trace = self.sampler.start(context.invocation_metadata(), RPC_CALLS[rpc][1])
         response = await self.dataplane.infer(request)
         return converters.to_predict_response(response)
 
@@ -58,7 +60,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
         async def answer(msg: pb.PredictRequest) -> None:
             try:
-                resp = await self._predict(msg, context, "PredictStream")
+                resp = await self._predict(msg, context, RPC_PREDICT_STREAM)
                 out = pb.PredictStreamResponse(request_id=resp.request_id, response=resp)
             except GatewayError as exc:
                 out = pb.PredictStreamResponse(request_id=msg.request_id,

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from gateway.core.types import RPC_CALLS
 from gateway.telemetry import _kernels
 from gateway.telemetry.snapshots import (
     ConfidenceSnapshot,
@@ -73,8 +74,9 @@ class _ModelState:
                            if classifier_classes else None)
         self.logits = logits
         self.labels = list(labels) if labels is not None else None
-        self.hists: dict[tuple[int, str], object] = {}
-        self.delta_start_ns: dict[tuple[int, str], int] = {}
+        # (status code, kind, rpc) -> histogram; rpc is -1 for kinds other than "e2e"
+        self.hists: dict[tuple[int, str, int], object] = {}
+        self.delta_start_ns: dict[tuple[int, str, int], int] = {}
         self.counters = _kernels.WindowedCounters(300)
         # (status code, fallback code) -> requests, for exporters' per-outcome counters.
         self.outcomes: dict[tuple[int, int], int] = {}
@@ -91,16 +93,17 @@ class _ModelState:
         return _kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=b.warmup_rows,
                                      sample_every=self.sample_every)
 
-    def hist(self, status: int, kind: str):
-        h = self.hists.get((status, kind))
+    def hist(self, status: int, kind: str, rpc: int = -1):
+        key = (status, kind, rpc)
+        h = self.hists.get(key)
         if h is None:
-            h = self.hists[(status, kind)] = _kernels.ExpHistogram(self.max_buckets)
-            self.delta_start_ns[(status, kind)] = self.start_ns
+            h = self.hists[key] = _kernels.ExpHistogram(self.max_buckets)
+            self.delta_start_ns[key] = self.start_ns
         return h
 
     def merged(self, kind: str):
         out = _kernels.ExpHistogram(self.max_buckets)
-        for (_, k), h in self.hists.items():
+        for (_, k, _), h in self.hists.items():
             if k == kind:
                 out.merge(h)
         return out
@@ -186,8 +189,9 @@ class Telemetry:
     def record(self, model_id: int, t_received_ns: int, t_enqueued_ns: int, t_batch_ns: int,
                t_compute_start_ns: int, t_compute_end_ns: int, t_responded_ns: int,
                batch_size: int, rows: int, status_code: int, degraded: bool,
-               fallback_code: int, confidence: float, payload_bytes: int) -> None:
-        """Record one request (timestamps from ``time.monotonic_ns()``; status = gRPC code).
+               fallback_code: int, confidence: float, payload_bytes: int, rpc: int) -> None:
+        """Record one request (timestamps from ``time.monotonic_ns()``; status = gRPC code;
+        ``rpc`` = the call it arrived on, an index into ``gateway.core.types.RPC_CALLS``).
 
         Replaced per instance by the ring's native ``write`` (or a no-op when disabled);
         never blocks: when the ring is full the record is dropped and counted.
@@ -196,7 +200,7 @@ class Telemetry:
             self._ring.write(model_id, t_received_ns, t_enqueued_ns, t_batch_ns,
                              t_compute_start_ns, t_compute_end_ns, t_responded_ns, batch_size,
                              rows, status_code, degraded, fallback_code, confidence,
-                             payload_bytes)
+                             payload_bytes, rpc)
 
     @property
     def ring_drops(self) -> int:
@@ -277,7 +281,9 @@ class Telemetry:
         compute = (records["t_compute_end_ns"] - start) / _NS_PER_S
         batch = records["batch_size"].astype(np.float64)
         status = records["status_code"]
-        key = (records["model_id"].astype(np.int64) << 32) | (status.astype(np.int64) & 0xFFFFFFFF)
+        rpc = records["rpc"]
+        key = ((records["model_id"].astype(np.int64) << 40) | (rpc.astype(np.int64) << 32)
+               | (status.astype(np.int64) & 0xFFFFFFFF))
         order = np.argsort(key, kind="stable")
         bounds = np.flatnonzero(np.diff(key[order])) + 1
         starts = np.concatenate(([0], bounds))
@@ -297,7 +303,9 @@ class Telemetry:
                 continue
             state = self._models[model_id]
             code = int(status[first])
-            state.hist(code, "e2e").record_array(np.ascontiguousarray(e2e[idx]))
+            # End-to-end latency per call kind (rpc.server.call.duration has rpc.method); the
+            # stages below are the same whichever call a request came in on.
+            state.hist(code, "e2e", int(rpc[first])).record_array(np.ascontiguousarray(e2e[idx]))
             # Queue, compute and batch size exist only for requests that reached an execution;
             # those rejected before it (bad input, shed, unknown version) would record zeros.
             ran = idx[start[idx] > 0]
@@ -378,7 +386,7 @@ class Telemetry:
         return shifts[:top]
 
     def histograms(self, temporality: str = "cumulative") -> list[HistogramPoint]:
-        """Raw exponential histograms per (model, version, status, kind).
+        """Raw exponential histograms per (model, version, status, kind; RPC call for "e2e").
 
         ``delta`` returns what was recorded since the previous delta call."""
         if temporality not in ("cumulative", "delta"):
@@ -387,20 +395,23 @@ class Telemetry:
         with self._lock:
             now = time.monotonic_ns()
             for st in self._models:
-                for (code, kind), h in sorted(st.hists.items()):
+                for key, h in sorted(st.hists.items()):
+                    code, kind, rpc = key
                     if temporality == "delta":
                         d = h.delta_snapshot()
-                        start = st.delta_start_ns[(code, kind)]
-                        st.delta_start_ns[(code, kind)] = now
+                        start = st.delta_start_ns[key]
+                        st.delta_start_ns[key] = now
                     else:
                         d = h.snapshot()
                         start = st.start_ns
+                    service, method = RPC_CALLS[rpc] if 0 <= rpc < len(RPC_CALLS) else ("", "")
                     out.append(HistogramPoint(st.model, st.version, code, kind, temporality,
                                               HistogramSnapshot(
                                                   d["scale"], d["offset"], d["bucket_counts"],
                                                   int(d["zero_count"]), int(d["count"]),
                                                   float(d["sum"]), float(d["min"]),
-                                                  float(d["max"]), start, now)))
+                                                  float(d["max"]), start, now),
+                                              service, method))
         return out
 
     def counters(self) -> list[CounterSnapshot]:

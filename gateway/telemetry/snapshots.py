@@ -31,6 +31,8 @@ class HistogramPoint:
     kind: str            # "e2e" | "queue" | "compute" | "batch_size"
     temporality: str     # "cumulative" | "delta"
     histogram: HistogramSnapshot
+    rpc_service: str = ""  # "e2e" only: the call the requests arrived on
+    rpc_method: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

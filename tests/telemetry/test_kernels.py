@@ -15,7 +15,7 @@ def test_ring_concurrent_producers_lose_nothing_uncounted():
 
     def produce(tid):
         for i in range(per_thread):
-            ring.write(tid, i, i, i, i, i, i, 1, 1, 0, False, 0, 0.5, 10)
+            ring.write(tid, i, i, i, i, i, i, 1, 1, 0, False, 0, 0.5, 10, 0)
 
     def consume():
         while not done.is_set():
@@ -44,11 +44,11 @@ def test_ring_full_drops_and_wraps():
     ring = RequestRing(3)
     assert ring.capacity == 4
     for i in range(6):
-        ring.write(i, i, 0, 0, 0, 0, 0, 0, 0, 0, True, 0, float("nan"), 0)
+        ring.write(i, i, 0, 0, 0, 0, 0, 0, 0, 0, True, 0, float("nan"), 0, 0)
     assert ring.dropped == 2
     assert ring.drain(2)["model_id"].tolist() == [0, 1]
     for i in range(6, 8):
-        ring.write(i, i, 0, 0, 0, 0, 0, 0, 0, 0, False, 0, 0.0, 0)
+        ring.write(i, i, 0, 0, 0, 0, 0, 0, 0, 0, False, 0, 0.0, 0, 0)
     out = np.empty(10, dtype=RECORD_DTYPE)
     assert ring.drain(out=out)["model_id"].tolist() == [2, 3, 6, 7]
     assert len(ring.drain()) == 0

@@ -9,7 +9,7 @@ def _record(t, m, n, status=0):
     now = time.monotonic_ns()
     for i in range(n):
         t.record(m, now, now + 100, now + 200, now + 1_000, now + 1_000_000, now + 2_000_000,
-                 4, 4, status, i % 4 == 0, 0, 0.75, 64)
+                 4, 4, status, i % 4 == 0, 0, 0.75, 64, 0)
 
 
 def test_end_to_end_counts_and_summary():
@@ -64,7 +64,7 @@ def test_inputs_outputs_and_shift():
 def test_disabled_is_noop_but_outputs_still_computed():
     t = Telemetry(enabled=False)
     m = t.register_model("d", "1", inputs={"x": 2}, classifier_classes=2)
-    t.record(m, 0, 0, 0, 0, 0, 0, 1, 1, 0, False, 0, 0.5, 0)
+    t.record(m, 0, 0, 0, 0, 0, 0, 1, 1, 0, False, 0, 0.5, 0, 0)
     t.observe_inputs(m, "x", np.zeros((2, 2)))
     top1, pred = t.observe_outputs(m, np.array([[0.2, 0.8], [0.9, 0.1]]))
     assert pred.tolist() == [1, 0] and np.allclose(top1, [0.8, 0.9])

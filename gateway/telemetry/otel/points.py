@@ -160,7 +160,7 @@ class NativeMetrics:
                 continue
             attrs = _model_attrs(p.model, p.version)
             if p.kind == "e2e":
-                attrs = {"rpc.system": "grpc", "rpc.service": RPC_SERVICE, "rpc.method": "Predict",
+                attrs = {"rpc.system": "grpc", "rpc.service": p.rpc_service, "rpc.method": p.rpc_method,
                          "rpc.grpc.status_code": int(p.status_code), **attrs}
             start = self._wall_offset_ns + h.start_time_ns
             t_ns = self._wall_offset_ns + h.time_ns

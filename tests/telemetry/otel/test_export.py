@@ -92,7 +92,7 @@ def test_exp_to_explicit_matches_direct_bucketing():
     mid = t.register_model("m", "1", inputs={})
     for v in values:
         ns = int(v * 1e9)
-        t.record(mid, 0, 0, 0, 0, 0, ns, 1, 1, 0, False, 0, math.nan, 0)
+        t.record(mid, 0, 0, 0, 0, 0, ns, 1, 1, 0, False, 0, math.nan, 0, 0)
     t.flush()
     h = next(p.histogram for p in t.histograms() if p.kind == "e2e")
     bounds = [0.0005, 0.001, 0.005, 0.01, 0.05]
@@ -110,7 +110,7 @@ def _telemetry_with(n: int) -> Telemetry:
     t = Telemetry(enabled=True)
     mid = t.register_model("m", "1", inputs={"x": 4}, classifier_classes=3, labels=["a", "b", "c"])
     for i in range(n):
-        t.record(mid, 0, 100, 200, 300, 400 + i, 1000 + i, 2, 1, 0 if i % 5 else 14, False, 0, 0.9, 0)
+        t.record(mid, 0, 100, 200, 300, 400 + i, 1000 + i, 2, 1, 0 if i % 5 else 14, False, 0, 0.9, 0, 0)
     t.observe_inputs(mid, "x", np.array([[1, 2, np.nan, 4], [3, 4, 5, 6]], np.float32))
     t.observe_outputs(mid, np.array([[0.1, 0.8, 0.1]], np.float32))
     return t
@@ -135,7 +135,7 @@ def test_native_metrics_cumulative_and_delta():
     assert sum(p.count for p in first["rpc.server.call.duration"].data.data_points) == 50
     mid = t.register_model("m", "1", inputs={})
     for _ in range(7):
-        t.record(mid, 0, 0, 0, 0, 0, 10, 1, 1, 0, False, 0, math.nan, 0)
+        t.record(mid, 0, 0, 0, 0, 0, 10, 1, 1, 0, False, 0, math.nan, 0, 0)
     second = {m.name: m for m in delta.collect()}
     pts = second["rpc.server.call.duration"].data.data_points
     assert sum(p.count for p in pts) == 7
@@ -189,13 +189,26 @@ def test_gateway_spans_and_metrics_in_memory(memory_export, make_gateway, demo_m
     assert servers[0].name == "gateway.v1.Gateway/Predict"
     names = {s.name for s in got}
     assert {"gateway.queue", "gateway.batch", "gateway.compute"} <= names
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    from gateway._proto import gateway_pb2 as pb
+    from gateway.server.converters import from_numpy
+
+    x = np.zeros((1, 16), np.float32)
+    stream = [pb.PredictRequest(model="classifier", request_id=f"s{i}", inputs=[from_numpy("features", x)])
+              for i in range(3)]
+    assert len(list(gw.stub.PredictStream(iter(stream), timeout=10))) == 3
+
+    def by_method():
         m = metrics.metrics("rpc.server.call.duration")
-        if m is not None and sum(p.count for p in m.data.data_points) == 6:
-            break
+        counts: dict[str, int] = {}
+        for p in m.data.data_points if m is not None else ():
+            method = p.attributes["rpc.method"]
+            counts[method] = counts.get(method, 0) + p.count
+        return counts
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and by_method() != {"Predict": 6, "PredictStream": 3}:
         time.sleep(0.1)
-    assert sum(p.count for p in m.data.data_points) == 6
+    assert by_method() == {"Predict": 6, "PredictStream": 3}  # one observation per prediction
     assert metrics.metrics("gateway.requests.in_flight") is not None
     assert metrics.metrics("process.memory.usage") is not None
 
