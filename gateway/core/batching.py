@@ -21,7 +21,6 @@ from .types import InferRequest
 
 log = logging.getLogger("gateway.batching")
 
-
 # Called on the executor thread after each execution with (feeds, outputs by name); returns
 # extra row-aligned arrays (e.g. per-row confidence) that are split with the outputs.
 BatchObserver = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
