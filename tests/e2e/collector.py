@@ -74,17 +74,20 @@ class Collector:
 
     # -- parsing ----------------------------------------------------------------------
     def metric_points(self) -> list[dict]:
-        """Every data point received: {name, type, attrs, count|value}, in arrival order."""
-        points, name, dtype, cur = [], None, None, None
+        """Every data point received: {name, type, temporality, attrs, count|value}, in arrival
+        order (temporality: "DELTA", "CUMULATIVE" or None for gauges)."""
+        points, name, dtype, temporality, cur = [], None, None, None, None
         in_dp = False
         for line in self.text().splitlines():
             s = line.strip()
             if s.startswith("-> Name: "):
-                name, in_dp = s[len("-> Name: "):], False
+                name, temporality, in_dp = s[len("-> Name: "):], None, False
             elif s.startswith("-> DataType: "):
                 dtype = s[len("-> DataType: "):]
+            elif s.startswith("-> AggregationTemporality: "):
+                temporality = s.rsplit("_", 1)[-1]
             elif re.match(r"^\w*DataPoints #\d+$", s):
-                cur = {"name": name, "type": dtype, "attrs": {}}
+                cur = {"name": name, "type": dtype, "temporality": temporality, "attrs": {}}
                 points.append(cur)
                 in_dp = True
             elif in_dp and (m := _ATTR.match(line)):

@@ -101,6 +101,33 @@ def test_metrics_spans_and_resource_reach_the_collector(otel_env, make_gateway, 
     assert len(res["service.instance.id"]) == 36
 
 
+def test_delta_temporality_reaches_the_collector(otel_env, monkeypatch, make_gateway, demo_models):
+    collector = otel_env
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    gw = make_gateway(model_repository=demo_models)
+    ok = {"gateway.model.name": "classifier", "rpc.grpc.status_code": "0"}
+
+    def durations():
+        return [p for p in collector.metric_points() if p["name"] == "rpc.server.call.duration"
+                and all(p["attrs"].get(k) == v for k, v in ok.items())]
+
+    for _ in range(7):
+        gw.stub.Predict(_request(), timeout=10)
+    assert _wait(lambda: sum(p["count"] for p in durations()) == 7), durations()
+    for _ in range(5):
+        gw.stub.Predict(_request(), timeout=10)
+    # Each export carries what happened since the previous one: the counts add up, no point
+    # repeats an earlier request, and quiet intervals send no histogram point at all.
+    assert _wait(lambda: sum(p["count"] for p in durations()) == 12), durations()
+    points = durations()
+    assert {p["temporality"] for p in points} == {"DELTA"}
+    assert all(p["count"] > 0 for p in points) and len(points) >= 2
+    requests = [p for p in collector.metric_points() if p["name"] == "gateway.requests"]
+    assert requests and {p["temporality"] for p in requests} == {"DELTA"}
+    time.sleep(1.0)  # three more export intervals with no traffic
+    assert sum(p["count"] for p in durations()) == 12
+
+
 def test_collector_killed_mid_load(otel_env, make_gateway, demo_models):
     collector = otel_env
     gw = make_gateway(model_repository=demo_models)

@@ -36,7 +36,8 @@ BATCH_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 # kind -> (metric name, unit, description); e2e is the RPC semantic-convention metric.
 _HIST_METRICS = {
-    "e2e": (RPC_DURATION, "s", "Server-side duration of a Predict call (received to answered)."),
+    "e2e": (RPC_DURATION, "s", "Server-side duration of a prediction: a Predict call or one PredictStream message "
+                               "(received to answered)."),
     "queue": ("gateway.request.queue.duration", "s",
               "Time a request waited in its model's batch queue (OK answers)."),
     "compute": ("gateway.request.compute.duration", "s",
