@@ -57,7 +57,11 @@ class ExecutionPlace:
     them does. A model is first timed on the loop, and when found too slow there timed again
     every ``PROBE_EVERY`` batches, unless it takes twice the limit even on a worker thread: the
     same batch costs a worker more (cold caches, waits for the GIL), so a model timed only on
-    the workers would never look fast enough to come back. ``inline_below_us=0``: never inline.
+    the workers would never look fast enough to come back. A batch more than twice as large as
+    any that has run within the limit (twice the limit on a worker) goes to a worker whatever
+    the averages say, so one
+    client's 100,000-row request to a fast model cannot stall the loop; the size allowed grows
+    as larger batches prove fast. ``inline_below_us=0``: never inline.
     """
 
     WARMUP_EXECUTIONS = 3
@@ -67,12 +71,13 @@ class ExecutionPlace:
         self.limit_ns = inline_below_us * 1000
         self.inline_ns_avg: float | None = None  # executions on the loop
         self.pool_ns_avg: float | None = None    # executions on worker threads
+        self.fast_rows = 0  # the most rows a batch has had while running within the limit
         self._timed = 0
         self._since_probe = 0
 
-    def inline_next(self) -> bool:
+    def inline_next(self, rows: int) -> bool:
         limit = self.limit_ns
-        if not limit or self._timed <= self.WARMUP_EXECUTIONS:
+        if not limit or self._timed <= self.WARMUP_EXECUTIONS or rows > 2 * self.fast_rows:
             return False
         inline = self.inline_ns_avg
         if inline is None:  # not timed on the loop yet: try it unless the workers found it slow
@@ -85,8 +90,11 @@ class ExecutionPlace:
         self._since_probe = 0
         return True
 
-    def timed(self, took_ns: int, inline: bool) -> None:
+    def timed(self, took_ns: int, inline: bool, rows: int) -> None:
         self._timed += 1
+        # within the limit; on a worker, within twice the limit (its times run high, see above)
+        if took_ns < (self.limit_ns if inline else 2 * self.limit_ns) and rows > self.fast_rows:
+            self.fast_rows = rows
         if self._timed <= self.WARMUP_EXECUTIONS:
             return
         if inline:
@@ -193,7 +201,7 @@ class DynamicBatcher:
                 self._slots.release()
                 continue
             self.in_flight += 1
-            if self._place.inline_next():
+            if self._place.inline_next(batch[0].request.batch_size):
                 fut = loop.create_future()
                 try:
                     fut.set_result(self._execute(batch, True))
@@ -250,7 +258,7 @@ class DynamicBatcher:
         try:
             return self._execute_batch(batch)
         finally:
-            self._place.timed(time.thread_time_ns() - began, inline)
+            self._place.timed(time.thread_time_ns() - began, inline, batch[0].request.batch_size)
 
     def _execute_batch(self, batch: list[_Item]):
         requests = [item.request for item in batch]
