@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -69,9 +70,17 @@ def test_models_and_predict_with_each_input_kind(served, tmp_path):
 
 def test_admin_port_flag(served):
     _, proc, _ = served
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.admin_port}/readyz", timeout=10) as resp:
-        assert resp.status == 200
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.admin_port}/metrics", timeout=10) as resp:
+    base = f"http://127.0.0.1:{proc.admin_port}"
+    deadline = time.monotonic() + 30
+    while True:  # /readyz says 503 until the models are loaded (gRPC answers before that)
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=10) as resp:
+                assert resp.status == 200
+                break
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and time.monotonic() < deadline, exc
+            time.sleep(0.1)
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
         assert b"gateway_" in resp.read()
 
 
