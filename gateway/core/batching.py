@@ -59,9 +59,9 @@ class ExecutionPlace:
     same batch costs a worker more (cold caches, waits for the GIL), so a model timed only on
     the workers would never look fast enough to come back. A batch more than twice as large as
     any that has run within the limit (twice the limit on a worker) goes to a worker whatever
-    the averages say, so one
-    client's 100,000-row request to a fast model cannot stall the loop; the size allowed grows
-    as larger batches prove fast. ``inline_below_us=0``: never inline.
+    the averages say, so one client's 100,000-row request to a fast model cannot stall the
+    loop; the size allowed grows as larger batches prove fast. ``inline_below_us=0``: never
+    inline.
     """
 
     WARMUP_EXECUTIONS = 3

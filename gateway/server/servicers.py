@@ -13,7 +13,7 @@ from .._proto import gateway_pb2_grpc as pb_grpc
 from ..core.dataplane import DataPlane
 from ..core.errors import GatewayError, Status
 from ..core.registry import version_key
-from ..core.types import RPC_CALLS, RPC_PREDICT, RPC_PREDICT_STREAM
+from ..core.types import RPC_PREDICT, RPC_PREDICT_STREAM
 from . import converters
 
 log = logging.getLogger("gateway.server")
@@ -44,7 +44,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                                               max_bytes=self._max_bytes)
         request.rpc = rpc
         if self.sampler is not None:
-            request.trace = self.sampler.start(context.invocation_metadata(), RPC_CALLS[rpc][1])
+            request.trace = self.sampler.start(context.invocation_metadata(), rpc)
         response = await self.dataplane.infer(request)
         return converters.to_predict_response(response)
 

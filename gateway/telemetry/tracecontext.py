@@ -23,16 +23,16 @@ current_ids: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Contex
 class RequestTrace:
     """Ids of one sampled request's SERVER span, its parent, and what happened on the way."""
 
-    __slots__ = ("trace_id", "span_id", "parent_span_id", "parent_remote_sampled", "method",
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "parent_remote_sampled", "rpc",
                  "events", "start_wall_ns")
 
-    def __init__(self, trace_id: int, span_id: int, parent_span_id: int, method: str,
+    def __init__(self, trace_id: int, span_id: int, parent_span_id: int, rpc: int,
                  parent_remote_sampled: bool = False):
         self.trace_id = trace_id
         self.span_id = span_id
         self.parent_span_id = parent_span_id
         self.parent_remote_sampled = parent_remote_sampled
-        self.method = method
+        self.rpc = rpc  # gateway.core.types.RPC_CALLS index: the call the request arrived on
         self.events: list[tuple[int, str, dict]] = []
         self.start_wall_ns = time.time_ns()
 
@@ -78,8 +78,9 @@ class HeadSampler:
     def never(self) -> bool:
         return self._bound == 0 and not self.parent_based
 
-    def start(self, metadata, method: str) -> RequestTrace | None:
-        """Decide for one request; ``metadata`` is the gRPC invocation metadata."""
+    def start(self, metadata, rpc: int) -> RequestTrace | None:
+        """Decide for one request; ``metadata`` is the gRPC invocation metadata, ``rpc`` the
+        call it arrived on (``gateway.core.types.RPC_CALLS`` index)."""
         parent = None
         if metadata:
             for key, value in metadata:
@@ -96,11 +97,11 @@ class HeadSampler:
             current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
             if not sampled:
                 return None
-            return RequestTrace(trace_id, span_id, parent_span, method, parent_sampled)
+            return RequestTrace(trace_id, span_id, parent_span, rpc, parent_sampled)
         low = _rand(64)
         if low >= self._bound:
             return None
         trace_id = (_rand(64) << 64) | low or 1
         span_id = _rand(64) or 1
         current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
-        return RequestTrace(trace_id, span_id, 0, method)
+        return RequestTrace(trace_id, span_id, 0, rpc)

@@ -28,7 +28,6 @@ from opentelemetry.sdk.metrics.export import (
 
 from ...policy.reasons import FallbackReason
 
-RPC_SERVICE = "gateway.v1.Gateway"
 RPC_DURATION = "rpc.server.call.duration"
 LATENCY_BOUNDS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
                     0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)

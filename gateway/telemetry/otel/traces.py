@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ...core.types import RPC_CALLS
 from ...policy import events as policy_events
 from ...policy.reasons import FallbackReason
-from .points import RPC_SERVICE
 
 log = logging.getLogger("gateway.telemetry")
 
@@ -143,7 +143,8 @@ class SpanPipeline:
             parent = (SpanContext(trace.trace_id, trace.parent_span_id, True,
                                   _SAMPLED if trace.parent_remote_sampled else TraceFlags(0))
                       if trace.parent_span_id else None)
-            attrs = {"rpc.system": "grpc", "rpc.service": RPC_SERVICE, "rpc.method": trace.method,
+            service, method = RPC_CALLS[trace.rpc]
+            attrs = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
                      "rpc.grpc.status_code": status, "gateway.model.name": model,
                      "gateway.model.version": version or "", "gateway.request.id": request_id,
                      "gateway.rows": rows}
@@ -155,7 +156,7 @@ class SpanPipeline:
             events = [Event(name, a, ts) for ts, name, a in trace.events]
             err = status in _SERVER_ERRORS
             spans.append(ReadableSpan(
-                name=f"{RPC_SERVICE}/{trace.method}", context=ctx, parent=parent,
+                name=f"{service}/{method}", context=ctx, parent=parent,
                 resource=self.resource, attributes=attrs, events=events, kind=SpanKind.SERVER,
                 status=Status(StatusCode.ERROR) if err else Status(StatusCode.UNSET),
                 start_time=t_recv + off, end_time=t_resp + off, instrumentation_scope=self._scope))

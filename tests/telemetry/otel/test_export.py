@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 import gateway.telemetry.otel as otel
+from gateway.core.types import RPC_PREDICT
 from gateway.logs import JsonFormatter
 from gateway.telemetry import Telemetry
 from gateway.telemetry.otel.points import NativeMetrics, exp_to_explicit
@@ -70,15 +71,15 @@ def test_sampler_semantics():
     md_on = (("traceparent", f"00-{TRACE}-{PARENT}-01"),)
     md_off = (("traceparent", f"00-{TRACE}-{PARENT}-00"),)
     pb = HeadSampler("parentbased_traceidratio", 0.0)
-    t = pb.start(md_on, "Predict")
+    t = pb.start(md_on, RPC_PREDICT)
     assert t.trace_id == int(TRACE, 16) and t.parent_span_id == int(PARENT, 16)
-    assert pb.start(md_off, "Predict") is None
-    assert all(pb.start((), "Predict") is None for _ in range(100))
+    assert pb.start(md_off, RPC_PREDICT) is None
+    assert all(pb.start((), RPC_PREDICT) is None for _ in range(100))
     on = HeadSampler("always_on")
-    assert on.start(md_off, "Predict") is not None and on.start((), "Predict") is not None
+    assert on.start(md_off, RPC_PREDICT) is not None and on.start((), RPC_PREDICT) is not None
     assert HeadSampler("always_off").never
     ratio = HeadSampler("traceidratio", 0.25)
-    share = sum(ratio.start((), "Predict") is not None for _ in range(4000)) / 4000
+    share = sum(ratio.start((), RPC_PREDICT) is not None for _ in range(4000)) / 4000
     assert 0.2 < share < 0.3
     with pytest.raises(ValueError):
         HeadSampler("jaeger_remote")
