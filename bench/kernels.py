@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from gateway.telemetry import Telemetry
-from gateway.telemetry._kernels import ExpHistogram, FeatureStats, RequestRing
+from gateway.kernels import ExpHistogram, FeatureStats, RequestRing
 
 REPEATS = 7
 MINS: dict[str, float] = {}     # name -> best of the repeats, filled by median_ns

@@ -11,7 +11,7 @@ Histograms use ``n_bins`` fixed bins: top-1 and margin over [0, 1], entropy over
 [0, ln C] (values outside are clamped into the end bins).
 """
 cimport cython
-from libc.math cimport exp, log, INFINITY
+from libc.math cimport exp, log, INFINITY, NAN
 from libc.stdint cimport int64_t
 
 from gil cimport NOGIL_MIN_VALUES
@@ -64,7 +64,7 @@ cdef int64_t _rows_pass(const double[:, ::1] x, bint logits, float[::1] top1,
                 m2 = v
         if bad or m1 == -INFINITY:
             invalid += 1
-            top1[r] = <float>(0.0 / 0.0 if bad else 0.0)
+            top1[r] = <float>(NAN if bad else 0.0)
             pred[r] = -1
             continue
         if logits:
@@ -103,6 +103,75 @@ cdef int64_t _rows_pass(const double[:, ::1] x, bint logits, float[::1] top1,
     return invalid
 
 
+cdef void _top1_pass(const double[:, ::1] x, bint logits, float[::1] top1,
+                     int64_t[::1] pred) noexcept nogil:
+    # The same per-row rule as _rows_pass (first maximum wins; a NaN row gets NaN and -1; a row
+    # of -inf gets 0 and -1), without the statistics.
+    cdef Py_ssize_t r, c
+    cdef Py_ssize_t nc = x.shape[1]
+    cdef double m1, v, s
+    cdef Py_ssize_t arg
+    cdef bint bad
+    for r in range(x.shape[0]):
+        m1 = -INFINITY
+        arg = 0
+        bad = False
+        for c in range(nc):
+            v = x[r, c]
+            if v != v:
+                bad = True
+                break
+            if v > m1:
+                m1 = v
+                arg = c
+        if bad or m1 == -INFINITY:
+            top1[r] = <float>(NAN if bad else 0.0)
+            pred[r] = -1
+            continue
+        if logits:
+            if m1 == INFINITY:
+                s = 1.0
+            else:
+                s = 0.0
+                for c in range(nc):
+                    s += exp(x[r, c] - m1)
+            top1[r] = <float>(1.0 / s)
+        else:
+            top1[r] = <float>m1
+        pred[r] = arg
+
+
+def _as_rows(scores):
+    x = np.asarray(scores)
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    elif x.ndim > 2:
+        x = x.reshape(x.shape[0], -1)
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def top1(scores, bint logits=False):
+    """Top-1 probability (float32[rows]) and class (int64[rows]) of ``scores[rows, classes]``,
+    recording nothing: the classifier head every response uses, telemetry on or off."""
+    x = _as_rows(scores)
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    pred = np.empty(n, dtype=np.int64)
+    if n == 0 or x.shape[1] == 0:
+        out[:] = 0.0
+        pred[:] = -1
+        return out, pred
+    cdef const double[:, ::1] xv = x
+    cdef float[::1] t1 = out
+    cdef int64_t[::1] pv = pred
+    if n * x.shape[1] >= NOGIL_MIN_VALUES:
+        with nogil:
+            _top1_pass(xv, logits, t1, pv)
+    else:
+        _top1_pass(xv, logits, t1, pv)
+    return out, pred
+
+
 cdef class ConfidenceStats:
     """Top-1, margin and entropy histograms and per-class counts of a classifier's output."""
 
@@ -125,14 +194,9 @@ cdef class ConfidenceStats:
 
     def observe(self, scores, bint logits=False):
         """Fold a ``[rows, classes]`` batch in; returns (top1 float32[rows], class int64[rows])."""
-        x = np.asarray(scores)
-        if x.ndim == 1:
-            x = x.reshape(1, -1)
-        elif x.ndim > 2:
-            x = x.reshape(x.shape[0], -1)
+        x = _as_rows(scores)
         if x.shape[1] != self.n_classes:
             raise ValueError(f"expected {self.n_classes} classes, got {x.shape[1]}")
-        x = np.ascontiguousarray(x, dtype=np.float64)
         n = x.shape[0]
         top1 = np.empty(n, dtype=np.float32)
         pred = np.empty(n, dtype=np.int64)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from gateway.core.types import RPC_CALLS
-from gateway.telemetry import _kernels
+from gateway import kernels as _kernels
 from gateway.telemetry.snapshots import (
     ConfidenceSnapshot,
     CounterSnapshot,

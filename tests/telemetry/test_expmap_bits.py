@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gateway.telemetry._kernels import ExpHistogram
+from gateway.kernels import ExpHistogram
 from tests.telemetry.twin import map_index
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.telemetry._kernels import FeatureStats
+from gateway.kernels import FeatureStats
 
 
 def _ref_bins(x, edges):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.telemetry._kernels import ExpHistogram
+from gateway.kernels import ExpHistogram
 from tests.telemetry.twin import PyExpHistogram, map_index
 
 values = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)

@@ -3,7 +3,7 @@ import threading
 import numpy as np
 import pytest
 
-from gateway.telemetry._kernels import (
+from gateway.kernels import (
     ConfidenceStats, FeatureStats, RECORD_DTYPE, RequestRing, WindowedCounters)
 
 

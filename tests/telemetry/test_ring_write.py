@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from gateway.telemetry._kernels import RequestRing
+from gateway.kernels import RequestRing
 
 
 def test_write_round_trip_all_fields():
