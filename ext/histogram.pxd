@@ -17,10 +17,6 @@ cdef class ExpHistogram:
         readonly double sum
         readonly double min
         readonly double max
-        double _delta_min
-        double _delta_max
-        # state at the last delta snapshot
-        object _prev
 
     cdef void _clear(self) noexcept
     cdef long long _slot(self, long long index) noexcept nogil

@@ -57,9 +57,6 @@ cdef class ExpHistogram:
         self.sum = 0.0
         self.min = INFINITY
         self.max = -INFINITY
-        self._delta_min = INFINITY
-        self._delta_max = -INFINITY
-        self._prev = None
 
     @property
     def max_buckets(self):
@@ -134,10 +131,6 @@ cdef class ExpHistogram:
             self.min = value
         if value > self.max:
             self.max = value
-        if value < self._delta_min:
-            self._delta_min = value
-        if value > self._delta_max:
-            self._delta_max = value
         if value == 0.0:
             self.zero_count += 1
             return 1
@@ -226,10 +219,6 @@ cdef class ExpHistogram:
             self.min = other.min
         if other.max > self.max:
             self.max = other.max
-        if other._delta_min < self._delta_min:
-            self._delta_min = other._delta_min
-        if other._delta_max > self._delta_max:
-            self._delta_max = other._delta_max
         if not other._used:
             return
         s = self.scale if self.scale < other.scale else other.scale
@@ -258,50 +247,23 @@ cdef class ExpHistogram:
         return out
 
     def snapshot(self):
-        """Cumulative state as a dict (scale, offset, bucket_counts, zero_count, count, ...)."""
+        """Cumulative state as a dict: scale, offset, bucket_counts (a copy), zero_count, count,
+        sum, min and max (NaN while empty), invalid_count.
+
+        The kernel keeps no per-reader state: a reader wanting deltas keeps its previous
+        snapshot and subtracts (shift the older buckets by the scale difference first).
+        """
         return dict(scale=self.scale, offset=self.offset, bucket_counts=self.bucket_counts(),
                     zero_count=self.zero_count, count=self.count, sum=self.sum,
                     min=self.min if self.count else NAN,
                     max=self.max if self.count else NAN,
                     invalid_count=self.invalid_count)
 
-    def delta_snapshot(self):
-        """State accumulated since the previous ``delta_snapshot`` call, at the current scale."""
-        cur = self.snapshot()
-        prev = self._prev
-        delta = dict(cur)
-        delta["min"] = self._delta_min if self._delta_min != INFINITY else NAN
-        delta["max"] = self._delta_max if self._delta_max != -INFINITY else NAN
-        if prev is not None:
-            for key in ("zero_count", "count", "invalid_count"):
-                delta[key] = cur[key] - prev[key]
-            delta["sum"] = cur["sum"] - prev["sum"]
-            counts = cur["bucket_counts"].copy()
-            if len(prev["bucket_counts"]):
-                shift = prev["scale"] - cur["scale"]
-                idx = (np.arange(len(prev["bucket_counts"]), dtype=np.int64)
-                       + prev["offset"]) >> shift
-                np.subtract.at(counts, idx - cur["offset"], prev["bucket_counts"])
-            nz = np.flatnonzero(counts)
-            if len(nz):
-                delta["offset"] = cur["offset"] + int(nz[0])
-                counts = counts[nz[0]:nz[-1] + 1]
-            else:
-                delta["offset"] = 0
-                counts = counts[:0]
-            delta["bucket_counts"] = counts
-        self._prev = cur
-        self._delta_min = INFINITY
-        self._delta_max = -INFINITY
-        return delta
-
     def copy(self):
         """An independent histogram with the same content."""
         cdef ExpHistogram h = ExpHistogram(self._max_buckets, self._max_scale)
         h.merge(self)
         h.scale = min(h.scale, self.scale)
-        h._delta_min = INFINITY
-        h._delta_max = -INFINITY
         return h
 
     def reset(self):

@@ -118,17 +118,41 @@ def test_downscale_keeps_counts_and_fits():
     assert h.min == vals[0] and h.max == vals[-1]
 
 
-def test_delta_snapshots():
-    h = ExpHistogram()
+def _counts_at(snap, scale):
+    """{index: count} (non-zero) of a snapshot's buckets re-bucketed to a lower ``scale``."""
+    out = {}
+    for i, n in enumerate(snap["bucket_counts"].tolist()):
+        k = (snap["offset"] + i) >> (snap["scale"] - scale)
+        if n:
+            out[k] = out.get(k, 0) + n
+    return out
+
+
+def test_snapshots_carry_what_a_reader_needs_for_deltas():
+    """The kernel keeps cumulative state only (no delta_snapshot): two snapshots are enough
+    for a reader to difference them, across a downscale in between."""
+    assert not hasattr(ExpHistogram(), "delta_snapshot")
+    h = ExpHistogram(max_buckets=16)
     for v in (1.0, 2.0, 3.0):
         h.add(v)
-    d1 = h.delta_snapshot()
-    assert d1["count"] == 3 and d1["min"] == 1.0
-    for v in (1e6, 1e-6):
+    s1 = h.snapshot()
+    assert set(s1) >= {"scale", "offset", "bucket_counts", "zero_count", "count", "sum",
+                       "min", "max", "invalid_count"}
+    assert s1["count"] == 3 and s1["min"] == 1.0 and s1["max"] == 3.0 and s1["sum"] == 6.0
+    for v in (1e6, 1e-6, 0.0, -1.0):
         h.add(v)
-    d2 = h.delta_snapshot()
-    assert d2["count"] == 2 and d2["min"] == 1e-6 and d2["max"] == 1e6
-    assert int(d2["bucket_counts"].sum()) == 2
-    assert h.snapshot()["count"] == 5
-    d3 = h.delta_snapshot()
-    assert d3["count"] == 0 and len(d3["bucket_counts"]) == 0
+    s2 = h.snapshot()
+    assert s2["scale"] < s1["scale"]                 # the range forced a downscale
+    assert s2["count"] - s1["count"] == 3 and s2["zero_count"] - s1["zero_count"] == 1
+    assert s2["invalid_count"] - s1["invalid_count"] == 1
+    assert s2["sum"] - s1["sum"] == pytest.approx(1e6 + 1e-6, rel=1e-15)
+    assert s2["min"] == 0.0 and s2["max"] == 1e6     # zero is a value (min); -1 is not
+    now, before = _counts_at(s2, s2["scale"]), _counts_at(s1, s2["scale"])
+    delta = {k: n - before.get(k, 0) for k, n in now.items() if n - before.get(k, 0)}
+    assert sum(delta.values()) == 2 and all(n > 0 for n in delta.values())
+    alone = ExpHistogram(max_buckets=16, max_scale=s2["scale"])
+    alone.add(1e6)
+    alone.add(1e-6)
+    assert _counts_at(alone.snapshot(), s2["scale"]) == delta
+    s3 = h.snapshot()
+    assert s3["count"] == s2["count"] and _counts_at(s3, s3["scale"]) == now
