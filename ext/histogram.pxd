@@ -24,6 +24,6 @@ cdef class ExpHistogram:
     cdef void _add_index(self, long long index, uint64_t n) noexcept nogil
     cdef void _downscale(self, int change) noexcept nogil
     cdef int _needed_change(self, long long lo, long long hi) noexcept nogil
-    cpdef void record_array(self, double[::1] values)
+    cpdef void record_array(self, const double[::1] values)
     cpdef double quantile(self, double q)
     cpdef void merge(self, ExpHistogram other)

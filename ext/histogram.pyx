@@ -151,8 +151,9 @@ cdef class ExpHistogram:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    cpdef void record_array(self, double[::1] values):
-        """Record every element of a contiguous float64 array (GIL released)."""
+    cpdef void record_array(self, const double[::1] values):
+        """Record every element of a contiguous float64 array, read-only ones too (GIL
+        released)."""
         cdef Py_ssize_t i
         cdef Py_ssize_t n = values.shape[0]
         with nogil:
@@ -209,6 +210,8 @@ cdef class ExpHistogram:
         cdef long long hi
         cdef long long idx
         cdef uint64_t n
+        if other is None:   # a typed argument admits None: its fields would be read from None
+            raise TypeError("merge() argument must be an ExpHistogram, not None")
         self.invalid_count += other.invalid_count
         if other.count == 0:
             return
