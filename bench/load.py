@@ -35,8 +35,8 @@ import numpy as np
 
 from gateway._proto import gateway_pb2 as pb
 from gateway._proto import gateway_pb2_grpc as pb_grpc
-from gateway.core.dtypes import WIRE_TO_NUMPY
-from gateway.server.converters import from_numpy
+from gateway.adapters.grpc_v1.dtypes import WIRE_TO_NUMPY
+from gateway.client import from_numpy
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

@@ -41,7 +41,7 @@ import numpy as np
 from gateway._proto import gateway_pb2 as pb
 from gateway._proto import gateway_pb2_grpc as pb_grpc
 from gateway.demo import write_demo_repository
-from gateway.server.converters import from_numpy
+from gateway.client import from_numpy
 
 
 def _free_port() -> int:

@@ -106,14 +106,13 @@ def sampler_cost_ns(n: int = 200_000) -> dict:
     decision for a request without / with a client traceparent (unsampled parent)."""
     import timeit
 
-    from gateway.core.types import RPC_PREDICT
-    from gateway.telemetry.tracecontext import HeadSampler
+    from gateway.adapters.tracing import HeadSampler
 
     s = HeadSampler("parentbased_traceidratio", 0.01)
     plain = (("user-agent", "grpc-python/1.x"),)
     parent = plain + (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),)
-    return {"no_parent_ns": round(min(timeit.repeat(lambda: s.start(plain, RPC_PREDICT), number=n, repeat=3)) / n * 1e9),
-            "unsampled_parent_ns": round(min(timeit.repeat(lambda: s.start(parent, RPC_PREDICT), number=n,
+    return {"no_parent_ns": round(min(timeit.repeat(lambda: s.start(plain), number=n, repeat=3)) / n * 1e9),
+            "unsampled_parent_ns": round(min(timeit.repeat(lambda: s.start(parent), number=n,
                                                            repeat=3)) / n * 1e9)}
 
 

@@ -24,7 +24,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    from .server.app import serve
+    from .app import serve
 
     try:
         return asyncio.run(serve(settings))
@@ -34,7 +34,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _random_input(spec, rng: np.random.Generator) -> np.ndarray:
-    from .core.dtypes import WIRE_TO_NUMPY
+    from .adapters.grpc_v1.dtypes import WIRE_TO_NUMPY
 
     dtype = WIRE_TO_NUMPY[spec.dtype]
     shape = tuple(1 if d < 0 else d for d in spec.shape)
@@ -46,7 +46,7 @@ def _random_input(spec, rng: np.random.Generator) -> np.ndarray:
 
 
 def _load_inputs(path: pathlib.Path, metadata) -> dict[str, np.ndarray]:
-    from .core.dtypes import WIRE_TO_NUMPY
+    from .adapters.grpc_v1.dtypes import WIRE_TO_NUMPY
 
     specs = {s.name: s for s in metadata.inputs}
     if path.suffix == ".npy":

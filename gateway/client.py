@@ -6,7 +6,19 @@ import numpy as np
 
 from ._proto import gateway_pb2 as pb
 from ._proto import gateway_pb2_grpc as pb_grpc
-from .server.converters import from_numpy, to_numpy_outputs
+from .adapters.grpc_v1.converters import encode_tensor
+from .adapters.grpc_v1.dtypes import WIRE_TO_NUMPY
+
+
+def to_numpy_outputs(msg: pb.PredictResponse) -> dict[str, np.ndarray]:
+    """The outputs of a response as numpy arrays."""
+    return {t.name: np.frombuffer(t.data, dtype=WIRE_TO_NUMPY[t.dtype]).reshape(tuple(t.shape))
+            for t in msg.outputs}
+
+
+def from_numpy(name: str, array: np.ndarray) -> pb.Tensor:
+    """A numpy array as a request tensor."""
+    return encode_tensor(name, array)
 
 
 class GatewayClient:

@@ -6,6 +6,7 @@ every line carries ``trace_id`` and ``span_id``. The per-request access log is o
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import random
@@ -13,7 +14,10 @@ import sys
 import threading
 import time
 
-from .telemetry.tracecontext import current_ids
+#: (trace_id_hex, span_id_hex) of the request being served, for log lines (set by the
+#: adapter's tracing when a request's trace is known).
+current_ids: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "gateway_trace_ids", default=None)
 
 
 class TraceIdsFilter(logging.Filter):
@@ -62,7 +66,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
 
 
 class AccessLog:
-    """Per-request log line on ``gateway.access`` for a sampled share of requests.
+    """Request observer: a log line on ``gateway.access`` for a sampled share of requests.
 
     Input values appear only with ``log_inputs``; otherwise names, dtypes and shapes."""
 
@@ -71,7 +75,7 @@ class AccessLog:
         self.log_inputs = log_inputs
         self.log = logging.getLogger("gateway.access")
 
-    def __call__(self, request, status, response, t_responded_ns: int) -> None:
+    def on_answer(self, request, attempt, status, response, fallback_code: int, t_responded_ns: int) -> None:
         if self.ratio < 1.0 and random.random() >= self.ratio:
             return
         inputs = {name: ({"dtype": str(a.dtype), "shape": list(a.shape), "values": a.tolist()}
@@ -79,7 +83,7 @@ class AccessLog:
                   for name, a in request.inputs.items()}
         fields = {"request_id": request.request_id, "status": getattr(status, "name", str(status)),
                   "duration_ms": round((t_responded_ns - request.t_received_ns) / 1e6, 3),
-                  "rows": request.rows, "batch_size": request.batch_size, "inputs": inputs}
+                  "rows": attempt.rows, "batch_size": attempt.batch_size, "inputs": inputs}
         if response is not None:
             fields.update(served_by=response.served_by, degraded=response.degraded)
             if response.fallback_reason:
@@ -96,7 +100,7 @@ class AccessLog:
 
 
 class FallbackEventLog:
-    """Policy decision hook: one INFO line per fallback decision, at most ``per_s`` a second
+    """Decision observer: one INFO line per fallback decision, at most ``per_s`` a second
     (the rest are counted and reported on the next line that gets through)."""
 
     def __init__(self, per_s: float = 20.0) -> None:
@@ -107,9 +111,10 @@ class FallbackEventLog:
         self._suppressed = 0
         self._lock = threading.Lock()
 
-    def __call__(self, request_id: str, event: str, attributes: dict) -> None:
+    def __call__(self, request, event: str, attributes: dict) -> None:
         if not event.startswith("fallback.") or not self.log.isEnabledFor(logging.INFO):
             return
+        request_id = request.request_id if request is not None else ""
         with self._lock:
             sec = int(time.monotonic())
             if sec != self._window:

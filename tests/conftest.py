@@ -17,8 +17,8 @@ from gateway._proto import gateway_pb2 as pb
 from gateway._proto import gateway_pb2_grpc as pb_grpc
 from gateway.config.settings import load_settings
 from gateway.demo import write_demo_repository
-from gateway.server.app import GatewayServer
-from gateway.server.converters import from_numpy, to_numpy_outputs
+from gateway.app import GatewayServer
+from gateway.client import from_numpy, to_numpy_outputs
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def repo(tmp_path, demo_models) -> pathlib.Path:
 class RunningGateway:
     """A GatewayServer on its own event loop thread, so tests can use plain blocking clients."""
 
-    def __init__(self, **settings):
+    def __init__(self, *, metric_exporter=None, span_exporter=None, **settings):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
         self.thread.start()
@@ -48,7 +48,7 @@ class RunningGateway:
         self.settings = load_settings(**settings)
 
         async def make() -> GatewayServer:
-            return GatewayServer(self.settings)
+            return GatewayServer(self.settings, metric_exporter=metric_exporter, span_exporter=span_exporter)
 
         self.server = self.call(make())
         self.port = self.call(self.server.start())
@@ -82,6 +82,7 @@ def make_gateway():
     started: list[RunningGateway] = []
 
     def make(**settings) -> RunningGateway:
+        """Settings as keywords; ``metric_exporter`` / ``span_exporter`` replace the OTLP ones."""
         gw = RunningGateway(**settings)
         started.append(gw)
         return gw

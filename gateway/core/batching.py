@@ -11,105 +11,49 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 
 import numpy as np
 
-from .errors import GatewayError, Status
-from .types import InferRequest
+from ..api import GatewayError, InferRequest, Status
+from .context import Attempt
+from .observers import BatchObserver
+from .placement import ExecutionPlace
+from .postprocess import ClassifierHead
 
 log = logging.getLogger("gateway.batching")
 
-# Called on the executor thread after each execution with (feeds, outputs by name); returns
-# extra row-aligned arrays (e.g. per-row confidence) that are split with the outputs.
-BatchObserver = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
-
 
 class _Item:
-    __slots__ = ("request", "future", "rows", "signature")
+    __slots__ = ("request", "attempt", "future", "rows", "signature")
 
-    def __init__(self, request: InferRequest, future: asyncio.Future, rows: int, signature: tuple):
+    def __init__(self, request: InferRequest, attempt: Attempt, future: asyncio.Future, rows: int,
+                 signature: tuple):
         self.request = request
+        self.attempt = attempt
         self.future = future
         self.rows = rows
         self.signature = signature
 
 
 class BatchResult:
-    """One request's share of an executed batch: outputs and observer extras, row-sliced."""
+    """One request's share of an executed batch: outputs, and for classifiers the head's
+    per-row confidence and class (None otherwise), row-sliced."""
 
-    __slots__ = ("outputs", "extras")
+    __slots__ = ("outputs", "confidence", "classes")
 
-    def __init__(self, outputs: dict[str, np.ndarray], extras: dict[str, np.ndarray]):
+    def __init__(self, outputs: dict[str, np.ndarray], confidence: np.ndarray | None = None,
+                 classes: np.ndarray | None = None):
         self.outputs = outputs
-        self.extras = extras
-
-
-class ExecutionPlace:
-    """Where a model's next batch runs: on the event loop, or on a worker thread.
-
-    A model whose executions on the loop average less than ``inline_below_us`` of thread CPU
-    time (observer included) runs there: for a model of tens of microseconds the hop to a
-    worker thread and back costs more than the model. Each execution is timed where it ran;
-    the averages skip a fresh session's first runs. One slow execution on the loop (a garbage
-    collection, a page fault) is clipped so it cannot move the model off the loop; a run of
-    them does. A model is first timed on the loop, and when found too slow there timed again
-    every ``PROBE_EVERY`` batches, unless it takes twice the limit even on a worker thread: the
-    same batch costs a worker more (cold caches, waits for the GIL), so a model timed only on
-    the workers would never look fast enough to come back. A batch more than twice as large as
-    any that has run within the limit (twice the limit on a worker) goes to a worker whatever
-    the averages say, so one client's 100,000-row request to a fast model cannot stall the
-    loop; the size allowed grows as larger batches prove fast. ``inline_below_us=0``: never
-    inline.
-    """
-
-    WARMUP_EXECUTIONS = 3
-    PROBE_EVERY = 64
-
-    def __init__(self, inline_below_us: int):
-        self.limit_ns = inline_below_us * 1000
-        self.inline_ns_avg: float | None = None  # executions on the loop
-        self.pool_ns_avg: float | None = None    # executions on worker threads
-        self.fast_rows = 0  # the most rows a batch has had while running within the limit
-        self._timed = 0
-        self._since_probe = 0
-
-    def inline_next(self, rows: int) -> bool:
-        limit = self.limit_ns
-        if not limit or self._timed <= self.WARMUP_EXECUTIONS or rows > 2 * self.fast_rows:
-            return False
-        inline = self.inline_ns_avg
-        if inline is None:  # not timed on the loop yet: try it unless the workers found it slow
-            return self.pool_ns_avg is not None and self.pool_ns_avg < 2 * limit
-        if inline < limit:
-            return True
-        self._since_probe += 1
-        if self._since_probe < self.PROBE_EVERY or (self.pool_ns_avg or 0) >= 2 * limit:
-            return False
-        self._since_probe = 0
-        return True
-
-    def timed(self, took_ns: int, inline: bool, rows: int) -> None:
-        self._timed += 1
-        # within the limit; on a worker, within twice the limit (its times run high, see above)
-        if took_ns < (self.limit_ns if inline else 2 * self.limit_ns) and rows > self.fast_rows:
-            self.fast_rows = rows
-        if self._timed <= self.WARMUP_EXECUTIONS:
-            return
-        if inline:
-            took_ns = min(took_ns, 2 * self.limit_ns)
-            avg = self.inline_ns_avg
-            self.inline_ns_avg = took_ns if avg is None else avg + (took_ns - avg) / 8
-        else:
-            avg = self.pool_ns_avg
-            self.pool_ns_avg = took_ns if avg is None else avg + (took_ns - avg) / 8
+        self.confidence = confidence
+        self.classes = classes
 
 
 class DynamicBatcher:
     def __init__(self, model, executor: Executor, *, max_batch_size: int, max_queue_delay_us: int,
                  preferred_batch_sizes: list[int], max_queue_size: int, instance_count: int,
-                 observer: BatchObserver | None = None, inline_below_us: int = 0):
+                 head: ClassifierHead | None = None, observer: BatchObserver | None = None,
+                 inline_below_us: int = 0):
         self.model = model
         self._executor = executor
         self.max_batch_size = max(1, max_batch_size)
@@ -119,6 +63,7 @@ class DynamicBatcher:
         self.max_queue_size = max_queue_size
         self._instances = instance_count
         self._slots = asyncio.Semaphore(instance_count)
+        self._head = head
         self._observer = observer
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_rows = 0
@@ -145,8 +90,9 @@ class DynamicBatcher:
         if self._task is not None:
             await self._task
 
-    def submit(self, request: InferRequest, rows: int) -> asyncio.Future:
-        """Queue a validated request; the future resolves to a :class:`BatchResult`."""
+    def submit(self, request: InferRequest, attempt: Attempt) -> asyncio.Future:
+        """Queue a validated request for ``attempt`` (its rows and deadline); the future
+        resolves to a :class:`BatchResult`. The batcher stamps the attempt's timeline."""
         if self._closing:
             raise GatewayError(Status.UNAVAILABLE, f"model {self.model.served_by} is being unloaded")
         if len(self._queue) >= self.max_queue_size:
@@ -155,8 +101,9 @@ class DynamicBatcher:
                                f"({self.max_queue_size} requests waiting)", retry_after_ms=50)
         future = asyncio.get_running_loop().create_future()
         signature = tuple((k, v.shape[1:]) for k, v in request.inputs.items()) if self._batching else ()
-        request.t_enqueued_ns = time.monotonic_ns()
-        self._queue.append(_Item(request, future, rows, signature))
+        rows = attempt.rows
+        attempt.t_enqueued_ns = time.monotonic_ns()
+        self._queue.append(_Item(request, attempt, future, rows, signature))
         self._queued_rows += rows
         if self._queued_rows >= self.max_batch_size or len(self._queue) == 1 or self._queued_rows in self._preferred:
             self._notify()
@@ -189,7 +136,7 @@ class DynamicBatcher:
                 break
             if self._batching and self._delay_s > 0 and self._queued_rows < self.max_batch_size \
                     and self._queued_rows not in self._preferred:
-                give_up_at = self._queue[0].request.t_enqueued_ns / 1e9 + self._delay_s
+                give_up_at = self._queue[0].attempt.t_enqueued_ns / 1e9 + self._delay_s
                 while not self._closing and self._queued_rows < self.max_batch_size \
                         and self._queued_rows not in self._preferred:
                     remaining = give_up_at - time.monotonic()
@@ -201,7 +148,7 @@ class DynamicBatcher:
                 self._slots.release()
                 continue
             self.in_flight += 1
-            if self._place.inline_next(batch[0].request.batch_size):
+            if self._place.inline_next(batch[0].attempt.batch_size):
                 fut = loop.create_future()
                 try:
                     fut.set_result(self._execute(batch, True))
@@ -228,13 +175,14 @@ class DynamicBatcher:
                 queue.popleft()
                 self._queued_rows -= item.rows
                 continue
-            if item.request.deadline_ns and item.request.deadline_ns <= now:
+            deadline = item.attempt.deadline_ns
+            if deadline and deadline <= now:
                 queue.popleft()
                 self._queued_rows -= item.rows
                 item.future.set_exception(GatewayError(
                     Status.DEADLINE_EXCEEDED,
                     f"model {self.model.served_by}: deadline passed after "
-                    f"{(now - item.request.t_received_ns) / 1e6:.1f} ms in the queue"))
+                    f"{(now - item.attempt.t_enqueued_ns) / 1e6:.1f} ms in the queue"))
                 continue
             if batch and (not self._batching or rows + item.rows > self.max_batch_size
                           or item.signature != batch[0].signature):
@@ -246,8 +194,8 @@ class DynamicBatcher:
             if not self._batching:
                 break
         for item in batch:
-            item.request.t_batch_ns = now
-            item.request.batch_size = rows
+            item.attempt.t_batch_ns = now
+            item.attempt.batch_size = rows
         return batch
 
     def _execute(self, batch: list[_Item], inline: bool):
@@ -258,7 +206,7 @@ class DynamicBatcher:
         try:
             return self._execute_batch(batch)
         finally:
-            self._place.timed(time.thread_time_ns() - began, inline, batch[0].request.batch_size)
+            self._place.timed(time.thread_time_ns() - began, inline, batch[0].attempt.batch_size)
 
     def _execute_batch(self, batch: list[_Item]):
         requests = [item.request for item in batch]
@@ -272,12 +220,15 @@ class DynamicBatcher:
             values = self.model.run(feeds)
         finally:
             end = time.monotonic_ns()
-            for r in requests:
-                r.t_compute_start_ns = start
-                r.t_compute_end_ns = end
+            for item in batch:
+                item.attempt.t_compute_start_ns = start
+                item.attempt.t_compute_end_ns = end
         outputs = dict(zip(self.model.output_names, values))
-        extras = self._observer(feeds, outputs) if self._observer is not None else {}
-        return outputs, extras
+        head = self._head
+        confidence, classes = head.top1(outputs) if head is not None else (None, None)
+        if self._observer is not None:
+            self._observer.observe_batch(feeds, outputs)
+        return outputs, confidence, classes
 
     def _finish(self, fut: asyncio.Future, batch: list[_Item]) -> None:
         self.in_flight -= 1
@@ -296,7 +247,7 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
-        outputs, extras = fut.result()
+        outputs, confidence, classes = fut.result()
         if self._batching:
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != sum(i.rows for i in batch):
@@ -308,14 +259,16 @@ class DynamicBatcher:
                     return
         if len(batch) == 1:
             if not batch[0].future.done():
-                batch[0].future.set_result(BatchResult(outputs, extras))
+                batch[0].future.set_result(BatchResult(outputs, confidence, classes))
             return
         start = 0
         for item in batch:
             stop = start + item.rows
             if not item.future.done():
-                item.future.set_result(BatchResult({k: v[start:stop] for k, v in outputs.items()},
-                                                   {k: v[start:stop] for k, v in extras.items()}))
+                item.future.set_result(BatchResult(
+                    {k: v[start:stop] for k, v in outputs.items()},
+                    confidence[start:stop] if confidence is not None else None,
+                    classes[start:stop] if classes is not None else None))
             start = stop
 
 

@@ -1,57 +1,64 @@
-"""The one place a request goes through: routing → policy → validation → batching → response.
+"""The core's whole API for protocol adapters: infer, liveness, readiness, model readiness and
+metadata, the repository index and statistics — all in plain types (:mod:`gateway.api`).
 
-Protocol adapters call :meth:`DataPlane.infer`; the per-request telemetry record
-is written here, once, whatever the outcome. The model version's policy (deadlines,
-admission, breaker, guard, fallback chain: :mod:`gateway.policy`) wraps the attempt.
+:meth:`DataPlane.infer` runs the pipeline (:mod:`.pipeline`) and then tells every request
+observer, once, whatever the outcome. Nothing here knows a wire protocol.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
-import numpy as np
-
-from ..policy.reasons import FallbackReason
-from ..policy.runner import PolicyRunner
-from .batching import BatchResult
-from .errors import GatewayError, Status
-from .registry import ModelRegistry, ModelVersion
-from .types import InferRequest, InferResponse
-from .validation import validate
+from ..api import (
+    GatewayError,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ModelSummary,
+    Status,
+    VersionState,
+)
+from ..api.stats import ModelStatsSnapshot, Statistics
+from .context import NO_ATTEMPT, Attempt
+from .observers import Decisions, RequestObserver
+from .pipeline import Pipeline, Served
+from .registry import ModelRegistry, version_key
 
 log = logging.getLogger("gateway.core")
 
+StatsSource = Callable[[float], Statistics]
+
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, telemetry=None):
-        self.registry = registry
-        self.telemetry = telemetry
-        self._unknown_id = telemetry.register_model("", "", inputs={}) if telemetry is not None else 0
-        self._policies = PolicyRunner(registry, self._run)
-        self.in_flight = 0
-        self.traces = None      # telemetry.otel.traces.SpanPipeline: sampled requests only
-        self.access_log = None  # logs.AccessLog when access logging is on
+    """Built by the composition root (``gateway.app``) with everything it calls passed in."""
 
+    def __init__(self, registry: ModelRegistry, *, observers: tuple[RequestObserver, ...] = (),
+                 decisions: Decisions | None = None, statistics: StatsSource | None = None) -> None:
+        self.registry = registry
+        self._pipeline = Pipeline(registry, decisions or Decisions())
+        self._observers = observers
+        self._statistics = statistics
+        self._accepting = False
+        self.in_flight = 0
+
+    # -- inference ------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
-        if not request.t_received_ns:
-            request.t_received_ns = time.monotonic_ns()
-        if not request.request_id:
-            request.request_id = uuid.uuid4().hex
+        if not request.request_id or not request.t_received_ns:
+            request = dataclasses.replace(request, request_id=request.request_id or uuid.uuid4().hex,
+                                          t_received_ns=request.t_received_ns or time.monotonic_ns())
         status = Status.OK
-        target: ModelVersion | None = None
-        response: InferResponse | None = None
+        served: Served | None = None
         fallback_code = 0  # policy.reasons.FallbackReason
+        attempts: list[Attempt] = []
         self.in_flight += 1
-        if request.trace is not None and self.traces is not None:
-            self.traces.begin(request)
         try:
-            target = self.registry.resolve(request.model, request.version)
-            response = await self._policies.serve(target, request)
-            if response.degraded:
-                fallback_code = int(FallbackReason.from_label(response.fallback_reason))
-            return response
+            served = await self._pipeline.run(request, attempts)
+            fallback_code = served.fallback_code
+            return served.response
         except GatewayError as exc:
             status = exc.status
             fallback_code = getattr(exc, "fallback_code", 0)
@@ -66,67 +73,91 @@ class DataPlane:
         finally:
             self.in_flight -= 1
             t_responded_ns = time.monotonic_ns()
-            if self.telemetry is not None:
-                confidence = float(response.confidence[0]) if response is not None \
-                    and response.confidence is not None and len(response.confidence) else float("nan")
-                self.telemetry.record(
-                    target.telemetry_id if target is not None else self._unknown_id,
-                    request.t_received_ns, request.t_enqueued_ns, request.t_batch_ns,
-                    request.t_compute_start_ns, request.t_compute_end_ns, t_responded_ns,
-                    request.batch_size, request.rows, int(status),
-                    bool(response.degraded) if response is not None else False, fallback_code,
-                    confidence, request.payload_bytes, request.rpc)
-            if request.trace is not None and self.traces is not None:
-                self.traces.submit(request, status, response, fallback_code, t_responded_ns)
-            if self.access_log is not None:
-                self.access_log(request, status, response, t_responded_ns)
+            response = served.response if served is not None else None
+            attempt = _timeline(served, attempts)
+            for observer in self._observers:
+                try:
+                    observer.on_answer(request, attempt, status, response, fallback_code, t_responded_ns)
+                except Exception:  # observers observe: a failing one never changes the answer
+                    log.exception("request observer %r failed", observer)
 
-    async def _run(self, target: ModelVersion, request: InferRequest) -> InferResponse:
+    # -- health -----------------------------------------------------------------------------
+    def set_accepting(self, accepting: bool) -> None:
+        """The composition root says when the server has started and when it drains."""
+        self._accepting = accepting
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready: started, at least one model version loaded, not draining."""
+        if not self._accepting:
+            return False, "not ready: starting or draining"
+        if not any(e.versions for e in self.registry.entries()):
+            return False, "not ready: no model loaded"
+        return True, "ready"
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.registry.resolve(name, version)
+        except GatewayError:
+            return False
+        return True
+
+    # -- metadata ---------------------------------------------------------------------------
+    def repository_index(self) -> list[ModelSummary]:
+        out = []
+        for entry in self.registry.entries():
+            latest = entry.latest
+            out.append(ModelSummary(
+                name=entry.name, versions=tuple(sorted(entry.versions, key=version_key)),
+                latest_version=latest or "", state=entry.state, error=entry.describe_errors(),
+                execution_provider=entry.versions[latest].model.provider if latest else ""))
+        return out
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        """Raises NOT_FOUND / UNAVAILABLE as inference would."""
+        target = self.registry.resolve(name, version)
+        entry = self.registry.get(name)
         model = target.model
-        request.rows = validate(request, model.inputs, model.input_by_name, model.output_names,
-                                target.served_by, model.batchable)
-        if request.deadline_ns and request.deadline_ns <= time.monotonic_ns():
-            raise GatewayError(Status.DEADLINE_EXCEEDED, f"model {target.served_by}: deadline passed before queueing")
-        result: BatchResult = await target.batcher.submit(request, request.rows)
-        outputs = result.outputs
-        if request.output_names:
-            outputs = {name: outputs[name] for name in request.output_names}
-        response = InferResponse(request_id=request.request_id, model=target.name, version=target.version,
-                                 outputs=outputs, served_by=target.served_by)
-        top1 = result.extras.get("confidence")
-        if top1 is not None:
-            response.confidence = top1
-            labels = model.config.labels
-            classes = result.extras["predicted_class"]
-            response.predicted_label = [labels[c] if 0 <= c < len(labels) else str(c) for c in classes.tolist()]
-        return response
+        versions = tuple(sorted(entry.versions, key=version_key)) if entry is not None else (target.version,)
+        return ModelMetadata(
+            name=target.name, version=target.version, versions=versions, platform="onnxruntime",
+            execution_provider=model.provider, inputs=tuple(model.inputs), outputs=tuple(model.outputs),
+            max_batch_size=model.max_batch_size, labels=target.labels,
+            state=entry.state if entry is not None else "READY")
+
+    def version_states(self) -> list[VersionState]:
+        """Queue depth, breaker state and admission limit of every loaded version."""
+        out = []
+        for entry in self.registry.entries():
+            for mv in list(entry.versions.values()):
+                policy = mv.policy
+                breaker = policy.breaker
+                out.append(VersionState(mv.name, mv.version, mv.batcher.queue_depth,
+                                        breaker.state.value if breaker is not None else None,
+                                        policy.admission.limit()))
+        return out
+
+    # -- statistics -------------------------------------------------------------------------
+    async def statistics(self, window_s: float, model: str = "") -> Statistics:
+        """Live per-model statistics over the last ``window_s`` (computed off the event loop)."""
+        if self._statistics is None:
+            raise GatewayError(Status.FAILED_PRECONDITION, "telemetry is disabled (telemetry.enabled=false)")
+        stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
+        if model:
+            models: list[ModelStatsSnapshot] = [s for s in stats.models if s.model == model]
+            stats = Statistics(models, stats.ring_drops)
+        return stats
 
 
-def confidence_observer(model, telemetry=None, telemetry_id: int = 0):
-    """Per-batch hook run on the executor thread: input statistics, and top-1 confidence for classifiers."""
-    output = model.classifier_output
-    logits = bool(model.config.classifier and model.config.classifier.logits)
-
-    def observe(feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if telemetry is not None:
-            for name, batch in feeds.items():
-                telemetry.observe_inputs(telemetry_id, name, batch)
-        if output is None:
-            return {}
-        scores = outputs[output]
-        if telemetry is not None:
-            top1, cls = telemetry.observe_outputs(telemetry_id, scores)
-        else:
-            top1, cls = top1_numpy(scores, logits)
-        return {"confidence": top1, "predicted_class": cls}
-
-    return observe
-
-
-def top1_numpy(scores: np.ndarray, logits: bool) -> tuple[np.ndarray, np.ndarray]:
-    scores = scores.astype(np.float64, copy=False)
-    if logits:
-        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = shifted / shifted.sum(axis=1, keepdims=True)
-    cls = scores.argmax(axis=1)
-    return scores[np.arange(len(scores)), cls].astype(np.float32), cls.astype(np.int64)
+def _timeline(served: Served | None, attempts: list[Attempt]) -> Attempt:
+    """The attempt whose timeline a request's record carries: the one that answered, or for an
+    answer no model produced (cache, static, a rejection) the last one that reached a model,
+    else the attempt at the model asked for (its version is the one the request counts for)."""
+    if served is not None and served.attempt is not None:
+        return served.attempt
+    for attempt in reversed(attempts):
+        if attempt.t_enqueued_ns:
+            return attempt
+    return attempts[0] if attempts else NO_ATTEMPT

@@ -1,9 +1,39 @@
 """Routing: which loaded model version answers a (model, version) pair."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from .errors import GatewayError, Status, not_found
+import numpy as np
+
+from ..api import GatewayError, Status, TensorSpec, not_found
+
+if TYPE_CHECKING:
+    from ..policy.state import ModelPolicy
+    from .batching import DynamicBatcher
+    from .postprocess import ClassifierHead
+
+
+class Runtime(Protocol):
+    """What the core needs of a loaded model (``gateway.runtime.OnnxModel``; the core does not
+    import onnxruntime)."""
+
+    name: str
+    version: str
+    provider: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    input_by_name: dict[str, TensorSpec]
+    output_names: list[str]
+    batchable: bool
+    max_batch_size: int
+    classifier_output: str | None
+
+    @property
+    def served_by(self) -> str: ...
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> Sequence[np.ndarray]: ...
 
 
 def version_key(version: str) -> tuple[int, int, str]:
@@ -11,16 +41,18 @@ def version_key(version: str) -> tuple[int, int, str]:
     return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelVersion:
-    """A version that is loaded and accepting requests."""
+    """A version that is loaded and accepting requests (built by :mod:`gateway.core.assembly`)."""
 
     name: str
     version: str
-    model: object  # runtime.OnnxModel (kept loose so the core doesn't import onnxruntime)
-    batcher: object  # core.batching.DynamicBatcher
+    model: Runtime
+    batcher: DynamicBatcher
+    policy: ModelPolicy
+    head: ClassifierHead | None = None  # classifiers only
+    labels: tuple[str, ...] = ()
     telemetry_id: int = 0
-    policy: object | None = None  # policy.state.ModelPolicy: breaker, limits, cache (None: no policy)
 
     @property
     def served_by(self) -> str:
@@ -50,6 +82,7 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
+        self._latest: dict[str, ModelVersion] = {}
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
         entry = self._entries.get(name)
@@ -57,11 +90,11 @@ class ModelRegistry:
             known = ", ".join(sorted(self._entries)) or "none"
             raise not_found(f"model {name!r} not found (models: {known})")
         if not version:
-            latest = entry.latest
+            latest = self._latest.get(name)
             if latest is None:
                 raise GatewayError(Status.UNAVAILABLE,
                                    f"model {name!r} has no loaded version: {entry.describe_errors()}")
-            return entry.versions[latest]
+            return latest
         found = entry.versions.get(version)
         if found is None:
             if version in entry.errors:
@@ -78,10 +111,14 @@ class ModelRegistry:
         return [self._entries[k] for k in sorted(self._entries)]
 
     def put(self, entry: ModelEntry) -> None:
+        latest = entry.latest
         self._entries = {**self._entries, entry.name: entry}
+        others = {k: v for k, v in self._latest.items() if k != entry.name}
+        self._latest = {**others, entry.name: entry.versions[latest]} if latest is not None else others
 
     def remove(self, name: str) -> ModelEntry | None:
         entries = dict(self._entries)
         entry = entries.pop(name, None)
         self._entries = entries
+        self._latest = {k: v for k, v in self._latest.items() if k != name}
         return entry

@@ -5,9 +5,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .dtypes import dtype_name
-from .errors import invalid
-from .types import InferRequest, TensorSpec
+from ..api import InferRequest, TensorSpec, dtype_name, invalid
 
 
 def _shape(shape: Sequence[int]) -> str:

@@ -20,7 +20,10 @@ from collections import deque
 from collections.abc import Callable
 
 from .config import CircuitBreakerConfig
-from .events import breaker_transition
+from .events import log_breaker_transition
+
+# Hears every state change: (breaker name, from state, to state).
+TransitionObserver = Callable[[str, str, str], None]
 
 log = logging.getLogger("gateway.policy")
 
@@ -98,8 +101,10 @@ class CircuitBreaker:
     """Not thread-safe: used from the event loop only."""
 
     def __init__(self, config: CircuitBreakerConfig, name: str = "",
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, *,
+                 on_transition: TransitionObserver | None = None):
         self.config = config
+        self._on_transition = on_transition
         self.name = name
         self._clock = clock
         self.state = BreakerState.CLOSED
@@ -184,7 +189,9 @@ class CircuitBreaker:
             self._probe_results = []
         elif to is BreakerState.CLOSED:
             self._window = self._new_window()
-        breaker_transition(self.name, frm.value, to.value, self.rates())
+        log_breaker_transition(self.name, frm.value, to.value, self.rates())
+        if self._on_transition is not None:
+            self._on_transition(self.name, frm.value, to.value)
 
     # -- telemetry -----------------------------------------------------------------------
     def rates(self) -> dict[str, float]:

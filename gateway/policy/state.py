@@ -8,41 +8,27 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from ..api import TensorSpec
 from .admission import Admission
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, TransitionObserver
 from .config import CacheStep, ModelStep, PolicyConfig, StaticStep
 from .fallback import ResponseCache, StaticAnswer
-from .faults import FaultInjector
 from .guard import OutputGuard
 
 
-class StaticStepState:
-    """A static step, precomputed for the model's outputs (and its classifier's confidence and label)."""
-
-    def __init__(self, step: StaticStep, model, served_by: str):
-        specs = {s.name: s for s in model.outputs}
-        self.answer = StaticAnswer(step.static, specs, model.batchable, served_by)
-        self.confidence = None
-        self.label = None
-        out = getattr(model, "classifier_output", None)
-        if out is not None and out in self.answer.rows and self.answer.rows[out].ndim == 1:
-            from ..core.dataplane import top1_numpy
-
-            cfg = model.config
-            top1, cls = top1_numpy(self.answer.rows[out][None, :], bool(cfg.classifier and cfg.classifier.logits))
-            c = int(cls[0])
-            self.confidence = float(top1[0])
-            self.label = cfg.labels[c] if 0 <= c < len(cfg.labels) else str(c)
-
-
 class ModelPolicy:
-    def __init__(self, served_by: str, config: PolicyConfig, model, faults: FaultInjector | None = None,
+    """Decisions for one model version; ``outputs`` and ``batchable`` describe the model (a
+    static answer is checked against them), ``on_transition`` hears breaker state changes."""
+
+    def __init__(self, served_by: str, config: PolicyConfig, outputs: Sequence[TensorSpec], batchable: bool,
+                 *, on_transition: TransitionObserver | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.served_by = served_by
-        self.model = model
-        self.faults = faults
+        self._outputs = {s.name: s for s in outputs}
+        self._batchable = batchable
+        self._on_transition = on_transition
         self._clock = clock
         self.fallbacks: collections.Counter[str] = collections.Counter()  # degraded answers by reason
         self.rejections: collections.Counter[str] = collections.Counter()  # final rejections by reason
@@ -59,7 +45,8 @@ class ModelPolicy:
         for i, step in enumerate(config.fallback.chain):
             if isinstance(step, StaticStep):
                 try:
-                    chain.append(("static", StaticStepState(step, self.model, self.served_by)))
+                    chain.append(("static", StaticAnswer(step.static, self._outputs, self._batchable,
+                                                         self.served_by)))
                 except ValueError as exc:
                     raise ValueError(f"policy.fallback.chain.{i}.static: {exc}") from None
             elif isinstance(step, CacheStep):
@@ -69,7 +56,8 @@ class ModelPolicy:
                 chain.append(("model", step))
         # Nothing below raises: switch over.
         if old is None or old.circuit_breaker != config.circuit_breaker:
-            self.breaker = CircuitBreaker(config.circuit_breaker, self.served_by, self._clock) \
+            self.breaker = CircuitBreaker(config.circuit_breaker, self.served_by, self._clock,
+                                          on_transition=self._on_transition) \
                 if config.circuit_breaker.enabled else None
         if old is None or old.admission != config.admission:
             self.admission = Admission(config.admission)

@@ -13,27 +13,26 @@ import pathlib
 from concurrent.futures import Executor
 
 from ..config.model import ModelConfig, load_model_config
-from ..config.settings import GatewaySettings, SettingsError
-from ..core.batching import DynamicBatcher
-from ..core.dataplane import confidence_observer
+from ..config.settings import SettingsError
+from ..core.assembly import Assembler, InvalidPolicy
 from ..core.registry import ModelEntry, ModelRegistry, ModelVersion
 from ..policy import faults as fault_injection
-from ..policy.state import ModelPolicy
 from ..runtime.session import ModelLoadError, OnnxModel
-from ..telemetry import InputBinning
 from .scanner import ModelDir, scan
 
 log = logging.getLogger("gateway.repository")
 
 
 class RepositoryManager:
-    def __init__(self, root: pathlib.Path, registry: ModelRegistry, executor: Executor,
-                 settings: GatewaySettings, telemetry=None):
+    def __init__(self, root: pathlib.Path, registry: ModelRegistry, assembler: Assembler, *,
+                 default_providers: list[str] | None = None, allow_fault_injection: bool = False,
+                 loader: Executor | None = None):
         self.root = root
         self.registry = registry
-        self._executor = executor
-        self._settings = settings
-        self._telemetry = telemetry
+        self._assembler = assembler
+        self._default_providers = default_providers
+        self._allow_faults = allow_fault_injection
+        self._loader = loader  # where sessions are created (None: the loop's default executor)
         self._lock = asyncio.Lock()
         # What is loaded now: model -> (config fingerprint, config, {version: file fingerprint})
         self._loaded: dict[str, tuple[object, ModelConfig, dict[str, object]]] = {}
@@ -67,8 +66,7 @@ class RepositoryManager:
         config_changed = loaded is None or loaded[0] != model_dir.config_fingerprint
         if config_changed:
             try:
-                config = load_model_config(model_dir.config_path,
-                                           allow_fault_injection=self._settings.allow_fault_injection)
+                config = load_model_config(model_dir.config_path, allow_fault_injection=self._allow_faults)
             except SettingsError as exc:
                 log.error("model %s: config rejected, keeping what is loaded: %s", name, exc,
                           extra={"event": "model.config_rejected", "model": name})
@@ -122,8 +120,8 @@ class RepositoryManager:
         """A policy-only edit: switch every version's policy in place, without reloading sessions."""
         for mv in entry.versions.values():
             try:
-                ModelPolicy(mv.served_by, config.policy, mv.model)  # dry run: does it fit the model?
-            except ValueError as exc:
+                self._assembler.policy(mv.served_by, config, mv.model)  # dry run: does it fit the model?
+            except InvalidPolicy as exc:
                 log.error("model %s: config rejected, keeping what is loaded: %s", name, exc,
                           extra={"event": "model.config_rejected", "model": name})
                 self.registry.put(ModelEntry(name, entry.versions, {**entry.errors, "config": str(exc)}))
@@ -142,42 +140,13 @@ class RepositoryManager:
 
     async def _load(self, model_dir: ModelDir, version: str, config: ModelConfig) -> ModelVersion:
         loop = asyncio.get_running_loop()
-        settings = self._settings
         model = await loop.run_in_executor(
-            None, OnnxModel, model_dir.model_path(version), model_dir.name, version, config,
-            settings.execution_providers)
-        if settings.allow_fault_injection:
-            model = fault_injection.FaultyModel(model, fault_injection.FaultInjector(config.faults))
-            fault_injection.announce(model.served_by, config.faults)
+            self._loader, OnnxModel, model_dir.model_path(version), model_dir.name, version, config,
+            self._default_providers)
         try:
-            policy = ModelPolicy(f"{model_dir.name}@{version}", config.policy, model)
-        except ValueError as exc:
+            return self._assembler.build(model, config)
+        except InvalidPolicy as exc:
             raise ModelLoadError(str(exc)) from None
-        telemetry_id = 0
-        if self._telemetry is not None:
-            classes = None
-            if model.classifier_output is not None:
-                spec = next(s for s in model.outputs if s.name == model.classifier_output)
-                classes = spec.shape[-1] if spec.shape[-1] > 0 else None
-            features = {s.name: _features(s.shape) for s in model.inputs}
-            telemetry_id = self._telemetry.register_model(
-                model.name, version, inputs=features, classifier_classes=classes,
-                logits=bool(config.classifier and config.classifier.logits), labels=list(config.labels) or None,
-                input_binning=InputBinning(config.input_stats.bins, config.input_stats.warmup_rows,
-                                           dict(config.input_stats.ranges)))
-        batching = config.batching
-        batcher = DynamicBatcher(
-            model, self._executor,
-            max_batch_size=model.max_batch_size if settings.batching else 0,
-            max_queue_delay_us=batching.max_queue_delay_us,
-            preferred_batch_sizes=batching.preferred_batch_sizes,
-            max_queue_size=batching.max_queue_size,
-            instance_count=config.instance_count,
-            observer=confidence_observer(model, self._telemetry, telemetry_id),
-            # injected latency must never sleep on the event loop
-            inline_below_us=0 if settings.allow_fault_injection else settings.inline_execution_below_us)
-        batcher.start()
-        return ModelVersion(model_dir.name, version, model, batcher, telemetry_id, policy)
 
     def _retire(self, versions) -> None:
         for mv in versions:
@@ -200,11 +169,3 @@ class RepositoryManager:
             await asyncio.sleep(interval_s)
             await self.reload()
 
-
-def _features(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape[1:]:
-        if d < 0:
-            return 0  # unknown until data arrives
-        n *= d
-    return n

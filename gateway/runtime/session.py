@@ -8,11 +8,27 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config.model import ModelConfig
-from ..core.dtypes import ONNX_TO_NUMPY
-from ..core.types import TensorSpec
+from ..api import TensorSpec
 from . import providers
 
 log = logging.getLogger("gateway.runtime")
+
+
+# ONNX tensor type strings -> numpy dtypes (the element types the gateway carries).
+ONNX_TO_NUMPY: dict[str, np.dtype] = {
+    "tensor(bool)": np.dtype("?"),
+    "tensor(uint8)": np.dtype("u1"),
+    "tensor(int8)": np.dtype("i1"),
+    "tensor(uint16)": np.dtype("<u2"),
+    "tensor(int16)": np.dtype("<i2"),
+    "tensor(uint32)": np.dtype("<u4"),
+    "tensor(int32)": np.dtype("<i4"),
+    "tensor(uint64)": np.dtype("<u8"),
+    "tensor(int64)": np.dtype("<i8"),
+    "tensor(float16)": np.dtype("<f2"),
+    "tensor(float)": np.dtype("<f4"),
+    "tensor(double)": np.dtype("<f8"),
+}
 
 
 class ModelLoadError(RuntimeError):

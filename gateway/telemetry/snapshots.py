@@ -5,6 +5,13 @@ import dataclasses
 
 import numpy as np
 
+from ..api.stats import FeatureShift, LatencySummary, ModelStatsSnapshot, Statistics
+
+__all__ = [
+    "ConfidenceSnapshot", "CounterSnapshot", "FeatureShift", "FeatureStatsSnapshot", "HistogramPoint",
+    "HistogramSnapshot", "LatencySummary", "ModelStatsSnapshot", "OutcomeSnapshot", "Statistics",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class HistogramSnapshot:
@@ -31,27 +38,9 @@ class HistogramPoint:
     kind: str            # "e2e" | "queue" | "compute" | "batch_size"
     temporality: str     # "cumulative" | "delta"
     histogram: HistogramSnapshot
-    rpc_service: str = ""  # "e2e" only: the call the requests arrived on
+    rpc_system: str = ""   # "e2e" only: the call the requests arrived on
+    rpc_service: str = ""
     rpc_method: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencySummary:
-    count: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureShift:
-    input: str
-    feature: int
-    mean: float           # recent-window mean
-    std: float            # long-run standard deviation (reference)
-    shift_score: float    # |recent mean - reference mean| / reference std
-    nan_count: int        # recent-window NaN count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,20 +94,3 @@ class ConfidenceSnapshot:
     margin_hist: np.ndarray    # fixed bins over [0, 1]
     entropy_hist: np.ndarray   # fixed bins over [0, entropy_max]
     entropy_max: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelStatsSnapshot:
-    model: str
-    version: str
-    requests: int
-    latency: LatencySummary
-    queue: LatencySummary
-    compute: LatencySummary
-    requests_per_s: float
-    rows_per_s: float
-    error_share: float
-    degraded_share: float
-    mean_batch_size: float
-    mean_confidence: float
-    top_shifts: list[FeatureShift]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.core.errors import GatewayError, Status
-from gateway.core.types import InferRequest, TensorSpec
+from gateway.api import GatewayError, Status
+from gateway.api import InferRequest, TensorSpec
 from gateway.core.validation import validate
 
 SPECS = [TensorSpec("a", np.dtype("<f4"), (-1, 4)), TensorSpec("b", np.dtype("<i8"), (-1,))]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway._proto import gateway_pb2 as pb
-from gateway.server.converters import from_numpy
+from gateway.client import from_numpy
 from tests.conftest import RunningGateway, free_port
 from tests.e2e.collector import Collector, agent_runs
 

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from gateway._proto import gateway_pb2 as pb
-from gateway.server.converters import from_numpy
+from gateway.client import from_numpy
 from tests.conftest import matmul_graph, outputs, save_model
 
 

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from gateway._proto import gateway_pb2 as pb
 from gateway._proto import gateway_pb2_grpc as pb_grpc
-from gateway.server.converters import from_numpy
+from gateway.client import from_numpy
 from tests.conftest import free_port, save_model
 
 ROWS = 1024

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config.errors import SettingsError
 from gateway.config.model import load_model_config
-from gateway.core.types import TensorSpec
+from gateway.api import TensorSpec
 from gateway.policy.config import CacheSettings, OutputGuardConfig, PolicyConfig
 from gateway.policy.fallback import ResponseCache, StaticAnswer, input_key
 from gateway.policy.guard import OutputGuard

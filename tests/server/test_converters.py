@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gateway._proto import gateway_pb2 as pb
-from gateway.core.dtypes import NUMPY_TO_WIRE
-from gateway.core.errors import GatewayError
-from gateway.server.converters import decode_tensor, encode_tensor
+from gateway.adapters.grpc_v1.dtypes import NUMPY_TO_WIRE
+from gateway.api import GatewayError
+from gateway.adapters.grpc_v1.converters import decode_tensor, encode_tensor
 
 DTYPES = st.sampled_from(sorted(NUMPY_TO_WIRE, key=str))
 

@@ -6,17 +6,16 @@ standard ``OTEL_*`` environment only (:mod:`.config`); with no OTLP endpoint not
 to export and ``/metrics`` on the admin port is the way out. Module map: ``config``
 (environment), ``resource``, ``points`` (native snapshots → SDK point dataclasses),
 ``system`` (SDK observable instruments), ``metrics`` (export loop + scrape view),
-``prometheus`` (text format), ``traces`` (spans off the request path), ``admin`` (HTTP).
+``prometheus`` (text format), ``traces`` (spans off the request path).
 """
 from __future__ import annotations
 
 import logging
 
-from ..tracecontext import HeadSampler
 from .config import ExportConfig
 from .resource import make_resource
 
-__all__ = ["ExportConfig", "TelemetryExport", "make_resource"]
+__all__ = ["ExportConfig", "TelemetryExport", "make_resource", "otlp_exporters"]
 
 log = logging.getLogger("gateway.telemetry")
 
@@ -41,75 +40,54 @@ def _otlp_exporters(cfg: ExportConfig):
     return metric_exporter, span_exporter
 
 
+def otlp_exporters(cfg: ExportConfig):
+    """The OTLP metric and span exporters ``cfg`` asks for (None for a signal without an endpoint)."""
+    return _otlp_exporters(cfg) if cfg.enabled else (None, None)
+
+
 class TelemetryExport:
-    """Metrics pipeline (always, for ``/metrics``), OTLP metric push and span export (when an
-    endpoint is configured), the head sampler the servicer consults, and the admin server.
+    """The metrics pipeline (always, for ``/metrics``), OTLP metric push when ``metric_exporter``
+    is given, and the lifecycle of the span pipeline ``spans`` (built by the composition root,
+    since the data plane it observes is built after it). ``dropped`` counts what the export
+    path dropped, per signal, shared with ``spans``."""
 
-    ``metric_exporter`` / ``span_exporter`` override the OTLP ones (tests pass in-memory ones).
-    """
-
-    def __init__(self, telemetry, *, dataplane=None, registry=None, config: ExportConfig | None = None,
-                 metric_exporter=None, span_exporter=None, max_features: int = 32,
-                 admin_host: str = "127.0.0.1", admin_port: int = 0, ready=None,
-                 span_queue: int = 2048) -> None:
+    def __init__(self, telemetry, *, config: ExportConfig, resource, metric_exporter=None, spans=None,
+                 dataplane=None, max_features: int = 32, dropped: dict[str, int] | None = None) -> None:
         from .metrics import MetricsPipeline
         from .system import (register_gateway_instruments, register_gpu_instruments,
                              register_process_instruments)
 
-        self.config = cfg = config or ExportConfig.from_env()
-        self.resource = make_resource()
-        if metric_exporter is None and span_exporter is None and cfg.enabled:
-            metric_exporter, span_exporter = _otlp_exporters(cfg)
-        self.dropped: dict[str, int] = {"spans": 0, "metrics": 0}
+        self.config = cfg = config
+        self.resource = resource
+        self.dropped = dropped if dropped is not None else {"spans": 0, "metrics": 0}
+        self.spans = spans
 
         def register(meter):
-            if dataplane is not None and registry is not None:
-                register_gateway_instruments(meter, dataplane, registry)
+            if dataplane is not None:
+                register_gateway_instruments(meter, dataplane)
             register_process_instruments(meter)
             register_gpu_instruments(meter)
 
         self.metrics = MetricsPipeline(
-            telemetry, self.resource, exporter=metric_exporter, interval_s=cfg.metric_interval_s,
+            telemetry, resource, exporter=metric_exporter, interval_s=cfg.metric_interval_s,
             timeout_s=cfg.timeout_s, temporality=cfg.temporality, histogram=cfg.histogram,
             max_features=max_features, dropped=self.dropped, register=register)
-        self.spans = None
-        self.sampler: HeadSampler | None = None
-        if span_exporter is not None:
-            try:
-                sampler = HeadSampler(cfg.sampler, cfg.sampler_ratio)
-            except ValueError as exc:
-                log.warning("%s; using parentbased_traceidratio", exc)
-                sampler = HeadSampler("parentbased_traceidratio", cfg.sampler_ratio)
-            if not sampler.never:
-                from .traces import SpanPipeline
-
-                self.sampler = sampler
-                self.spans = SpanPipeline(span_exporter, self.resource, max_queue=span_queue,
-                                          dropped=self.dropped)
-            else:
-                span_exporter.shutdown()
-        self.admin = None
-        if admin_port:
-            from .admin import AdminServer
-
-            try:
-                self.admin = AdminServer(admin_host, admin_port, metrics_text=self.prometheus_text,
-                                         ready=ready or (lambda: (True, "")))
-            except OSError as exc:  # serving matters more than the admin port
-                log.error("admin HTTP port %s:%d unavailable (%s): no /metrics, /healthz, /readyz",
-                          admin_host, admin_port, exc, extra={"event": "admin.bind_failed"})
 
     def prometheus_text(self) -> str:
         from .prometheus import render
 
         return render(self.metrics.scrape.collect())
 
+    @property
+    def prometheus_content_type(self) -> str:
+        from .prometheus import CONTENT_TYPE
+
+        return CONTENT_TYPE
+
     def start(self) -> None:
         self.metrics.start()
         if self.spans is not None:
             self.spans.start()
-        if self.admin is not None:
-            self.admin.start()
         cfg = self.config
         if cfg.enabled:
             log.info("OTLP export: metrics %s every %.1f s (%s, %s histograms), traces %s (sampler %s %.3g)",
@@ -129,5 +107,3 @@ class TelemetryExport:
             t.start()
         for t in stoppers:
             t.join(timeout + 0.5)
-        if self.admin is not None:
-            self.admin.stop()

@@ -27,6 +27,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from ...policy.reasons import FallbackReason
+from ..readers import HistogramDeltas
 
 RPC_DURATION = "rpc.server.call.duration"
 LATENCY_BOUNDS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
@@ -74,8 +75,8 @@ def exp_to_explicit(scale: int, offset: int, counts, zero_count: int,
 class NativeMetrics:
     """Builds the gateway's native metrics for one reader (one temporality).
 
-    ``temporality`` is ``"cumulative"`` or ``"delta"``. Only one instance per telemetry may
-    use ``delta`` (native delta histograms reset on read). ``max_features`` caps the
+    ``temporality`` is ``"cumulative"`` or ``"delta"``; a delta reader keeps its own delta
+    storage, so any number of them can read one telemetry. ``max_features`` caps the
     features exported per input. ``dropped`` is a callable returning a dict
     ``{signal: count}`` of telemetry dropped by the export path.
     """
@@ -94,6 +95,7 @@ class NativeMetrics:
         self.start_ns = time.time_ns()
         self._last_collect_ns = self.start_ns
         self._previous: dict[tuple, object] = {}
+        self._histogram_deltas = HistogramDeltas() if self.delta else None  # this reader's own
 
     # -- helpers ------------------------------------------------------------------------
     def _sum(self, name, unit, desc, values: dict[tuple, int | float], now, monotonic=True) -> Metric:
@@ -134,7 +136,7 @@ class NativeMetrics:
         t = self.telemetry
         now = time.time_ns()
         out: list[Metric] = []
-        if t is not None and t.enabled:
+        if t is not None:
             t.flush()
             out.extend(self._histograms(now))
             out.extend(self._counters(now))
@@ -152,7 +154,10 @@ class NativeMetrics:
 
     def _histograms(self, now: int) -> list[Metric]:
         by_metric: dict[str, list] = {}
-        for p in self.telemetry.histograms("delta" if self.delta else "cumulative"):
+        points = self.telemetry.histograms()
+        if self._histogram_deltas is not None:
+            points = self._histogram_deltas.delta(points)
+        for p in points:
             if p.kind not in _HIST_METRICS or (p.kind != "e2e" and p.status_code != 0):
                 continue
             h = p.histogram
@@ -160,7 +165,7 @@ class NativeMetrics:
                 continue
             attrs = _model_attrs(p.model, p.version)
             if p.kind == "e2e":
-                attrs = {"rpc.system": "grpc", "rpc.service": p.rpc_service, "rpc.method": p.rpc_method,
+                attrs = {"rpc.system": p.rpc_system, "rpc.service": p.rpc_service, "rpc.method": p.rpc_method,
                          "rpc.grpc.status_code": int(p.status_code), **attrs}
             start = self._wall_offset_ns + h.start_time_ns
             t_ns = self._wall_offset_ns + h.time_ns

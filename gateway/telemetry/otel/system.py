@@ -24,41 +24,31 @@ def _rss_bytes() -> int:
         return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def register_gateway_instruments(meter: Meter, dataplane, registry) -> None:
-    """In-flight requests (from the data plane) and queue depth per loaded model version."""
+def register_gateway_instruments(meter: Meter, dataplane) -> None:
+    """In-flight requests, and queue depth, breaker state and admission limit per loaded version
+    (from the data plane's :meth:`~gateway.core.DataPlane.version_states`)."""
     def in_flight(_: CallbackOptions):
-        return [Observation(getattr(dataplane, "in_flight", 0))]
+        return [Observation(dataplane.in_flight)]
+
+    def states():
+        for v in dataplane.version_states():
+            yield v, {"gateway.model.name": v.name, "gateway.model.version": v.version}
 
     def queue_depth(_: CallbackOptions):
-        out = []
-        for entry in registry.entries():
-            for mv in list(entry.versions.values()):
-                depth = getattr(mv.batcher, "queue_depth", None)
-                if depth is not None:
-                    out.append(Observation(int(depth), {"gateway.model.name": mv.name,
-                                                        "gateway.model.version": mv.version}))
-        return out
-
-    def versions():
-        for entry in registry.entries():
-            for mv in list(entry.versions.values()):
-                policy = getattr(mv, "policy", None)
-                if policy is not None:
-                    yield mv, policy, {"gateway.model.name": mv.name, "gateway.model.version": mv.version}
+        return [Observation(v.queue_depth, attrs) for v, attrs in states()]
 
     def breaker_state(_: CallbackOptions):
         # A state set: one series per state, 1 for the one the breaker is in.
         out = []
-        for _mv, policy, attrs in versions():
-            if policy.breaker is not None:
-                current = policy.breaker.state.value
+        for v, attrs in states():
+            if v.breaker_state is not None:
                 for state in ("closed", "open", "half_open"):
-                    out.append(Observation(int(state == current), {**attrs, "gateway.circuit_breaker.state": state}))
+                    out.append(Observation(int(state == v.breaker_state),
+                                           {**attrs, "gateway.circuit_breaker.state": state}))
         return out
 
     def concurrency_limit(_: CallbackOptions):
-        limits = ((policy.admission.limit(), attrs) for _mv, policy, attrs in versions())
-        return [Observation(limit, attrs) for limit, attrs in limits if limit is not None]
+        return [Observation(v.concurrency_limit, attrs) for v, attrs in states() if v.concurrency_limit is not None]
 
     meter.create_observable_gauge(
         "gateway.circuit_breaker.state", [breaker_state], unit="1",

@@ -1,11 +1,12 @@
 """Spans built off the request path.
 
-The data plane hands each *sampled* request's timings to :meth:`SpanPipeline.submit`
-(one bounded ``deque.append``); a background thread turns them into SDK ``ReadableSpan``
-objects — a SERVER span named after the RPC method, ``gateway.queue`` / ``gateway.batch`` /
-``gateway.compute`` children, fallback decisions as events, links between the sampled
-requests that shared a batch — and exports them. A full queue or a failed export drops
-spans and counts them; nothing here can block serving.
+As a request observer, :meth:`SpanPipeline.on_answer` queues each *sampled* request's
+timings (one bounded ``deque.append``); as a decision observer it adds fallback decisions
+to the request's trace. A background thread turns them into SDK ``ReadableSpan`` objects —
+a SERVER span named after the RPC method, ``gateway.queue`` / ``gateway.batch`` /
+``gateway.compute`` children of the attempt that answered, fallback decisions as events,
+links between the sampled requests that shared a batch — and exports them. A full queue or
+a failed export drops spans and counts them; nothing here can block serving.
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from ...core.types import RPC_CALLS
-from ...policy import events as policy_events
+from ...api import CallTable
 from ...policy.reasons import FallbackReason
 
 log = logging.getLogger("gateway.telemetry")
@@ -32,18 +32,18 @@ EXPORT_CHUNK = 512
 
 
 class SpanPipeline:
-    def __init__(self, exporter, resource, *, max_queue: int = 2048, schedule_delay_s: float = 1.0,
-                 dropped: dict | None = None) -> None:
+    def __init__(self, exporter, resource, calls: CallTable, *, max_queue: int = 2048,
+                 schedule_delay_s: float = 1.0, dropped: dict | None = None) -> None:
         from gateway import __version__
 
         self.exporter = exporter
         self.resource = resource
+        self.calls = calls
         self.max_queue = max_queue
         self.schedule_delay_s = schedule_delay_s
         self.dropped = dropped if dropped is not None else {}
         self.exported = 0
         self._queue: collections.deque = collections.deque(maxlen=max_queue)
-        self._open: dict[str, object] = {}  # request id -> RequestTrace, for fallback events
         self._scope = InstrumentationScope("gateway.telemetry", __version__)
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self._stop = threading.Event()
@@ -51,24 +51,23 @@ class SpanPipeline:
         self._healthy = True
 
     # -- request path (sampled requests only) ---------------------------------------------
-    def begin(self, request) -> None:
-        if len(self._open) < self.max_queue:
-            self._open[request.request_id] = request.trace
-
-    def submit(self, request, status: int, response, fallback_code: int, t_responded_ns: int) -> None:
-        self._open.pop(request.request_id, None)
+    def on_answer(self, request, attempt, status: int, response, fallback_code: int, t_responded_ns: int) -> None:
+        trace = request.trace
+        if trace is None:
+            return
         if len(self._queue) >= self.max_queue:
             self.dropped["spans"] = self.dropped.get("spans", 0) + 1
-        self._queue.append((request.trace, request.request_id, request.model,
+        self._queue.append((trace, request.request_id, request.model,
                             response.version if response is not None else request.version,
-                            request.t_received_ns, request.t_enqueued_ns, request.t_batch_ns,
-                            request.t_compute_start_ns, request.t_compute_end_ns, t_responded_ns,
-                            request.batch_size, request.rows, int(status), fallback_code,
-                            response.served_by if response is not None else ""))
+                            request.t_received_ns, attempt.t_enqueued_ns, attempt.t_batch_ns,
+                            attempt.t_compute_start_ns, attempt.t_compute_end_ns, t_responded_ns,
+                            attempt.batch_size, attempt.rows, int(status), fallback_code,
+                            response.served_by if response is not None else "", request.call))
 
-    def _on_decision(self, request_id: str, event: str, attributes: dict) -> None:
-        trace = self._open.get(request_id) if request_id else None
-        if trace is not None:
+    def __call__(self, request, event: str, attributes: dict) -> None:
+        """A fallback decision: an event on the request's span when it is sampled."""
+        trace = request.trace if request is not None else None
+        if trace is not None and len(trace.events) < 64:
             trace.events.append((time.time_ns(), event, {k: v if isinstance(v, (int, float, bool)) else str(v)
                                                          for k, v in attributes.items()}))
 
@@ -76,7 +75,6 @@ class SpanPipeline:
     def start(self) -> None:
         if self._thread is not None:
             return
-        policy_events.decision_hooks.append(self._on_decision)
         self._thread = threading.Thread(target=self._run, name="gateway-otlp-traces", daemon=True)
         self._thread.start()
 
@@ -139,12 +137,13 @@ class SpanPipeline:
         spans = []
         for it, ctx in zip(items, ctxs):
             (trace, request_id, model, version, t_recv, t_enq, t_batch, t_cs, t_ce, t_resp,
-             batch_size, rows, status, fallback_code, served_by) = it
+             batch_size, rows, status, fallback_code, served_by, call) = it
             parent = (SpanContext(trace.trace_id, trace.parent_span_id, True,
                                   _SAMPLED if trace.parent_remote_sampled else TraceFlags(0))
                       if trace.parent_span_id else None)
-            service, method = RPC_CALLS[trace.rpc]
-            attrs = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+            rpc = self.calls.get(call)
+            system, service, method = (rpc.system, rpc.service, rpc.method) if rpc else ("", "", "")
+            attrs = {"rpc.system": system, "rpc.service": service, "rpc.method": method,
                      "rpc.grpc.status_code": status, "gateway.model.name": model,
                      "gateway.model.version": version or "", "gateway.request.id": request_id,
                      "gateway.rows": rows}
@@ -184,10 +183,6 @@ class SpanPipeline:
     def stop(self, timeout_s: float) -> None:
         """Stop, export what is queued, bounded by ``timeout_s`` in all."""
         deadline = time.monotonic() + timeout_s
-        try:
-            policy_events.decision_hooks.remove(self._on_decision)
-        except ValueError:
-            pass
         thread, self._thread = self._thread, None
         self._stop.set()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import math
@@ -21,12 +20,11 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-import gateway.telemetry.otel as otel
-from gateway.core.types import RPC_PREDICT
 from gateway.logs import JsonFormatter
 from gateway.telemetry import Telemetry
+from tests.telemetry.records import record
 from gateway.telemetry.otel.points import NativeMetrics, exp_to_explicit
-from gateway.telemetry.tracecontext import HeadSampler, parse_traceparent
+from gateway.adapters.tracing import HeadSampler, parse_traceparent
 from tests.conftest import RunningGateway, free_port
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -71,15 +69,15 @@ def test_sampler_semantics():
     md_on = (("traceparent", f"00-{TRACE}-{PARENT}-01"),)
     md_off = (("traceparent", f"00-{TRACE}-{PARENT}-00"),)
     pb = HeadSampler("parentbased_traceidratio", 0.0)
-    t = pb.start(md_on, RPC_PREDICT)
+    t = pb.start(md_on)
     assert t.trace_id == int(TRACE, 16) and t.parent_span_id == int(PARENT, 16)
-    assert pb.start(md_off, RPC_PREDICT) is None
-    assert all(pb.start((), RPC_PREDICT) is None for _ in range(100))
+    assert pb.start(md_off) is None
+    assert all(pb.start(()) is None for _ in range(100))
     on = HeadSampler("always_on")
-    assert on.start(md_off, RPC_PREDICT) is not None and on.start((), RPC_PREDICT) is not None
+    assert on.start(md_off) is not None and on.start(()) is not None
     assert HeadSampler("always_off").never
     ratio = HeadSampler("traceidratio", 0.25)
-    share = sum(ratio.start((), RPC_PREDICT) is not None for _ in range(4000)) / 4000
+    share = sum(ratio.start(()) is not None for _ in range(4000)) / 4000
     assert 0.2 < share < 0.3
     with pytest.raises(ValueError):
         HeadSampler("jaeger_remote")
@@ -89,11 +87,11 @@ def test_sampler_semantics():
 def test_exp_to_explicit_matches_direct_bucketing():
     rng = np.random.default_rng(1)
     values = rng.lognormal(-6, 1.5, 5000)
-    t = Telemetry(enabled=True)
+    t = Telemetry()
     mid = t.register_model("m", "1", inputs={})
     for v in values:
         ns = int(v * 1e9)
-        t.record(mid, 0, 0, 0, 0, 0, ns, 1, 1, 0, False, 0, math.nan, 0, 0)
+        record(t, mid, t_responded_ns=ns)
     t.flush()
     h = next(p.histogram for p in t.histograms() if p.kind == "e2e")
     bounds = [0.0005, 0.001, 0.005, 0.01, 0.05]
@@ -108,12 +106,13 @@ def test_exp_to_explicit_matches_direct_bucketing():
 
 
 def _telemetry_with(n: int) -> Telemetry:
-    t = Telemetry(enabled=True)
+    t = Telemetry()
     mid = t.register_model("m", "1", inputs={"x": 4}, classifier_classes=3, labels=["a", "b", "c"])
     for i in range(n):
-        t.record(mid, 0, 100, 200, 300, 400 + i, 1000 + i, 2, 1, 0 if i % 5 else 14, False, 0, 0.9, 0, 0)
-    t.observe_inputs(mid, "x", np.array([[1, 2, np.nan, 4], [3, 4, 5, 6]], np.float32))
-    t.observe_outputs(mid, np.array([[0.1, 0.8, 0.1]], np.float32))
+        record(t, mid, t_enqueued_ns=100, t_batch_ns=200, t_compute_start_ns=300, t_compute_end_ns=400 + i,
+               t_responded_ns=1000 + i, batch_size=2, status=0 if i % 5 else 14, confidence=0.9)
+    t.batch_observer(mid, "p", False).observe_batch(
+        {"x": np.array([[1, 2, np.nan, 4], [3, 4, 5, 6]], np.float32)}, {"p": np.array([[0.1, 0.8, 0.1]], np.float32)})
     return t
 
 
@@ -136,7 +135,7 @@ def test_native_metrics_cumulative_and_delta():
     assert sum(p.count for p in first["rpc.server.call.duration"].data.data_points) == 50
     mid = t.register_model("m", "1", inputs={})
     for _ in range(7):
-        t.record(mid, 0, 0, 0, 0, 0, 10, 1, 1, 0, False, 0, math.nan, 0, 0)
+        record(t, mid, t_responded_ns=10)
     second = {m.name: m for m in delta.collect()}
     pts = second["rpc.server.call.duration"].data.data_points
     assert sum(p.count for p in pts) == 7
@@ -160,15 +159,13 @@ def memory_export(monkeypatch):
     spans, metrics = InMemorySpanExporter(), MemoryMetricExporter()
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
-    monkeypatch.setattr(otel, "TelemetryExport", functools.partial(
-        otel.TelemetryExport, span_exporter=spans, metric_exporter=metrics))
     return spans, metrics
 
 
 def _predict(gw, traceparent=None):
     x = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
     from gateway._proto import gateway_pb2 as pb
-    from gateway.server.converters import from_numpy
+    from gateway.client import from_numpy
 
     md = (("traceparent", traceparent),) if traceparent else None
     return gw.stub.Predict(pb.PredictRequest(model="classifier", inputs=[from_numpy("features", x)]),
@@ -177,7 +174,7 @@ def _predict(gw, traceparent=None):
 
 def test_gateway_spans_and_metrics_in_memory(memory_export, make_gateway, demo_models):
     spans, metrics = memory_export
-    gw = make_gateway(model_repository=demo_models)
+    gw = make_gateway(model_repository=demo_models, span_exporter=spans, metric_exporter=metrics)
     for _ in range(5):
         _predict(gw)  # no parent, parent-based always_off: not sampled
     _predict(gw, f"00-{TRACE}-{PARENT}-01")
@@ -191,7 +188,7 @@ def test_gateway_spans_and_metrics_in_memory(memory_export, make_gateway, demo_m
     names = {s.name for s in got}
     assert {"gateway.queue", "gateway.batch", "gateway.compute"} <= names
     from gateway._proto import gateway_pb2 as pb
-    from gateway.server.converters import from_numpy
+    from gateway.client import from_numpy
 
     x = np.zeros((1, 16), np.float32)
     stream = [pb.PredictRequest(model="classifier", request_id=f"s{i}", inputs=[from_numpy("features", x)])
@@ -225,7 +222,7 @@ def test_admin_endpoints(make_gateway, demo_models):
     assert "# TYPE rpc_server_call_duration_seconds histogram" in text
     assert 'rpc_server_call_duration_seconds_count{rpc_system="grpc"' in text
     assert "gateway_requests_total{" in text and "target_info{" in text
-    gw.server._ready = False  # as while draining
+    gw.server.dataplane.set_accepting(False)  # as while draining
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(base + "/readyz")
     assert err.value.code == 503
@@ -235,9 +232,8 @@ def test_admin_endpoints(make_gateway, demo_models):
 def test_access_log_json_with_trace_ids(monkeypatch, make_gateway, demo_models, caplog, log_inputs):
     spans = InMemorySpanExporter()
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
-    monkeypatch.setattr(otel, "TelemetryExport", functools.partial(otel.TelemetryExport, span_exporter=spans))
     gw = make_gateway(model_repository=demo_models, access_log=True, access_log_sample_ratio=1.0,
-                      log_inputs=log_inputs)
+                      log_inputs=log_inputs, span_exporter=spans)
     with caplog.at_level(logging.INFO, logger="gateway.access"):
         _predict(gw, f"00-{TRACE}-{PARENT}-01")
         _predict(gw)
@@ -251,11 +247,12 @@ def test_access_log_json_with_trace_ids(monkeypatch, make_gateway, demo_models, 
 
 
 def test_fallback_decisions_are_span_events(memory_export, make_gateway, repo):
-    spans, _ = memory_export
+    spans, metrics = memory_export
     (repo / "classifier" / "config.yaml").write_text(
         "labels: [approve, review, decline]\nfaults: {error_rate: 1.0}\n"
         "policy:\n  fallback: {chain: [{static: {probabilities: [0.6, 0.3, 0.1]}}]}\n")
-    gw = make_gateway(model_repository=repo, allow_fault_injection=True)
+    gw = make_gateway(model_repository=repo, allow_fault_injection=True, span_exporter=spans,
+                      metric_exporter=metrics)
     response = _predict(gw, f"00-{TRACE}-{PARENT}-01")
     assert response.degraded and response.fallback_reason == "error"
     gw.server.export.spans.export_pending()

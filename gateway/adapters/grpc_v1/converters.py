@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import numpy as np
 
-from .._proto import gateway_pb2 as pb
-from ..core.dtypes import NUMPY_TO_WIRE, WIRE_TO_NUMPY, dtype_name
-from ..core.errors import GatewayError, Status, invalid
-from ..core.types import InferRequest, InferResponse, TensorSpec
+from ..._proto import gateway_pb2 as pb
+from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
+from ...api import dtype_name, invalid
+from .dtypes import NUMPY_TO_WIRE, WIRE_TO_NUMPY
 
 
 def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
@@ -32,8 +33,8 @@ def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
-def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns: int,
-                     max_bytes: int) -> InferRequest:
+def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns: int, max_bytes: int,
+                     call: int = 0, trace: object | None = None) -> InferRequest:
     if not msg.model:
         raise invalid("request names no model (field 'model' is empty)")
     inputs: dict[str, np.ndarray] = {}
@@ -45,9 +46,10 @@ def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns:
             raise invalid(f"input {tensor.name!r} is given more than once")
         inputs[tensor.name] = decode_tensor(tensor, max_bytes)
         payload += len(tensor.data)
-    return InferRequest(model=msg.model, version=msg.version, inputs=inputs, request_id=msg.request_id,
-                        output_names=tuple(msg.output_names), deadline_ns=deadline_ns,
-                        payload_bytes=payload, t_received_ns=t_received_ns)
+    return InferRequest(model=msg.model, version=msg.version, inputs=inputs,
+                        request_id=msg.request_id or uuid.uuid4().hex, output_names=tuple(msg.output_names),
+                        deadline_ns=deadline_ns, payload_bytes=payload, t_received_ns=t_received_ns,
+                        call=call, trace=trace)
 
 
 def encode_tensor(name: str, array: np.ndarray) -> pb.Tensor:
@@ -74,12 +76,33 @@ def tensor_spec(spec: TensorSpec) -> pb.TensorSpec:
     return pb.TensorSpec(name=spec.name, dtype=NUMPY_TO_WIRE[spec.dtype], shape=spec.shape)
 
 
-def to_numpy_outputs(msg: pb.PredictResponse) -> dict[str, np.ndarray]:
-    """Client side: the outputs of a response as numpy arrays."""
-    return {t.name: np.frombuffer(t.data, dtype=WIRE_TO_NUMPY[t.dtype]).reshape(tuple(t.shape))
-            for t in msg.outputs}
+def model_summary(m: ModelSummary) -> pb.ModelSummary:
+    return pb.ModelSummary(name=m.name, versions=m.versions, latest_version=m.latest_version, state=m.state,
+                           error=m.error, execution_provider=m.execution_provider)
 
 
-def from_numpy(name: str, array: np.ndarray) -> pb.Tensor:
-    """Client side: a numpy array as a request tensor."""
-    return encode_tensor(name, array)
+def model_metadata(m: ModelMetadata) -> pb.ModelMetadata:
+    return pb.ModelMetadata(
+        name=m.name, version=m.version, versions=m.versions, platform=m.platform,
+        execution_provider=m.execution_provider, inputs=[tensor_spec(s) for s in m.inputs],
+        outputs=[tensor_spec(s) for s in m.outputs], max_batch_size=m.max_batch_size, labels=m.labels,
+        state=m.state)
+
+
+def _latency(summary) -> pb.LatencySummary:
+    return pb.LatencySummary(count=summary.count, p50_ms=summary.p50_ms, p90_ms=summary.p90_ms,
+                             p99_ms=summary.p99_ms, max_ms=summary.max_ms)
+
+
+def stats_response(stats) -> pb.StatsResponse:
+    """:class:`gateway.api.stats.Statistics` as the wire carries it."""
+    models = [pb.ModelStats(
+        model=s.model, version=s.version, requests=s.requests,
+        latency=_latency(s.latency), queue=_latency(s.queue), compute=_latency(s.compute),
+        requests_per_s=s.requests_per_s, rows_per_s=s.rows_per_s, error_share=s.error_share,
+        degraded_share=s.degraded_share, mean_batch_size=s.mean_batch_size,
+        mean_confidence=s.mean_confidence,
+        top_shifts=[pb.FeatureShift(input=f.input, feature=f.feature, mean=f.mean, std=f.std,
+                                    shift_score=f.shift_score, nan_count=f.nan_count) for f in s.top_shifts])
+        for s in stats.models]
+    return pb.StatsResponse(models=models, ring_drops=stats.ring_drops)

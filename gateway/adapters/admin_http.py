@@ -7,15 +7,16 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .prometheus import CONTENT_TYPE
-
 log = logging.getLogger("gateway.telemetry")
 
 
 class AdminServer:
-    def __init__(self, host: str, port: int, *, metrics_text: Callable[[], str],
+    """``metrics_text`` renders the exposition (``content_type`` names its format); ``ready``
+    says whether the data plane is ready and why not."""
+
+    def __init__(self, host: str, port: int, *, metrics_text: Callable[[], str], content_type: str,
                  ready: Callable[[], tuple[bool, str]]) -> None:
-        metrics_text_, ready_ = metrics_text, ready
+        metrics_text_, content_type_, ready_ = metrics_text, content_type, ready
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -24,7 +25,7 @@ class AdminServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     try:
-                        self._send(200, metrics_text_(), CONTENT_TYPE)
+                        self._send(200, metrics_text_(), content_type_)
                     except Exception as exc:
                         log.exception("rendering /metrics failed")
                         self._send(500, f"error: {exc}\n")

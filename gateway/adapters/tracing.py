@@ -1,4 +1,5 @@
-"""Request-path tracing decisions: W3C ``traceparent`` parsing and head sampling.
+"""Request-path tracing decisions, shared by protocol adapters: W3C ``traceparent`` parsing and
+head sampling.
 
 Deliberately free of OpenTelemetry imports: this is the only tracing code that runs per
 request. It reads the metadata, decides sampling with the standard samplers' semantics
@@ -8,31 +9,25 @@ for sampled requests only, returns a :class:`RequestTrace` the span builder fill
 """
 from __future__ import annotations
 
-import contextvars
 import random
 import time
 
+from ..logs import current_ids
+
 _MAX64 = 1 << 64
 _rand = random.getrandbits
-
-#: (trace_id_hex, span_id_hex) of the request being served, for log lines.
-current_ids: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
-    "gateway_trace_ids", default=None)
 
 
 class RequestTrace:
     """Ids of one sampled request's SERVER span, its parent, and what happened on the way."""
 
-    __slots__ = ("trace_id", "span_id", "parent_span_id", "parent_remote_sampled", "rpc",
-                 "events", "start_wall_ns")
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "parent_remote_sampled", "events", "start_wall_ns")
 
-    def __init__(self, trace_id: int, span_id: int, parent_span_id: int, rpc: int,
-                 parent_remote_sampled: bool = False):
+    def __init__(self, trace_id: int, span_id: int, parent_span_id: int, parent_remote_sampled: bool = False):
         self.trace_id = trace_id
         self.span_id = span_id
         self.parent_span_id = parent_span_id
         self.parent_remote_sampled = parent_remote_sampled
-        self.rpc = rpc  # gateway.core.types.RPC_CALLS index: the call the request arrived on
         self.events: list[tuple[int, str, dict]] = []
         self.start_wall_ns = time.time_ns()
 
@@ -74,13 +69,24 @@ class HeadSampler:
         # TraceIdRatioBased: sampled when the low 64 bits of the trace id are below the bound.
         self._bound = int(ratio * _MAX64)
 
+    @classmethod
+    def configured(cls, name: str, ratio: float) -> "HeadSampler":
+        """The sampler ``OTEL_TRACES_SAMPLER`` names; an unsupported name logs a warning and
+        falls back to ``parentbased_traceidratio``."""
+        try:
+            return cls(name, ratio)
+        except ValueError as exc:
+            import logging
+
+            logging.getLogger("gateway.telemetry").warning("%s; using parentbased_traceidratio", exc)
+            return cls("parentbased_traceidratio", ratio)
+
     @property
     def never(self) -> bool:
         return self._bound == 0 and not self.parent_based
 
-    def start(self, metadata, rpc: int) -> RequestTrace | None:
-        """Decide for one request; ``metadata`` is the gRPC invocation metadata, ``rpc`` the
-        call it arrived on (``gateway.core.types.RPC_CALLS`` index)."""
+    def start(self, metadata) -> RequestTrace | None:
+        """Decide for one request; ``metadata`` is the request's (key, value) metadata pairs."""
         parent = None
         if metadata:
             for key, value in metadata:
@@ -97,11 +103,11 @@ class HeadSampler:
             current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
             if not sampled:
                 return None
-            return RequestTrace(trace_id, span_id, parent_span, rpc, parent_sampled)
+            return RequestTrace(trace_id, span_id, parent_span, parent_sampled)
         low = _rand(64)
         if low >= self._bound:
             return None
         trace_id = (_rand(64) << 64) | low or 1
         span_id = _rand(64) or 1
         current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
-        return RequestTrace(trace_id, span_id, 0, rpc)
+        return RequestTrace(trace_id, span_id, 0)

@@ -1,0 +1,185 @@
+"""The composition root: builds every part by constructor injection, starts and stops them.
+
+Nothing else wires parts together. Order of construction (each part gets what it uses):
+call table → telemetry (+ monitoring that reads it) → registry → span pipeline → data plane
+(request and decision observers) → metrics export → assembler → repository manager →
+protocol adapters. ``start`` loads the repository and opens the ports; ``stop`` drains.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from .adapters.grpc_v1.server import GrpcServer
+from .adapters.tracing import HeadSampler
+from .api import CallTable
+from .api.stats import Statistics
+from .config.settings import GatewaySettings
+from .core.assembly import Assembler, AssemblyOptions
+from .core.dataplane import DataPlane
+from .core.observers import Decisions
+from .core.registry import ModelRegistry
+from .logs import AccessLog, FallbackEventLog
+from .monitoring import MeanShift
+from .repository.manager import RepositoryManager
+from .telemetry import Telemetry
+from .telemetry.otel import ExportConfig, TelemetryExport, make_resource, otlp_exporters
+
+log = logging.getLogger("gateway.server")
+
+
+class GatewayServer:
+    """Everything one ``gateway serve`` runs; usable in-process by tests (``start``/``stop``).
+
+    ``metric_exporter`` / ``span_exporter`` replace the OTLP exporters the ``OTEL_*``
+    environment would make (tests pass in-memory ones)."""
+
+    def __init__(self, settings: GatewaySettings, *, metric_exporter=None, span_exporter=None) -> None:
+        s = self.settings = settings
+        if s.model_repository is not None:
+            self.repository = pathlib.Path(s.model_repository)
+        else:
+            from .demo import demo_repository
+
+            self.repository = demo_repository()
+        self.calls = CallTable()
+        self.shifts = MeanShift()
+        t = s.telemetry
+        self.telemetry = Telemetry(
+            ring_capacity=t.ring_capacity, histogram_max_buckets=t.histogram_max_buckets,
+            input_stats_sample_every=t.input_stats_sample_every, aggregate_interval_s=t.aggregate_interval_s,
+            calls=self.calls, periodic=(self.shifts.tick,)) if t.enabled else None
+        self.registry = ModelRegistry()
+        self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx")
+
+        export_config = ExportConfig.from_env()
+        if metric_exporter is None and span_exporter is None:
+            metric_exporter, span_exporter = otlp_exporters(export_config)
+        resource = make_resource()
+        dropped = {"spans": 0, "metrics": 0}
+        sampler = None
+        spans = None
+        if span_exporter is not None:
+            sampler = HeadSampler.configured(export_config.sampler, export_config.sampler_ratio)
+            if sampler.never:
+                span_exporter.shutdown()
+                sampler = None
+            else:
+                from .telemetry.otel.traces import SpanPipeline
+
+                spans = SpanPipeline(span_exporter, resource, self.calls, max_queue=t.span_queue, dropped=dropped)
+
+        observers: list = []
+        if self.telemetry is not None:
+            observers.append(self.telemetry.recorder)
+        if spans is not None:
+            observers.append(spans)
+        if s.access_log:
+            observers.append(AccessLog(s.access_log_sample_ratio, s.log_inputs))
+        decisions = Decisions((FallbackEventLog(),) + ((spans,) if spans is not None else ()))
+        self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
+                                   statistics=self._statistics if self.telemetry is not None else None)
+        self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
+                                      metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
+                                      max_features=t.export_max_features, dropped=dropped)
+        assembler = Assembler(self.executor, AssemblyOptions(
+            batching=s.batching, inline_execution_below_us=s.inline_execution_below_us,
+            allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)
+        self._manager = RepositoryManager(self.repository, self.registry, assembler,
+                                          default_providers=s.execution_providers,
+                                          allow_fault_injection=s.allow_fault_injection)
+        self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
+                               max_message_bytes=s.max_message_bytes, sampler=sampler)
+        self.admin = None  # adapters.admin_http.AdminServer, bound in start()
+        self.port = 0
+        self._poller: asyncio.Task | None = None
+        self._reloads: set[asyncio.Task] = set()
+
+    def _statistics(self, window_s: float) -> Statistics:
+        telemetry = self.telemetry
+        return Statistics(telemetry.snapshot(window_s, shifts=self.shifts.top_shifts), telemetry.ring_drops)
+
+    async def start(self) -> int:
+        s = self.settings
+        if not self.repository.is_dir():
+            raise FileNotFoundError(f"model repository {self.repository} is not a directory")
+        if self.telemetry is not None:
+            self.telemetry.start()
+        self._start_admin()
+        self.export.start()
+        self.port = await self.grpc.start()
+        log.info("listening on %s:%d (model repository %s)", s.host, self.port, self.repository,
+                 extra={"event": "server.listening"})
+        await self._manager.reload()
+        if not any(e.versions for e in self.registry.entries()):
+            log.warning("no model could be loaded from %s", self.repository, extra={"event": "server.no_models"})
+        await self.grpc.set_serving(True)
+        self.dataplane.set_accepting(True)
+        log.info("ready: %s", ", ".join(f"{e.name} ({e.state.lower()})" for e in self.registry.entries()) or
+                 "no models", extra={"event": "server.ready"})
+        if s.reload_interval_s > 0:
+            self._poller = asyncio.create_task(self._manager.poll(s.reload_interval_s))
+        return self.port
+
+    def _start_admin(self) -> None:
+        s = self.settings
+        if not s.admin_port:
+            return
+        from .adapters.admin_http import AdminServer
+
+        try:
+            self.admin = AdminServer(s.admin_host, s.admin_port, metrics_text=self.export.prometheus_text,
+                                     content_type=self.export.prometheus_content_type, ready=self.dataplane.ready)
+        except OSError as exc:  # serving matters more than the admin port
+            log.error("admin HTTP port %s:%d unavailable (%s): no /metrics, /healthz, /readyz",
+                      s.admin_host, s.admin_port, exc, extra={"event": "admin.bind_failed"})
+            return
+        self.admin.start()
+
+    def readiness(self) -> tuple[bool, str]:
+        return self.dataplane.ready()
+
+    def request_reload(self) -> None:
+        """Rescan the repository now (SIGHUP)."""
+        log.info("reload requested: rescanning %s", self.repository, extra={"event": "repository.reload"})
+        task = asyncio.get_running_loop().create_task(self._manager.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> None:
+        await self._manager.reload()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        self.dataplane.set_accepting(False)
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.grpc.drain(grace)
+        await self._manager.close()
+        self.executor.shutdown(wait=True)
+        if self.telemetry is not None:
+            self.telemetry.stop()
+        # blocking but bounded (min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s) per signal)
+        await asyncio.get_running_loop().run_in_executor(None, self.export.stop)
+        if self.admin is not None:
+            self.admin.stop()
+        log.info("stopped", extra={"event": "server.stopped"})
+
+
+async def serve(settings: GatewaySettings) -> int:
+    server = GatewayServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.request_reload)
+    await server.start()
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests (grace %.1f s)", settings.grace_period_s,
+             extra={"event": "server.draining"})
+    await server.stop()
+    return 0

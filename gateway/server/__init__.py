@@ -1,1 +1,0 @@
-"""gRPC adapter: thin servicers over the core, the server process and its lifecycle."""

@@ -1,0 +1,162 @@
+"""The telemetry hub: registration of model versions, the recorder, the aggregator and the
+readers, wired together. ``gateway.app`` builds one when ``telemetry.enabled`` (with it off
+there is none, and nothing is recorded)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+
+from ..api import CallTable
+from .aggregator import Aggregator, drain_into
+from .models import BatchStats, InputBinning, ModelTelemetry
+from .readers import ShiftSource, histogram_points, model_stats
+from .recorder import Recorder
+from .snapshots import (
+    ConfidenceSnapshot,
+    CounterSnapshot,
+    FeatureStatsSnapshot,
+    HistogramPoint,
+    ModelStatsSnapshot,
+    OutcomeSnapshot,
+)
+
+# Called on the aggregator thread after each flush with the registered versions and the time.
+Periodic = Callable[[Sequence[ModelTelemetry], int], None]
+
+
+class Telemetry:
+    """Native per-request telemetry (see :mod:`gateway.telemetry`)."""
+
+    def __init__(self, *, ring_capacity: int = 65536, histogram_max_buckets: int = 160,
+                 input_stats_sample_every: int = 1, aggregate_interval_s: float = 0.2,
+                 calls: CallTable | None = None, periodic: Sequence[Periodic] = ()) -> None:
+        self._max_buckets = histogram_max_buckets
+        self._sample_every = input_stats_sample_every
+        self._calls = calls
+        self._periodic = tuple(periodic)
+        self._models: list[ModelTelemetry] = []
+        self._ids: dict[tuple[str, str], int] = {}
+        self._lock = threading.RLock()
+        self.unknown_model_records = 0
+        self.recorder = Recorder(ring_capacity)
+        self._aggregator = Aggregator(self.flush, aggregate_interval_s)
+        self.register_model("", "", inputs={})  # id 0: requests that named no loaded version
+
+    # -- registration (gateway.core.observers.ModelObservers) ------------------------------
+    def register_model(self, model: str, version: str, *, inputs: dict[str, int],
+                       classifier_classes: int | None = None, logits: bool = False,
+                       labels: list[str] | None = None, input_binning: InputBinning | None = None) -> int:
+        """Register (model, version); returns its small integer id (idempotent). A second
+        registration with other ``input_binning`` (a reloaded config) restarts that model's
+        input statistics with the new binning."""
+        binning = input_binning or InputBinning()
+        with self._lock:
+            key = (model, version)
+            if key in self._ids:
+                state = self._models[self._ids[key]]
+                if state.binning != binning:
+                    state.rebin(binning)
+                return self._ids[key]
+            if labels is not None and classifier_classes is not None and len(labels) != classifier_classes:
+                raise ValueError("labels must have classifier_classes entries")
+            model_id = len(self._models)
+            self._models.append(ModelTelemetry(
+                model_id, model, version, inputs, classifier_classes, logits, labels,
+                self._max_buckets, self._sample_every, time.monotonic_ns(), binning))
+            self._ids[key] = model_id
+            return model_id
+
+    def register(self, name: str, version: str, *, inputs: dict[str, int], classes: int | None,
+                 logits: bool, labels: list[str] | None, input_stats) -> int:
+        """:meth:`register_model` from a model's ``input_stats`` config."""
+        return self.register_model(name, version, inputs=inputs, classifier_classes=classes, logits=logits,
+                                   labels=labels, input_binning=InputBinning(
+                                       input_stats.bins, input_stats.warmup_rows, dict(input_stats.ranges)))
+
+    def batch_observer(self, telemetry_id: int, classifier_output: str | None, logits: bool) -> BatchStats:
+        return BatchStats(self._models[telemetry_id], classifier_output)
+
+    def model(self, telemetry_id: int) -> ModelTelemetry:
+        return self._models[telemetry_id]
+
+    def models(self) -> list[ModelTelemetry]:
+        return list(self._models)
+
+    @property
+    def ring_drops(self) -> int:
+        """Records dropped because the ring was full."""
+        return self.recorder.dropped
+
+    # -- aggregation --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background aggregator (daemon thread)."""
+        self._aggregator.start()
+
+    def stop(self) -> None:
+        """Stop the aggregator and fold what is left in the ring."""
+        self._aggregator.stop()
+        self.flush()
+
+    def flush(self) -> None:
+        """Drain the ring and aggregate now (synchronously)."""
+        with self._lock:
+            self.unknown_model_records += drain_into(self.recorder, self._models)
+            models = list(self._models)
+        now = time.monotonic_ns()
+        for hook in self._periodic:
+            hook(models, now)
+
+    # -- readers ------------------------------------------------------------------------------
+    def snapshot(self, window_s: float = 10.0, shifts: ShiftSource | None = None) -> list[ModelStatsSnapshot]:
+        """Summary per registered version; rates and shares over the last ``window_s``."""
+        with self._lock:
+            now = time.monotonic_ns()
+            return [model_stats(st, window_s, now, shifts) for st in self._models]
+
+    def histograms(self) -> list[HistogramPoint]:
+        """Cumulative exponential histograms per (model, version, status, kind; call for "e2e").
+        A reader that wants deltas keeps a :class:`~gateway.telemetry.readers.HistogramDeltas`."""
+        with self._lock:
+            return histogram_points(self._models, self._calls, time.monotonic_ns())
+
+    def counters(self) -> list[CounterSnapshot]:
+        """Running totals per version."""
+        with self._lock:
+            return [CounterSnapshot(st.model, st.version, *map(int, st.counters.totals())) for st in self._models]
+
+    def outcomes(self) -> list[OutcomeSnapshot]:
+        """Running request totals per (model, version, status code, fallback code)."""
+        with self._lock:
+            return [OutcomeSnapshot(st.model, st.version, code, fb, n)
+                    for st in self._models for (code, fb), n in sorted(st.outcomes.items())]
+
+    def feature_stats(self) -> list[FeatureStatsSnapshot]:
+        """Long-run input statistics per (model, input)."""
+        out = []
+        for st in list(self._models):
+            with st.feature_lock:
+                for name, fs in st.features.items():
+                    s = fs.state()
+                    out.append(FeatureStatsSnapshot(
+                        st.model, st.version, name, s["count"], s["mean"], s["variance"], s["min"], s["max"],
+                        s["nan_count"], s["inf_count"], s["edges"], s["histogram"]))
+        return out
+
+    def confidence_stats(self) -> list[ConfidenceSnapshot]:
+        """Output confidence statistics per classifier version."""
+        out = []
+        for st in list(self._models):
+            if st.confidence is None:
+                continue
+            with st.feature_lock:
+                s = st.confidence.state()
+            out.append(ConfidenceSnapshot(
+                st.model, st.version, int(s["rows"]), int(s["invalid_rows"]), float(s["mean_top1"]),
+                s["class_counts"], st.labels, s["top1_hist"], s["margin_hist"], s["entropy_hist"],
+                float(s["entropy_max"])))
+        return out
+
+
+__all__ = ["Telemetry"]

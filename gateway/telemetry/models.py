@@ -1,0 +1,119 @@
+"""Per-model-version telemetry state: the histograms, counters, input and confidence
+statistics the aggregator and the batch observer fold into, and what readers read."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import kernels
+
+LATENCY_KINDS = ("e2e", "queue", "compute")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputBinning:
+    """Histogram bins of a model's input statistics: uniform over ``ranges[input]`` where
+    given, else edges from the quantiles of the first ``warmup_rows`` rows."""
+    bins: int = 10
+    warmup_rows: int = 1024
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+
+class ModelTelemetry:
+    """One registered (model, version). Histograms, counters and outcomes are written by the
+    aggregator thread under the hub's lock; features and confidence by executor threads under
+    ``feature_lock``."""
+
+    def __init__(self, model_id: int, model: str, version: str, inputs: dict[str, int],
+                 classifier_classes: int | None, logits: bool, labels: list[str] | None,
+                 max_buckets: int, sample_every: int, now_ns: int, binning: InputBinning) -> None:
+        self.model_id = model_id
+        self.model = model
+        self.version = version
+        self.max_buckets = max_buckets
+        self.start_ns = now_ns
+        self.sample_every = sample_every
+        self.binning = binning
+        self.inputs = frozenset(inputs)
+        # Inputs whose width is dynamic (0) get their statistics when the first batch shows it.
+        self.features = {name: self.new_feature_stats(name, int(n)) for name, n in inputs.items() if n > 0}
+        self.feature_lock = threading.Lock()
+        self.confidence = kernels.ConfidenceStats(classifier_classes) if classifier_classes else None
+        self.logits = logits
+        self.labels = list(labels) if labels is not None else None
+        # (status code, kind, call) -> histogram; call is -1 for kinds other than "e2e"
+        self.hists: dict[tuple[int, str, int], kernels.ExpHistogram] = {}
+        self.counters = kernels.WindowedCounters(300)
+        # (status code, fallback code) -> requests, for exporters' per-outcome counters.
+        self.outcomes: dict[tuple[int, int], int] = {}
+        self.conf_sum = 0.0
+        self.conf_n = 0
+
+    def new_feature_stats(self, name: str, width: int) -> kernels.FeatureStats:
+        """Statistics of one input of ``width`` features, binned as configured."""
+        b = self.binning
+        value_range = b.ranges.get(name)
+        if value_range is not None:
+            return kernels.FeatureStats(width, value_range=value_range, n_bins=b.bins,
+                                        sample_every=self.sample_every)
+        return kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=b.warmup_rows,
+                                    sample_every=self.sample_every)
+
+    def rebin(self, binning: InputBinning) -> None:
+        """A reloaded config with other binning: restart the input statistics with it."""
+        with self.feature_lock:
+            self.binning = binning
+            self.features = {name: self.new_feature_stats(name, fs.n_features)
+                             for name, fs in self.features.items()}
+
+    def hist(self, status: int, kind: str, call: int = -1) -> kernels.ExpHistogram:
+        key = (status, kind, call)
+        h = self.hists.get(key)
+        if h is None:
+            h = self.hists[key] = kernels.ExpHistogram(self.max_buckets)
+        return h
+
+    def merged(self, kind: str) -> kernels.ExpHistogram:
+        out = kernels.ExpHistogram(self.max_buckets)
+        for (_, k, _), h in self.hists.items():
+            if k == kind:
+                out.merge(h)
+        return out
+
+    # -- executor threads: one executed batch ---------------------------------------------
+    def observe_inputs(self, name: str, batch: np.ndarray) -> None:
+        with self.feature_lock:
+            fs = self.features.get(name)
+            if fs is None:
+                if name not in self.inputs:
+                    raise ValueError(f"input {name!r} was not registered for {self.model}")
+                width = int(np.prod(batch.shape[1:])) if batch.ndim > 1 else 1
+                if width < 1:
+                    return
+                fs = self.features[name] = self.new_feature_stats(name, width)
+            fs.observe(batch)
+
+    def observe_scores(self, scores: np.ndarray) -> None:
+        if self.confidence is not None:
+            with self.feature_lock:
+                self.confidence.observe(scores, self.logits)
+
+
+class BatchStats:
+    """The batch observer of one version: input statistics, and confidence for classifiers."""
+
+    __slots__ = ("_state", "_output")
+
+    def __init__(self, state: ModelTelemetry, classifier_output: str | None) -> None:
+        self._state = state
+        self._output = classifier_output if state.confidence is not None else None
+
+    def observe_batch(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        state = self._state
+        for name, batch in feeds.items():
+            state.observe_inputs(name, batch)
+        if self._output is not None:
+            state.observe_scores(outputs[self._output])
