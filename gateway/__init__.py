@@ -1,3 +1,5 @@
 """A gRPC inference gateway for ONNX models with native telemetry and fallback policies."""
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__"]

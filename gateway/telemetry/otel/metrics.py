@@ -61,7 +61,7 @@ class _Exit:
         self.lock = threading.Lock()
 
     def collect(self) -> MetricsData:
-        from gateway import __version__
+        from gateway._version import __version__
 
         with self.lock:
             sdk = self.reader.get_metrics_data()

@@ -12,7 +12,7 @@ def make_resource() -> Resource:
     """``Resource.create`` reads ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``; under
     them go our defaults: ``service.name``, ``service.version`` and ``service.instance.id``
     (a random UUID per process)."""
-    from gateway import __version__
+    from gateway._version import __version__
 
     detected = Resource.create({})
     attrs = {"service.instance.id": str(uuid.uuid4()), "service.version": __version__,

@@ -34,7 +34,7 @@ EXPORT_CHUNK = 512
 class SpanPipeline:
     def __init__(self, exporter, resource, calls: CallTable, *, max_queue: int = 2048,
                  schedule_delay_s: float = 1.0, dropped: dict | None = None) -> None:
-        from gateway import __version__
+        from gateway._version import __version__
 
         self.exporter = exporter
         self.resource = resource
