@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config.model import load_model_config
 from gateway.config.settings import SettingsError, load_settings
 
 
@@ -44,17 +43,3 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("port: [1,\n")
     with pytest.raises(SettingsError, match="invalid YAML"):
         load_settings(bad)
-
-
-def test_model_config_defaults_and_errors(tmp_path):
-    assert load_model_config(tmp_path / "missing.yaml").batching.max_batch_size == 32
-    path = tmp_path / "config.yaml"
-    path.write_text("batching:\n  max_batch_size: 0\n  preferred_batch_sizes: [8, 4, 8]\n")
-    with pytest.raises(SettingsError, match=r"batching\.max_batch_size"):
-        load_model_config(path)
-    path.write_text("batching:\n  preferred_batch_sizes: [8, 4, 8]\nexecution_providers: [cpu]\n")
-    cfg = load_model_config(path)
-    assert cfg.batching.preferred_batch_sizes == [4, 8] and cfg.execution_providers == ["cpu"]
-    path.write_text("execution_providers: [tpu]\n")
-    with pytest.raises(SettingsError, match=r"execution_providers\.0"):
-        load_model_config(path)
