@@ -7,7 +7,6 @@ observer, once, whatever the outcome. Nothing here knows a wire protocol.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import uuid
@@ -48,8 +47,8 @@ class DataPlane:
     # -- inference ------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
         if not request.request_id or not request.t_received_ns:
-            request = dataclasses.replace(request, request_id=request.request_id or uuid.uuid4().hex,
-                                          t_received_ns=request.t_received_ns or time.monotonic_ns())
+            request = request._replace(request_id=request.request_id or uuid.uuid4().hex,
+                                       t_received_ns=request.t_received_ns or time.monotonic_ns())
         status = Status.OK
         served: Served | None = None
         fallback_code = 0  # policy.reasons.FallbackReason
