@@ -1,0 +1,20 @@
+"""The two implementations every parity test runs on: the compiled kernels and the twins."""
+from __future__ import annotations
+
+import types
+
+import gateway.kernels as native_kernels
+from tests.reference import confidence, counters, featurestats, histogram, ring
+
+NATIVE = types.SimpleNamespace(
+    name="native",
+    RequestRing=native_kernels.RequestRing, RECORD_DTYPE=native_kernels.RECORD_DTYPE,
+    ExpHistogram=native_kernels.ExpHistogram, FeatureStats=native_kernels.FeatureStats,
+    ConfidenceStats=native_kernels.ConfidenceStats, top1=native_kernels.top1,
+    WindowedCounters=native_kernels.WindowedCounters)
+TWIN = types.SimpleNamespace(
+    name="twin",
+    RequestRing=ring.RequestRing, RECORD_DTYPE=ring.RECORD_DTYPE,
+    ExpHistogram=histogram.ExpHistogram, FeatureStats=featurestats.FeatureStats,
+    ConfidenceStats=confidence.ConfidenceStats, top1=confidence.top1,
+    WindowedCounters=counters.WindowedCounters)
