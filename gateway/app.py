@@ -12,6 +12,7 @@ import logging
 import pathlib
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from .adapters.grpc_v1.server import GrpcServer
 from .adapters.tracing import HeadSampler
@@ -27,6 +28,9 @@ from .monitoring import MeanShift
 from .repository.manager import RepositoryManager
 from .telemetry import Telemetry
 from .telemetry.otel import ExportConfig, TelemetryExport, make_resource, otlp_exporters
+
+if TYPE_CHECKING:
+    from .adapters.admin_http import AdminServer
 
 log = logging.getLogger("gateway.server")
 
@@ -93,13 +97,14 @@ class GatewayServer:
                                           allow_fault_injection=s.allow_fault_injection)
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
                                max_message_bytes=s.max_message_bytes, sampler=sampler)
-        self.admin = None  # adapters.admin_http.AdminServer, bound in start()
+        self.admin: AdminServer | None = None  # bound in start()
         self.port = 0
         self._poller: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
 
     def _statistics(self, window_s: float) -> Statistics:
         telemetry = self.telemetry
+        assert telemetry is not None  # (the data plane gets this only with telemetry on)
         return Statistics(telemetry.snapshot(window_s, shifts=self.shifts.top_shifts), telemetry.ring_drops)
 
     async def start(self) -> int:

@@ -11,7 +11,9 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import cast
 
 import numpy as np
 
@@ -159,7 +161,8 @@ class DynamicBatcher:
                 await asyncio.sleep(0)  # let the handlers that queue requests run between batches
                 continue
             fut = loop.run_in_executor(self._executor, self._execute, batch, False)
-            fut.add_done_callback(lambda f, b=batch: self._finish(f, b))
+            fut.add_done_callback(cast("Callable[[asyncio.Future], object]",  # (mypy can't infer the lambda)
+                                       lambda f, b=batch: self._finish(f, b)))
         for _ in range(self._instances):  # wait for executions still running
             await self._slots.acquire()
 

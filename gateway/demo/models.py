@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from typing import Any
 
 import numpy as np
 import onnx
@@ -50,7 +51,7 @@ def _mlp(name: str, layer_sizes: list[int], *, softmax: bool, output_name: str, 
     return model
 
 
-DEMO_MODELS = {
+DEMO_MODELS: dict[str, dict[str, Any]] = {
     "classifier": dict(
         build=lambda: _mlp("classifier", [16, 32, 3], softmax=True, output_name="probabilities", seed=1),
         config=("batching:\n  max_batch_size: 64\n  max_queue_delay_us: 200\n"

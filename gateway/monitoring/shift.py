@@ -7,12 +7,16 @@ std``. :meth:`MeanShift.tick` runs on the telemetry aggregator's thread after ea
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..api.stats import FeatureShift
 from ..telemetry.models import ModelTelemetry
+
+if TYPE_CHECKING:
+    from ..kernels import FeatureStats
 
 
 class MeanShift:
@@ -21,7 +25,7 @@ class MeanShift:
         self.top = top
         self._last_rotation_ns: int | None = None
         # (telemetry id, input) -> (the FeatureStats it was taken from, its state then)
-        self._refs: dict[tuple[int, str], tuple[object, dict]] = {}
+        self._refs: dict[tuple[int, str], tuple[FeatureStats, Mapping[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def tick(self, models: Sequence[ModelTelemetry], now_ns: int) -> None:
@@ -32,7 +36,7 @@ class MeanShift:
 
     def rotate(self, models: Sequence[ModelTelemetry], now_ns: int) -> None:
         """Start a new recent window: the long-run state so far becomes the reference."""
-        refs = {}
+        refs: dict[tuple[int, str], tuple[FeatureStats, Mapping[str, Any]]] = {}
         for st in models:
             with st.feature_lock:
                 for name, fs in st.features.items():

@@ -8,13 +8,18 @@ from __future__ import annotations
 import collections
 import hashlib
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import CacheSettings
 
+if TYPE_CHECKING:
+    from ..api import TensorSpec
 
-def input_key(inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> bytes:
+
+def input_key(inputs: Mapping[str, np.ndarray], output_names: tuple[str, ...]) -> bytes:
     """Hash of everything that determines an answer: names, dtypes, shapes and bytes of the inputs."""
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(inputs):
@@ -22,7 +27,7 @@ def input_key(inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> b
         h.update(name.encode())
         h.update(array.dtype.str.encode())
         h.update(repr(array.shape).encode())
-        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        h.update(np.ascontiguousarray(array).data.cast("B"))
     for name in output_names:
         h.update(b"\0" + name.encode())
     return h.digest()
@@ -35,7 +40,7 @@ class ResponseCache:
         self.max_entries = settings.max_entries
         self.max_age_s = settings.max_age_s
         self._clock = clock
-        self._entries: collections.OrderedDict[bytes, tuple[float, dict[str, np.ndarray], object]] = \
+        self._entries: collections.OrderedDict[bytes, tuple[float, dict[str, np.ndarray], Any]] = \
             collections.OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -43,14 +48,14 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: bytes, outputs: dict[str, np.ndarray], extras: object = None) -> None:
+    def put(self, key: bytes, outputs: dict[str, np.ndarray], extras: Any = None) -> None:
         entries = self._entries
         entries[key] = (self._clock(), outputs, extras)
         entries.move_to_end(key)
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
 
-    def get(self, key: bytes) -> tuple[dict[str, np.ndarray], object] | None:
+    def get(self, key: bytes) -> tuple[dict[str, np.ndarray], Any] | None:
         found = self._entries.get(key)
         if found is None or (self.max_age_s is not None and self._clock() - found[0] > self.max_age_s):
             self.misses += 1
@@ -63,7 +68,7 @@ class ResponseCache:
 class StaticAnswer:
     """A configured per-row value for each output, repeated for every row of the request."""
 
-    def __init__(self, values: dict[str, object], output_specs: dict[str, object], batchable: bool,
+    def __init__(self, values: Mapping[str, object], output_specs: Mapping[str, TensorSpec], batchable: bool,
                  served_by: str):
         self.rows: dict[str, np.ndarray] = {}
         self.batchable = batchable

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
+from collections.abc import Sequence
 from concurrent.futures import Executor
 
 from ..config.model import ModelConfig, load_model_config
@@ -25,7 +26,7 @@ log = logging.getLogger("gateway.repository")
 
 class RepositoryManager:
     def __init__(self, root: pathlib.Path, registry: ModelRegistry, assembler: Assembler, *,
-                 default_providers: list[str] | None = None, allow_fault_injection: bool = False,
+                 default_providers: Sequence[str] | None = None, allow_fault_injection: bool = False,
                  loader: Executor | None = None):
         self.root = root
         self.registry = registry
@@ -75,11 +76,13 @@ class RepositoryManager:
                 self.registry.put(entry)
                 return
         else:
+            assert loaded is not None  # (the config is unchanged only when it was loaded before)
             config = loaded[1]
         old_fps = loaded[2] if loaded else {}
         if config_changed and loaded is not None and old_fps == model_dir.versions and old_versions \
                 and set(old_versions) == set(model_dir.versions) \
                 and config.without_policy() == loaded[1].without_policy():
+            assert old_entry is not None  # (old_versions came from it)
             if self._apply_policy(name, old_entry, config):
                 self._loaded[name] = (model_dir.config_fingerprint, config, old_fps)
             return
@@ -112,7 +115,9 @@ class RepositoryManager:
         replaced = [mv for v, mv in old_versions.items() if new_versions.get(v) is not mv]
         self._retire(replaced)
         if new_versions:
-            latest = self.registry.get(name).latest
+            new_entry = self.registry.get(name)
+            assert new_entry is not None  # (put above)
+            latest = new_entry.latest
             log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions), latest,
                      extra={"event": "model.loaded", "model": name, "version": latest})
 

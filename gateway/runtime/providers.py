@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from collections.abc import Sequence
 
 import onnxruntime as ort
 
@@ -45,7 +46,7 @@ def note_fallback(asked: str, got: str) -> None:
                     "models run on %s", got, extra={"event": "provider.fallback", "fields": {"provider": got}})
 
 
-def requested(preference: list[str] | None) -> list[str]:
+def requested(preference: Sequence[str] | None) -> list[str]:
     """Provider names to pass to ``InferenceSession`` for a preference like ``["cuda", "cpu"]``.
 
     ``None`` means CUDA when this onnxruntime build has it, then CPU. CPU is always

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -51,7 +52,7 @@ class OnnxModel:
     """A model version ready to run. ``run`` is thread-safe (onnxruntime sessions are)."""
 
     def __init__(self, path: pathlib.Path, name: str, version: str, config: ModelConfig,
-                 default_providers: list[str] | None = None):
+                 default_providers: Sequence[str] | None = None):
         self.path = path
         self.name = name
         self.version = version

@@ -1,7 +1,12 @@
 """gateway.v1 wire element types (``DataType``) <-> numpy dtypes (little-endian)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..._proto.gateway_pb2 import DataType
 
 WIRE_TO_NUMPY: dict[int, np.dtype] = {
     1: np.dtype("?"),
@@ -17,8 +22,9 @@ WIRE_TO_NUMPY: dict[int, np.dtype] = {
     11: np.dtype("<f4"),
     12: np.dtype("<f8"),
 }
-NUMPY_TO_WIRE: dict[np.dtype, int] = {v: k for k, v in WIRE_TO_NUMPY.items()}
+# typed as the wire's enum (protobuf enum values are plain ints at run time)
+NUMPY_TO_WIRE = cast("dict[np.dtype, DataType]", {v: k for k, v in WIRE_TO_NUMPY.items()})
 
 
-def to_wire(dtype: np.dtype) -> int:
+def to_wire(dtype: np.dtype) -> DataType:
     return NUMPY_TO_WIRE[np.dtype(dtype)]

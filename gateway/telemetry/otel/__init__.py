@@ -26,8 +26,11 @@ def _otlp_exporters(cfg: ExportConfig):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     else:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        # (the same names, bound to the other protocol's classes)
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter)
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter)
     # Their per-attempt warnings would log every cycle while a collector is down; we log
     # state changes (export failed / recovered) and count what was dropped instead.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from opentelemetry.sdk.metrics.export import (
@@ -94,11 +96,11 @@ class NativeMetrics:
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.start_ns = time.time_ns()
         self._last_collect_ns = self.start_ns
-        self._previous: dict[tuple, object] = {}
+        self._previous: dict[tuple, Any] = {}
         self._histogram_deltas = HistogramDeltas() if self.delta else None  # this reader's own
 
     # -- helpers ------------------------------------------------------------------------
-    def _sum(self, name, unit, desc, values: dict[tuple, int | float], now, monotonic=True) -> Metric:
+    def _sum(self, name, unit, desc, values: Mapping[tuple, float], now, monotonic=True) -> Metric:
         points = []
         start = self._last_collect_ns if self.delta else self.start_ns
         for attrs, value in values.items():
@@ -171,6 +173,7 @@ class NativeMetrics:
             t_ns = self._wall_offset_ns + h.time_ns
             vmin = h.min if h.count else math.nan
             vmax = h.max if h.count else math.nan
+            point: HistogramDataPoint | ExponentialHistogramDataPoint
             if self.explicit:
                 bounds = BATCH_BOUNDS if p.kind == "batch_size" else LATENCY_BOUNDS_S
                 counts = exp_to_explicit(h.scale, h.offset, h.bucket_counts, h.zero_count, bounds)
@@ -191,7 +194,9 @@ class NativeMetrics:
         return out
 
     def _counters(self, now: int) -> list[Metric]:
-        requests, errors, degraded = {}, {}, {}
+        requests: dict[tuple, int] = {}
+        errors: dict[tuple, int] = {}
+        degraded: dict[tuple, int] = {}
         for o in self.telemetry.outcomes():
             m = tuple(_model_attrs(o.model, o.version).items())
             code = ("rpc.grpc.status_code", int(o.status_code))
@@ -213,7 +218,7 @@ class NativeMetrics:
         ]
 
     def _features(self, now: int) -> list[Metric]:
-        values = {k: {} for k in ("mean", "std", "min", "max", "nan_rate")}
+        values: dict[str, dict[tuple, float]] = {k: {} for k in ("mean", "std", "min", "max", "nan_rate")}
         for f in self.telemetry.feature_stats():
             base = tuple(_model_attrs(f.model, f.version).items()) + (("gateway.input.name", f.input),)
             n = min(len(f.count), self.max_features)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from typing import cast
 
-from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
+from opentelemetry.sdk.metrics.export import (Gauge, Histogram, HistogramDataPoint, MetricsData,
+                                              NumberDataPoint, Sum)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
@@ -70,10 +72,12 @@ def render(data: MetricsData) -> str:
                     if m.description:
                         lines.append(f"# HELP {name} {m.description}")
                     lines.append(f"# TYPE {name} {kind}")
-                for p in d.data_points:
+                for point in d.data_points:
                     if kind != "histogram":
-                        lines.append(f"{name}{_labels(p.attributes)} {_value(p.value)}")
+                        n = cast(NumberDataPoint, point)
+                        lines.append(f"{name}{_labels(n.attributes)} {_value(n.value)}")
                         continue
+                    p = cast(HistogramDataPoint, point)
                     running = 0
                     for bound, count in zip(list(p.explicit_bounds) + [math.inf], p.bucket_counts):
                         running += count
