@@ -29,7 +29,6 @@ from .registry import ModelRegistry, ModelVersion
 from .validation import validate
 
 if TYPE_CHECKING:
-    from ..policy.config import PolicyConfig
     from ..policy.fallback import ResponseCache
 
 _CLIENT_ERRORS = frozenset({Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.FAILED_PRECONDITION})
@@ -86,8 +85,7 @@ class Pipeline:
                 raise GatewayError(Status.DEADLINE_EXCEEDED,
                                    f"model {target.served_by}: deadline passed before queueing")
             return Served(await self._attempt(target, request, primary), primary)
-        config = cast("PolicyConfig", policy.config)  # (None only before the policy's first apply)
-        overall_ns = deadlines.client_deadline_ns(config.deadlines, request.deadline_ns,  # deadline
+        overall_ns = deadlines.client_deadline_ns(policy.config.deadlines, request.deadline_ns,  # deadline
                                                   request.t_received_ns or time.monotonic_ns())
         try:
             response = await self._guarded(target, request, primary, overall_ns)
@@ -134,8 +132,7 @@ class Pipeline:
             raise _Failed(FallbackReason.OVERLOADED, GatewayError(
                 Status.RESOURCE_EXHAUSTED, f"model {served_by}: overloaded ({admission.in_flight} in flight, "
                 f"limit {admission.limit()}, {queued} queued)", retry_after_ms=admission.config.retry_after_ms))
-        attempt.deadline_ns = deadlines.attempt_deadline_ns(cast("PolicyConfig", policy.config).deadlines,
-                                                            overall_ns, start_ns)
+        attempt.deadline_ns = deadlines.attempt_deadline_ns(policy.config.deadlines, overall_ns, start_ns)
         in_flight_at_start = admission.in_flight if admission is not None else 0
         failed: bool | None = None  # None: no verdict for the breaker (shed, cancelled, client error)
         learn = False

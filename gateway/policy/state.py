@@ -32,14 +32,14 @@ class ModelPolicy:
         self._clock = clock
         self.fallbacks: collections.Counter[str] = collections.Counter()  # degraded answers by reason
         self.rejections: collections.Counter[str] = collections.Counter()  # final rejections by reason
-        self.config: PolicyConfig | None = None
+        self.config: PolicyConfig = None  # type: ignore[assignment]  # (no old config: apply sets it)
         self.breaker: CircuitBreaker | None = None
         self.cache: ResponseCache | None = None
         self.apply(config)
 
     def apply(self, config: PolicyConfig) -> None:
         """Switch to ``config``; raises ValueError (and changes nothing) when it doesn't fit the model."""
-        old = self.config
+        old: PolicyConfig | None = self.config
         chain: list[tuple[str, object]] = []
         cache_settings = None
         for i, step in enumerate(config.fallback.chain):
