@@ -67,6 +67,7 @@ class DynamicBatcher:
         self._slots = asyncio.Semaphore(instance_count)
         self._head = head
         self._observer = observer
+        self._observer_failed = False  # logged once
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_rows = 0
         self._wake: asyncio.Future | None = None
@@ -230,7 +231,12 @@ class DynamicBatcher:
         head = self._head
         confidence, classes = head.top1(outputs) if head is not None else (None, None)
         if self._observer is not None:
-            self._observer.observe_batch(feeds, outputs)
+            try:
+                self._observer.observe_batch(feeds, outputs)
+            except Exception:  # observers observe: a failing one never changes the answer
+                if not self._observer_failed:
+                    self._observer_failed = True
+                    log.exception("model %s: batch observer %r failed", self.model.served_by, self._observer)
         return outputs, confidence, classes
 
     def _finish(self, fut: asyncio.Future, batch: list[_Item]) -> None:
