@@ -10,7 +10,6 @@ and class -1, and stay out of the histograms.
 Histograms use ``n_bins`` fixed bins: top-1 and margin over [0, 1], entropy over
 [0, ln C] (values outside are clamped into the end bins).
 """
-cimport cython
 from libc.math cimport exp, log, INFINITY, NAN
 from libc.stdint cimport int64_t
 
@@ -19,9 +18,6 @@ from gil cimport NOGIL_MIN_VALUES
 import numpy as np
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
 cdef inline int _bin(double v, double hi, int nbins) noexcept nogil:
     cdef int b
     if v != v or hi <= 0.0 or v <= 0.0:
@@ -32,9 +28,6 @@ cdef inline int _bin(double v, double hi, int nbins) noexcept nogil:
     return nbins - 1 if b >= nbins else b
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
 cdef int64_t _rows_pass(const double[:, ::1] x, bint logits, float[::1] top1,
                         int64_t[::1] pred, int64_t[::1] counts, int64_t[::1] h_top1,
                         int64_t[::1] h_margin, int64_t[::1] h_entropy, int nbins,

@@ -5,7 +5,6 @@ Each of ``slots`` slots holds one wall second (``t_ns // 1e9`` of the monotonic 
 a rate over the last ``window_s`` seconds sums the slots of that window. Events older than
 the ring are counted in the totals only.
 """
-cimport cython
 from libc.stdlib cimport calloc, free
 from libc.stdint cimport int64_t
 
@@ -35,7 +34,6 @@ cdef class WindowedCounters:
         free(self._stamp)
         free(self._values)
 
-    @cython.cdivision(True)
     cdef void add(self, int64_t t_ns, int64_t requests, int64_t rows, int64_t errors,
                   int64_t degraded) noexcept nogil:
         cdef int64_t sec = t_ns // NS_PER_S
@@ -72,8 +70,6 @@ cdef class WindowedCounters:
             raise ValueError("t_ns must be >= 0")
         self.add(t_ns, requests, rows, errors, degraded)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def add_arrays(self, const int64_t[::1] t_ns, const int64_t[::1] rows,
                    const int64_t[::1] errors, const int64_t[::1] degraded):
         """Count one request per element (same lengths; negative times are skipped)."""
@@ -86,7 +82,6 @@ cdef class WindowedCounters:
                 if t_ns[i] >= 0:
                     self.add(t_ns[i], 1, rows[i], errors[i], degraded[i])
 
-    @cython.cdivision(True)
     def window_sums(self, double window_s, int64_t now_ns):
         """Sums (requests, rows, errors, degraded) over the seconds (now - window_s, now]
         and the covered duration in seconds: min(window_s, time since the first event),

@@ -21,7 +21,6 @@ State lives in plain C arrays; ``observe`` takes the input's data pointer once (
 buffer acquisition per pass) and runs both passes row-major (features inner, contiguous),
 releasing the GIL for batches of at least ``NOGIL_MIN_VALUES`` values (``gil.pxd``).
 """
-cimport cython
 cimport numpy as cnp
 from libc.math cimport INFINITY, nextafter
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -51,8 +50,6 @@ cdef enum:
     _EDGES = 2
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _fast_moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, double* s,
                              double* mn, double* mx) noexcept nogil:
     """Sum, min and max per feature without any finiteness test (branch-free, so the
@@ -70,8 +67,6 @@ cdef void _fast_moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, d
             mx[f] = v if v > mx[f] else mx[f]
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _fast_deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                                const double* bmean, double* bm2) noexcept nogil:
     """Sum of squared deviations of an all-finite batch (branch-free, vectorised)."""
@@ -96,8 +91,6 @@ cdef inline Py_ssize_t _uniform_slot(double t, double top, int nbins) noexcept n
     return nbins + 1
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _fast_uniform_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                              const double* lo, const double* inv, int nbins,
                              int64_t* hist) noexcept nogil:
@@ -115,8 +108,6 @@ cdef void _fast_uniform_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
             h += stride
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, int64_t* bad,
                         double* s, double* mn, double* mx, int64_t* nan,
                         int64_t* inf) noexcept nogil:
@@ -143,8 +134,6 @@ cdef void _moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, int64_
                 mx[f] = v
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                           const double* bmean, double* bm2) noexcept nogil:
     cdef Py_ssize_t r, f
@@ -160,8 +149,6 @@ cdef void _deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
             bm2[f] += d * d
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                                   const double* bmean, double* bm2, const double* lo,
                                   const double* inv, int nbins,
@@ -200,8 +187,6 @@ cdef inline int32_t _cell(double v, double t0, double scale, double mtop) noexce
     return <int32_t>(t + 1.0)           # t + 1 >= 0: truncation is floor
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef inline Py_ssize_t _slot(FeatureStats st, Py_ssize_t f, Py_ssize_t i,
                              double v) noexcept nogil:
     """Histogram slot of a finite ``v`` of feature ``f`` in its cell ``i`` (counted from
@@ -237,9 +222,6 @@ cdef inline Py_ssize_t _slot(FeatureStats st, Py_ssize_t f, Py_ssize_t i,
     return (base - thr) + (base[0] <= v)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
 cdef void _fill_index(const double* e, int nbins, int m, double* t0, double* scale,
                       double* mtop, double* thr, int32_t* lut,
                       int32_t* lutn) noexcept nogil:
@@ -300,8 +282,6 @@ cdef int32_t _crowded(const double* t, Py_ssize_t n) noexcept nogil:
     return <int32_t>(-n)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _fast_edge_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                           FeatureStats st) noexcept nogil:
     """Binning of an all-finite batch by explicit edges, a row at a time in three
@@ -334,8 +314,6 @@ cdef void _fast_edge_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
             hist[slots[f]] += 1
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                                 const double* bmean, double* bm2,
                                 FeatureStats st) noexcept nogil:
@@ -369,7 +347,6 @@ cdef void _pass2(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, const double*
         _deviation_pass(x, rows, nf, bmean, bm2)
 
 
-@cython.cdivision(True)
 cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats st,
                 int mode) noexcept nogil:
     """One batch into ``st``: moments pass, deviation (+ bins) pass, Chan merge.
@@ -652,9 +629,10 @@ cdef class FeatureStats:
                          np.clip(cells, 1, max(_MAX_CELLS, 2 * self.n_bins)), 0)
         cells = cells.astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(cells + 2)])
-        if offsets[-1] > 2**31 - 1:
+        n_cells = int(offsets[self.n_features])     # the last offset: all features' cells
+        if n_cells > 2**31 - 1:
             raise ValueError("too many features x bins for the edge lookup")
-        cdef size_t total = <size_t>offsets[-1]
+        cdef size_t total = <size_t>n_cells
         cdef int32_t* lut = <int32_t*>malloc(total * sizeof(int32_t))
         cdef int32_t* lutn = <int32_t*>malloc(total * sizeof(int32_t))
         if lut == NULL or lutn == NULL:
@@ -739,7 +717,7 @@ cdef class FeatureStats:
                 edges[f] = lo[f] + (hi[f] - lo[f]) * qs
                 continue
             e = np.quantile(col, qs)
-            if e[0] == e[-1]:
+            if e[0] == e[self.n_bins]:
                 e = e[0] - 0.5 + qs
             edges[f] = e
         self._set_edges(edges)
@@ -747,7 +725,6 @@ cdef class FeatureStats:
             self._bin(w)
         self._warmup = []
 
-    @cython.cdivision(True)
     cpdef void merge(self, FeatureStats other) except *:
         """Add ``other``'s statistics (same feature count; same edges once both froze)."""
         cdef Py_ssize_t f

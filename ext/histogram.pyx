@@ -12,7 +12,6 @@ Thread safety: every method runs with the GIL held and makes no Python calls whi
 mutates state (``record_array`` releases the GIL, so do not share one histogram between
 a ``record_array`` caller and other writers without a lock).
 """
-cimport cython
 from libc.math cimport ceil, INFINITY, NAN
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
@@ -67,7 +66,6 @@ cdef class ExpHistogram:
         """Index of the first bucket in ``bucket_counts()`` (0 when empty)."""
         return self._start if self._used else 0
 
-    @cython.cdivision(True)
     cdef long long _slot(self, long long index) noexcept nogil:
         cdef long long pos = index - self._base
         if pos < 0:
@@ -116,8 +114,6 @@ cdef class ExpHistogram:
         self._start = new_start
         self._end = new_end
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     cdef int record(self, double value) noexcept nogil:
         """Record one value; returns 0 when it was rejected."""
         cdef long long idx
@@ -149,8 +145,6 @@ cdef class ExpHistogram:
         """Record one value (Python surface); returns False when it was rejected."""
         return self.record(value) != 0
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     cpdef void record_array(self, const double[::1] values):
         """Record every element of a contiguous float64 array, read-only ones too (GIL
         released)."""

@@ -110,8 +110,6 @@ cdef class RequestRing:
                             batch_size, rows, status_code, degraded, fallback_code,
                             confidence, payload_bytes, rpc)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def drain(self, Py_ssize_t max_records=-1, out=None):
         """Move up to ``max_records`` (all when < 0) records out, oldest first.
 
