@@ -212,7 +212,7 @@ cdef class ConfidenceStats:
         self.top1_sum += tsum
         return top1, pred
 
-    def merge(self, ConfidenceStats other):
+    def merge(self, ConfidenceStats other not None):
         """Add ``other``'s counts (same class and bin counts)."""
         if other.n_classes != self.n_classes or other.n_bins != self.n_bins:
             raise ValueError("confidence statistics have different shapes")

@@ -87,17 +87,28 @@ cdef class WindowedCounters:
         and the covered duration in seconds: min(window_s, time since the first event),
         at least 1 s.
         """
-        cdef int64_t now_s = now_ns // NS_PER_S
-        cdef int64_t w = <int64_t>(window_s + 0.999999)
+        cdef int64_t now_s
+        cdef int64_t w
         cdef int64_t i
         cdef int64_t s
         cdef double covered
+        # floor division whatever the build's division semantics (cdivision on or off)
+        if now_ns >= 0:
+            now_s = now_ns // NS_PER_S
+        else:
+            now_s = -(-(now_ns + 1) // NS_PER_S) - 1
+        # clamped before the conversion: converting NaN or a double beyond int64_t's range
+        # (inf) to an integer is undefined behaviour
+        if window_s >= <double>self.slots:
+            w = self.slots
+        elif not window_s >= 1.0:       # also NaN
+            w = 1
+        else:
+            w = <int64_t>(window_s + 0.999999)
+            if w > self.slots:
+                w = self.slots
         sums = np.zeros(4, dtype=np.int64)
         cdef int64_t[::1] out = sums
-        if w > self.slots:
-            w = self.slots
-        if w < 1:
-            w = 1
         for i in range(self.slots):
             s = self._stamp[i]
             if s > now_s - w and s <= now_s:

@@ -491,6 +491,7 @@ cdef class FeatureStats:
         self._hist = NULL
         self._edges = NULL
         self._lut = NULL
+        self.sample_every = 1    # observe() divides by it: never 0, even without __init__
 
     def __dealloc__(self):
         free(self._count)
@@ -733,6 +734,8 @@ cdef class FeatureStats:
         cdef Py_ssize_t nh = nf * (self.n_bins + 2)
         cdef int64_t n
         cdef double delta, nb
+        if other is None:   # a typed argument admits None: its fields would be read from None
+            raise TypeError("merge() argument must be a FeatureStats, not None")
         if other.n_features != self.n_features or other.n_bins != self.n_bins:
             raise ValueError("feature statistics have different shapes")
         if self._has_edges and other._has_edges:
