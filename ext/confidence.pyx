@@ -231,7 +231,8 @@ cdef class ConfidenceStats:
         cdef int64_t[::1] he = self._entropy_hist
         cdef double tsum = 0.0
         cdef int64_t invalid
-        cdef bint release = n * self.n_classes >= NOGIL_MIN_VALUES  # a small batch keeps the GIL (gil.pxd)
+        # a small batch keeps the GIL (gil.pxd)
+        cdef bint release = n * self.n_classes >= NOGIL_MIN_VALUES
         if x.dtype.char == "f":
             xf = x
             if release:
