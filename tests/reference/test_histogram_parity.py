@@ -169,6 +169,20 @@ def test_api_errors_are_the_same(impl):
             setattr(h, attr, 1)
 
 
+@pytest.mark.parametrize("first, second", [(0.0, -0.0), (-0.0, 0.0)])
+def test_min_and_max_keep_the_first_of_equal_values(impl, first, second):
+    """-0.0 == 0.0: min and max change only on a strictly smaller / larger value."""
+    h = impl.ExpHistogram()
+    h.add(first)
+    h.add(second)
+    for x in (h.min, h.max, h.snapshot()["min"], h.snapshot()["max"]):
+        assert math.copysign(1.0, x) == math.copysign(1.0, first)
+    other = impl.ExpHistogram()
+    other.add(second)
+    other.merge(h)
+    assert math.copysign(1.0, other.min) == math.copysign(1.0, second)
+
+
 def test_read_only_arrays_are_recorded(impl):
     x = np.frombuffer(np.array([1.0, 0.0, -1.0, 8.0]).tobytes(), dtype=np.float64)
     assert not x.flags.writeable
