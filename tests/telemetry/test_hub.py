@@ -1,9 +1,11 @@
+"""The telemetry hub: registration, the recorder → aggregator → readers wiring, periodic hooks."""
 import time
 
 import numpy as np
+import pytest
 
 from gateway.api import CallTable
-from gateway.telemetry import HistogramDeltas, ModelStatsSnapshot, Telemetry
+from gateway.telemetry import InputBinning, ModelStatsSnapshot, Telemetry
 from tests.telemetry.records import record
 
 
@@ -39,25 +41,6 @@ def test_end_to_end_counts_and_summary():
     assert next(c for c in t.counters() if c.model == "mlp").requests == 1200 and t.ring_drops == 0
 
 
-def test_two_delta_readers_never_take_each_others_deltas():
-    t = Telemetry()
-    m = t.register_model("mlp", "1", inputs={})
-    a, b = HistogramDeltas(), HistogramDeltas()
-
-    def e2e_count(reader):
-        return sum(p.histogram.count for p in reader.delta(t.histograms()) if p.kind == "e2e")
-
-    _record(t, m, 300)
-    t.flush()
-    assert e2e_count(a) == 300
-    _record(t, m, 50)
-    t.flush()
-    assert e2e_count(a) == 50 and e2e_count(b) == 350  # b never read before: everything since start
-    assert e2e_count(a) == 0 and e2e_count(b) == 0
-    # the cumulative view is untouched by either reader
-    assert sum(p.histogram.count for p in t.histograms() if p.kind == "e2e") == 350
-
-
 def test_background_aggregator_and_drops():
     t = Telemetry(ring_capacity=1024, aggregate_interval_s=0.01)
     m = t.register_model("a", "2", inputs={})
@@ -83,3 +66,57 @@ def test_unknown_telemetry_ids_are_counted_not_folded():
     record(t, 99, t_responded_ns=10)
     t.flush()
     assert t.unknown_model_records == 1
+
+
+def test_registration_is_idempotent_and_id_zero_is_for_requests_of_no_version():
+    t = Telemetry()
+    assert [(m.model_id, m.model, m.version) for m in t.models()] == [(0, "", "")]
+    a = t.register_model("m", "1", inputs={"x": 2})
+    b = t.register_model("m", "2", inputs={"x": 2})
+    assert (a, b) == (1, 2) and t.register_model("m", "1", inputs={"x": 2}) == 1
+    assert [m.version for m in t.models()] == ["", "1", "2"] and t.model(b).version == "2"
+    with pytest.raises(ValueError, match="labels must have classifier_classes entries"):
+        t.register_model("c", "1", inputs={}, classifier_classes=3, labels=["a", "b"])
+
+
+def test_registering_again_with_other_binning_restarts_the_input_statistics():
+    t = Telemetry()
+    m = t.register_model("m", "1", inputs={"x": 2})
+    t.batch_observer(m, None, False).observe_batch({"x": np.ones((5, 2))}, {})
+    assert t.register_model("m", "1", inputs={"x": 2}) == m
+    assert t.feature_stats()[0].count.tolist() == [5, 5]          # same binning: kept
+    t.register_model("m", "1", inputs={"x": 2}, input_binning=InputBinning(bins=3, ranges={"x": (0.0, 3.0)}))
+    (fs,) = t.feature_stats()
+    assert fs.count.tolist() == [0, 0] and fs.histogram.shape == (2, 5)
+
+
+def test_counters_and_outcomes_are_running_totals():
+    t = Telemetry()
+    m = t.register_model("m", "1", inputs={})
+    record(t, m, t_responded_ns=time.monotonic_ns(), rows=3)
+    record(t, m, t_responded_ns=time.monotonic_ns(), rows=2, status=14, fallback_code=4)
+    record(t, m, t_responded_ns=time.monotonic_ns(), rows=1, degraded=True, fallback_code=2)
+    t.flush()
+    counters = {c.model: c for c in t.counters()}
+    c = counters["m"]
+    assert (c.requests, c.rows, c.errors, c.degraded) == (3, 6, 1, 1) and counters[""].requests == 0
+    assert [(o.status_code, o.fallback_code, o.requests) for o in t.outcomes()] == [(0, 0, 1), (0, 2, 1), (14, 4, 1)]
+
+
+def test_periodic_hooks_run_after_each_flush_with_the_versions():
+    heard = []
+    t = Telemetry(periodic=(lambda models, now: heard.append(([m.model for m in models], now)),))
+    t.register_model("m", "1", inputs={})
+    before = time.monotonic_ns()
+    t.flush()
+    t.flush()
+    assert [names for names, _ in heard] == [["", "m"], ["", "m"]] and heard[0][1] >= before
+
+
+def test_stop_folds_what_is_left_in_the_ring():
+    t = Telemetry(aggregate_interval_s=60.0)
+    m = t.register_model("m", "1", inputs={})
+    t.start()
+    _record(t, m, 7)
+    t.stop()
+    assert next(s for s in t.snapshot() if s.model == "m").requests == 7
