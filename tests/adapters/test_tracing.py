@@ -1,12 +1,23 @@
 """The request-path tracing decisions: W3C ``traceparent`` parsing and head sampling."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from gateway.adapters.tracing import HeadSampler, parse_traceparent
+from gateway.logs import current_ids
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
+
+
+@pytest.fixture(autouse=True)
+def _no_ids_left_behind():
+    """The sampler sets the ids log lines carry; keep them inside each test."""
+    token = current_ids.set(None)
+    yield
+    current_ids.reset(token)
 
 
 def test_parse_traceparent():
@@ -33,3 +44,31 @@ def test_sampler_semantics():
     assert 0.2 < share < 0.3
     with pytest.raises(ValueError):
         HeadSampler("jaeger_remote")
+
+
+def test_a_ratio_sampler_without_a_parent_decision_looks_at_the_trace_id():
+    sampler = HeadSampler("traceidratio", 0.5)                  # not parent-based: the parent's flag is ignored
+    low = f"00-{'0' * 16}{'1' * 16}-{PARENT}-00"                # low 64 bits 0x1111...: below half
+    high = f"00-{'0' * 16}{'f' * 16}-{PARENT}-01"               # above half
+    trace = sampler.start((("other", "x"), ("traceparent", low)))
+    assert trace is not None and trace.trace_id == int("1" * 16, 16) and not trace.parent_remote_sampled
+    assert sampler.start((("traceparent", high),)) is None
+
+
+def test_a_sampled_or_continued_trace_names_the_ids_for_log_lines():
+    trace = HeadSampler("always_on").start((("traceparent", f"00-{TRACE}-{PARENT}-01"),))
+    assert current_ids.get() == (TRACE, f"{trace.span_id:016x}") and trace.span_id != 0
+    assert trace.parent_remote_sampled and trace.events == [] and trace.start_wall_ns > 0
+    current_ids.set(None)
+    assert HeadSampler("parentbased_always_off").start((("traceparent", f"00-{TRACE}-{PARENT}-00"),)) is None
+    assert current_ids.get()[0] == TRACE                       # not sampled, but the logs still carry it
+
+
+def test_sampler_names_and_the_configured_fallback(caplog):
+    assert HeadSampler("always_off").never and not HeadSampler("parentbased_always_off").never
+    assert not HeadSampler("traceidratio", 0.1).never and HeadSampler("traceidratio", 0.0).never
+    assert HeadSampler(" ALWAYS_ON ").name == "always_on"
+    with caplog.at_level(logging.WARNING, logger="gateway.telemetry"):
+        sampler = HeadSampler.configured("jaeger_remote", 0.2)
+    assert (sampler.name, sampler.ratio) == ("parentbased_traceidratio", 0.2)
+    assert "unsupported OTEL_TRACES_SAMPLER 'jaeger_remote'; using parentbased_traceidratio" in caplog.text
