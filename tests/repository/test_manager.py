@@ -1,0 +1,205 @@
+"""The repository manager in-process: loads the repository into a registry through the real
+assembler and keeps it in step with the disk (new, changed, broken and removed versions;
+policy-only edits in place; rejected configs keep what is loaded)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from gateway.api import GatewayError, Status
+from gateway.core.assembly import Assembler, AssemblyOptions
+from gateway.core.context import Attempt
+from gateway.core.registry import ModelRegistry
+from gateway.policy.breaker import BreakerState
+from gateway.repository.manager import RepositoryManager
+from tests.conftest import save_model
+from tests.core.serving import LABELS, echo, request, rows
+
+BREAKER = ("policy:\n  circuit_breaker: {enabled: true, sliding_window_size: 1, minimum_number_of_calls: 1,"
+           " wait_duration_in_open_state_ms: 60000}\n")
+
+
+def _write(path: pathlib.Path, text: str) -> None:
+    """Write and make sure the scanner sees a change (coarse file-system clocks)."""
+    before = path.stat() if path.exists() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if before is not None and (path.stat().st_mtime_ns, path.stat().st_size) == (before.st_mtime_ns, before.st_size):
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+
+
+def _model(root: pathlib.Path, name: str, version: str = "1", graph=None) -> None:
+    save_model(root / name / version / "model.onnx", graph or echo())
+
+
+def manage(tmp_path, body, *, allow_fault_injection=False):
+    root = tmp_path / "models"
+    root.mkdir()
+
+    async def main():
+        executor = ThreadPoolExecutor(2)
+        registry = ModelRegistry()
+        assembler = Assembler(executor, AssemblyOptions(allow_fault_injection=allow_fault_injection))
+        manager = RepositoryManager(root, registry, assembler, default_providers=["cpu"],
+                                    allow_fault_injection=allow_fault_injection)
+        try:
+            return await body(root, manager, registry)
+        finally:
+            await manager.close()
+            executor.shutdown(wait=True)
+    return asyncio.run(main())
+
+
+async def _infer(registry, model="echo", version=""):
+    mv = registry.resolve(model, version)
+    return await mv.batcher.submit(request(model, rows([0.1, 0.7, 0.2])), Attempt(mv.served_by, rows=1))
+
+
+def test_every_version_is_loaded_and_broken_ones_are_reported(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        _model(root, "echo", "2")
+        (root / "broken" / "1").mkdir(parents=True)
+        (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+        (root / "empty").mkdir()
+        await manager.reload()
+        echo_entry = registry.get("echo")
+        assert sorted(echo_entry.versions) == ["1", "2"] and echo_entry.latest == "2" and not echo_entry.errors
+        assert np.allclose((await _infer(registry)).outputs["probabilities"], [[0.1, 0.7, 0.2]])
+        broken = registry.get("broken")
+        assert broken.state == "UNAVAILABLE" and "model.onnx" in broken.errors["1"]
+        assert registry.get("empty").errors == {"repository": f"no <version>/model.onnx under {root / 'empty'}"}
+    manage(tmp_path, body)
+
+
+def test_an_unchanged_repository_keeps_every_version_and_a_new_version_joins_them(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        await manager.reload()
+        first = registry.resolve("echo", "1")
+        await manager.reload()
+        assert registry.resolve("echo", "1") is first                 # nothing reloaded
+        _model(root, "echo", "2")
+        await manager.reload()
+        assert registry.resolve("echo", "1") is first and registry.resolve("echo").version == "2"
+    manage(tmp_path, body)
+
+
+def test_a_changed_model_file_replaces_its_version_and_the_old_one_closes(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        await manager.reload()
+        old = registry.resolve("echo", "1")
+        _model(root, "echo", "1", echo(width="n"))                    # another graph, another size
+        await manager.reload()
+        new = registry.resolve("echo", "1")
+        assert new is not old and new.model.inputs[0].shape == (-1, -1)
+        await asyncio.sleep(0.05)                                     # the retired batcher finishes
+        with pytest.raises(GatewayError) as info:
+            old.batcher.submit(request(), Attempt("echo@1", rows=1))
+        assert info.value.status is Status.UNAVAILABLE and "being unloaded" in info.value.message
+    manage(tmp_path, body)
+
+
+def test_a_policy_only_edit_is_applied_in_place(tmp_path, caplog):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        _write(root / "echo" / "config.yaml", LABELS + BREAKER)
+        await manager.reload()
+        mv = registry.resolve("echo")
+        assert mv.policy.breaker.try_acquire()
+        mv.policy.breaker.on_error(0.001)
+        _write(root / "echo" / "config.yaml", LABELS + BREAKER + "  output_guard: {enabled: true}\n")
+        with caplog.at_level(logging.INFO, logger="gateway.repository"):
+            await manager.reload()
+        assert registry.resolve("echo") is mv                          # no session reload
+        assert mv.policy.guard is not None and mv.policy.breaker.state is BreakerState.OPEN
+        assert "model echo: policy updated in place (versions ['1'])" in caplog.text
+    manage(tmp_path, body)
+
+
+def test_a_policy_edit_that_does_not_fit_is_rejected_and_a_fix_clears_it(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        _write(root / "echo" / "config.yaml", LABELS)
+        await manager.reload()
+        mv = registry.resolve("echo")
+        _write(root / "echo" / "config.yaml",
+               LABELS + "policy: {fallback: {chain: [{static: {probabilities: [0.5, 0.5]}}]}}\n")
+        await manager.reload()
+        entry = registry.get("echo")
+        assert "policy.fallback.chain.0.static" in entry.errors["config"] and entry.versions["1"] is mv
+        assert mv.policy.chain == []                                   # the old policy stands
+        _write(root / "echo" / "config.yaml",
+               LABELS + "policy: {fallback: {chain: [{static: {probabilities: [0.5, 0.25, 0.25]}}]}}\n")
+        await manager.reload()
+        assert registry.get("echo").errors == {} and [k for k, _ in mv.policy.chain] == ["static"]
+    manage(tmp_path, body)
+
+
+def test_a_rejected_config_keeps_the_loaded_versions_serving(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        await manager.reload()
+        mv = registry.resolve("echo")
+        _write(root / "echo" / "config.yaml", "batching: {max_batch_sise: 8}\n")
+        await manager.reload()
+        entry = registry.get("echo")
+        assert "batching.max_batch_sise" in entry.errors["config"] and entry.versions["1"] is mv
+        assert (await _infer(registry)).outputs["probabilities"].shape == (1, 3)
+        _write(root / "echo" / "config.yaml", "batching: {max_batch_size: 8}\n")   # fixed: reloaded
+        await manager.reload()
+        assert registry.get("echo").errors == {} and registry.resolve("echo").model.max_batch_size == 8
+    manage(tmp_path, body)
+
+
+def test_a_config_edit_beyond_the_policy_reloads_the_sessions(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        await manager.reload()
+        old = registry.resolve("echo")
+        _write(root / "echo" / "config.yaml", "labels: [x, y, z]\n")
+        await manager.reload()
+        new = registry.resolve("echo")
+        assert new is not old and new.labels == ("x", "y", "z") and old.labels == ()
+    manage(tmp_path, body)
+
+
+def test_a_faults_edit_updates_the_injector_in_place(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        _write(root / "echo" / "config.yaml", "faults: {error_rate: 0.0}\n")
+        await manager.reload()
+        mv = registry.resolve("echo")
+        _write(root / "echo" / "config.yaml", "faults: {error_rate: 1.0}\n")
+        await manager.reload()
+        assert registry.resolve("echo") is mv and mv.model.faults.config.error_rate == 1.0
+        with pytest.raises(GatewayError, match="injected fault"):
+            await _infer(registry)
+    manage(tmp_path, body, allow_fault_injection=True)
+
+
+def test_a_removed_model_is_unloaded_and_an_unreadable_root_changes_nothing(tmp_path, caplog):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        _model(root, "other")
+        await manager.reload()
+        gone = registry.resolve("other")
+        shutil.rmtree(root / "other")
+        await manager.reload()
+        assert [e.name for e in registry.entries()] == ["echo"]
+        await asyncio.sleep(0.05)
+        with pytest.raises(GatewayError, match="being unloaded"):
+            gone.batcher.submit(request("other"), Attempt("other@1", rows=1))
+        shutil.rmtree(root)
+        with caplog.at_level(logging.ERROR, logger="gateway.repository"):
+            await manager.reload()
+        assert "cannot read model repository" in caplog.text and [e.name for e in registry.entries()] == ["echo"]
+    manage(tmp_path, body)
