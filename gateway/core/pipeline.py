@@ -186,7 +186,8 @@ class Pipeline:
         label = reason.label
         decide = self._decide
         decide(request, "fallback.triggered", model=target.served_by, reason=label, error=failure.error.message)
-        if label in policy.fallback_on and not deadlines.expired(overall_ns, time.monotonic_ns()):
+        walk = label in policy.fallback_on and not deadlines.expired(overall_ns, time.monotonic_ns())
+        if walk:
             for index, (kind, step) in enumerate(policy.chain):
                 if deadlines.expired(overall_ns, time.monotonic_ns()):
                     decide(request, "fallback.deadline", model=target.served_by, step=index)
@@ -210,7 +211,7 @@ class Pipeline:
                     return Served(response, attempt, int(reason))
         policy.rejections[label] += 1
         decide(request, "fallback.rejected", model=target.served_by, reason=label)
-        raise _rejection(failure, bool(policy.chain), overall_ns)
+        raise _rejection(failure, walk and bool(policy.chain), overall_ns)
 
     def _cached(self, target: ModelVersion, request: InferRequest, index: int) -> InferResponse | None:
         cache = cast("ResponseCache", target.policy.cache)  # (a cache step exists only with a cache)

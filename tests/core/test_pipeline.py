@@ -279,6 +279,7 @@ def test_reasons_the_chain_does_not_list_are_rejected_at_once(tmp_path):
         mv = picky(s, f"  fallback: {{chain: [{PRIOR}], triggers: [timeout]}}\n")
         err = await _error(s.pipeline.run(request("picky", WIDE), []))
         assert err.status is Status.UNAVAILABLE and err.fallback_code == FallbackReason.ERROR
+        assert "inference failed" in err.message and "fallback" not in err.message   # no step was tried
         assert s.events() == ["fallback.triggered", "fallback.rejected"]
         assert mv.policy.rejections == {"error": 1} and not mv.policy.fallbacks
     serve(tmp_path, body)
@@ -313,6 +314,7 @@ def test_the_chain_is_not_walked_once_the_client_deadline_has_passed(tmp_path):
         mv = s.add("slow", echo(), LABELS + f"faults: {{latency_ms: 300}}\npolicy:\n  fallback: {{chain: [{PRIOR}]}}\n")
         err = await _error(s.pipeline.run(request("slow", deadline_ns=time.monotonic_ns() + 20_000_000), []))
         assert err.status is Status.DEADLINE_EXCEEDED and err.fallback_code == FallbackReason.TIMEOUT
+        assert err.message == "model slow@1: no answer within 20 ms"                  # no step was tried
         assert s.events() == ["fallback.triggered", "fallback.rejected"]
         assert mv.policy.rejections == {"timeout": 1}
     serve(tmp_path, body, allow_fault_injection=True)
