@@ -4,6 +4,7 @@ from libc.stdint cimport uint64_t
 cdef class ExpHistogram:
     cdef:
         uint64_t* _buckets          # circular, _max_buckets slots
+        uint64_t* _spare            # as many: a downscale refills it and swaps (no allocation)
         int _max_buckets
         int _max_scale
         readonly int scale

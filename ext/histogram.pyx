@@ -34,7 +34,8 @@ cdef class ExpHistogram:
         if not -10 <= max_scale <= 20:
             raise ValueError("max_scale must be in [-10, 20]")
         self._buckets = <uint64_t*>calloc(max_buckets, sizeof(uint64_t))
-        if self._buckets == NULL:
+        self._spare = <uint64_t*>calloc(max_buckets, sizeof(uint64_t))
+        if self._buckets == NULL or self._spare == NULL:
             raise MemoryError()
         self._max_buckets = max_buckets
         self._max_scale = max_scale
@@ -42,6 +43,7 @@ cdef class ExpHistogram:
 
     def __dealloc__(self):
         free(self._buckets)
+        free(self._spare)
 
     cdef void _clear(self) noexcept:
         memset(self._buckets, 0, self._max_buckets * sizeof(uint64_t))
@@ -103,12 +105,13 @@ cdef class ExpHistogram:
         self.scale -= change
         if not self._used:
             return
-        tmp = <uint64_t*>calloc(self._max_buckets, sizeof(uint64_t))
+        tmp = self._spare
+        memset(tmp, 0, self._max_buckets * sizeof(uint64_t))
         new_start = self._start >> change
         new_end = self._end >> change
         for idx in range(self._start, self._end + 1):
             tmp[(idx >> change) - new_start] += self._buckets[self._slot(idx)]
-        free(self._buckets)
+        self._spare = self._buckets
         self._buckets = tmp
         self._base = new_start
         self._start = new_start
