@@ -19,7 +19,7 @@ from tests.core.serving import LABELS, Serving, echo, request, rows
 F32 = np.dtype("<f4")
 
 
-def serve(tmp_path, body, **options):
+def run(tmp_path, body, **options):
     async def main():
         s = Serving(tmp_path, **options)
         try:
@@ -71,7 +71,7 @@ def test_every_answered_request_is_observed_once_with_its_outcome(tmp_path):
         assert (attempt.served_by, attempt.t_enqueued_ns, status, response) == \
             ("echo@1", 0, Status.INVALID_ARGUMENT, None)
         assert seen["bug"][2] is Status.INTERNAL and seen["bug"][3] is None
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_a_policy_rejection_is_observed_with_its_reason_code(tmp_path):
@@ -82,7 +82,7 @@ def test_a_policy_rejection_is_observed_with_its_reason_code(tmp_path):
         (_, attempt, status, response, code, _), = s.answers.seen
         assert (status, response, code) == (Status.UNAVAILABLE, None, FallbackReason.ERROR)
         assert attempt.served_by == "picky@1"
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_an_answer_no_model_produced_carries_the_last_attempt_that_reached_a_model(tmp_path):
@@ -95,7 +95,7 @@ def test_an_answer_no_model_produced_carries_the_last_attempt_that_reached_a_mod
         (_, attempt, _, _, code, _), = s.answers.seen
         assert (attempt.served_by, attempt.telemetry_id) == ("second@1", second.telemetry_id)
         assert attempt.t_compute_start_ns > 0 and code == FallbackReason.ERROR
-    serve(tmp_path, body, telemetry=Telemetry())
+    run(tmp_path, body, telemetry=Telemetry())
 
 
 def test_a_cancelled_request_is_observed_as_cancelled(tmp_path):
@@ -108,7 +108,7 @@ def test_a_cancelled_request_is_observed_as_cancelled(tmp_path):
             await task
         (_, _, status, response, _, _), = s.answers.seen
         assert (status, response) == (Status.CANCELLED, None) and s.dataplane.in_flight == 0
-    serve(tmp_path, body, allow_fault_injection=True)
+    run(tmp_path, body, allow_fault_injection=True)
 
 
 def test_request_ids_and_receive_times_are_filled_in_when_missing(tmp_path):
@@ -119,7 +119,7 @@ def test_request_ids_and_receive_times_are_filled_in_when_missing(tmp_path):
         assert len(r.request_id) == 32 and response.request_id == r.request_id and r.t_received_ns > 0
         await s.dataplane.infer(request(request_id="mine", t_received_ns=5))
         assert (s.answers.seen[1][0].request_id, s.answers.seen[1][0].t_received_ns) == ("mine", 5)
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 class _Raising:
@@ -138,7 +138,7 @@ def test_a_raising_observer_does_not_change_the_answer(tmp_path, caplog):
         assert len(s.answers.seen) == 2                              # the next observer still heard both
         failed = [r for r in caplog.records if r.getMessage().startswith("request observer <")]
         assert len(failed) == 2 and "observer broke" in failed[0].exc_text
-    serve(tmp_path, body, observers=(_Raising(),))
+    run(tmp_path, body, observers=(_Raising(),))
 
 
 def test_readiness_follows_accepting_and_loaded_models(tmp_path):
@@ -157,7 +157,7 @@ def test_readiness_follows_accepting_and_loaded_models(tmp_path):
         assert plane.model_ready("echo") and plane.model_ready("echo", "1")
         assert not plane.model_ready("echo", "2") and not plane.model_ready("nope")
         assert not plane.model_ready("broken")
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_repository_index_metadata_and_version_states_in_plain_types(tmp_path):
@@ -182,7 +182,7 @@ def test_repository_index_metadata_and_version_states_in_plain_types(tmp_path):
         assert _raises(plane.model_metadata, "broken").status is Status.UNAVAILABLE
         assert plane.version_states() == [VersionState("echo", "2", 0, None, None),
                                           VersionState("echo", "10", 0, "closed", 8)]
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def _raises(call, *args) -> GatewayError:
@@ -195,7 +195,7 @@ def test_statistics_without_telemetry_is_a_failed_precondition(tmp_path):
     async def body(s):
         err = await _error(s.dataplane.statistics(10.0))
         assert err.status is Status.FAILED_PRECONDITION and "telemetry is disabled" in err.message
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_statistics_come_from_the_source_and_filter_by_model(tmp_path):
@@ -217,4 +217,4 @@ def test_statistics_come_from_the_source_and_filter_by_model(tmp_path):
         assert (echo_stats.model, echo_stats.version, echo_stats.requests) == ("echo", "1", 3)
         assert echo_stats.latency.count == 3 and echo_stats.mean_batch_size == 1.0
         assert abs(echo_stats.mean_confidence - 0.7) < 1e-6
-    serve(tmp_path, body, telemetry=telemetry, observers=(telemetry.recorder,), statistics=statistics)
+    run(tmp_path, body, telemetry=telemetry, observers=(telemetry.recorder,), statistics=statistics)

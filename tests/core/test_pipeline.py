@@ -23,7 +23,7 @@ BREAKER = ("  circuit_breaker: {enabled: true, sliding_window_size: 1, minimum_n
 WIDE = rows([0.1, 0.7, 0.2, 0.5])  # four features: the "picky" model (declared width n) fails on it
 
 
-def serve(tmp_path, body, **options):
+def run(tmp_path, body, **options):
     async def main():
         s = Serving(tmp_path, **options)
         try:
@@ -62,7 +62,7 @@ def test_a_plain_version_is_served_straight_through_its_batcher(tmp_path):
         assert 0 < attempt.t_enqueued_ns <= attempt.t_batch_ns <= attempt.t_compute_start_ns \
             <= attempt.t_compute_end_ns
         assert s.events() == []
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_validation_errors_never_touch_the_breaker_admission_or_chain(tmp_path):
@@ -86,7 +86,7 @@ def test_validation_errors_never_touch_the_breaker_admission_or_chain(tmp_path):
         assert s.events() == [] and not policy.fallbacks and not policy.rejections
         await s.pipeline.run(request(), [])                                 # a good call is counted
         assert policy.breaker.rates()["calls"] == 1 and mv.batcher.executions == 1
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_unknown_models_and_versions_walk_no_chain(tmp_path):
@@ -98,7 +98,7 @@ def test_unknown_models_and_versions_walk_no_chain(tmp_path):
         err = await _error(s.pipeline.run(request("echo", version="7"), attempts))
         assert err.status is Status.NOT_FOUND and "has no version '7' (loaded versions: 1)" in err.message
         assert attempts == [] and s.events() == []
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_a_passed_deadline_never_reaches_the_model(tmp_path):
@@ -122,7 +122,7 @@ def test_a_passed_deadline_never_reaches_the_model(tmp_path):
         # The static step could answer, but the client's deadline has passed: no walk.
         assert s.events() == ["fallback.triggered", "fallback.rejected"]
         assert guarded.policy.rejections == {"timeout": 1} and not guarded.policy.fallbacks
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_an_open_breaker_sheds_before_admission_is_asked(tmp_path):
@@ -146,7 +146,7 @@ def test_an_open_breaker_sheds_before_admission_is_asked(tmp_path):
         assert err.retry_after_ms == 70 and "overloaded (1 in flight, limit 1, 0 queued)" in err.message
         assert other.policy.admission.shed == 1 and other.policy.breaker.rates()["calls"] == 0
         assert other.batcher.executions == 0
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_a_call_shed_by_admission_gives_its_half_open_probe_back(tmp_path):
@@ -165,7 +165,7 @@ def test_a_call_shed_by_admission_gives_its_half_open_probe_back(tmp_path):
         policy.admission.release(None, 0)
         served = await s.pipeline.run(request("picky"), [])     # the probe was given back
         assert served.response.served_by == "picky@1" and policy.breaker.state is BreakerState.CLOSED
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_primary_and_fallback_attempts_keep_their_own_timelines(tmp_path):
@@ -193,7 +193,7 @@ def test_primary_and_fallback_attempts_keep_their_own_timelines(tmp_path):
         np.testing.assert_array_equal(response.outputs["probabilities"], rows([0.1, 0.7, 0.2]))
         assert response.predicted_label == ["b"]
         assert primary.batcher.executions == 1 and wide.batcher.executions == 1
-    serve(tmp_path, body, telemetry=telemetry)
+    run(tmp_path, body, telemetry=telemetry)
 
 
 def test_cache_and_static_answers_are_degraded_with_the_reason_and_decisions_come_in_order(tmp_path):
@@ -239,7 +239,7 @@ def test_cache_and_static_answers_are_degraded_with_the_reason_and_decisions_com
         assert s.events() == ["fallback.triggered", "fallback.step_missed", "fallback.answered"]
         assert policy.fallbacks == {"error": 1, "circuit_open": 2} and not policy.rejections
         assert mv.batcher.executions == 2                               # r1 and r2 only
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_model_steps_that_are_missing_or_take_other_inputs_are_passed_over(tmp_path):
@@ -259,7 +259,7 @@ def test_model_steps_that_are_missing_or_take_other_inputs_are_passed_over(tmp_p
         missed, failed = s.decisions[1][2], s.decisions[2][2]
         assert "model 'absent' not found" in missed["error"]
         assert "missing input 'pixels'" in failed["error"] and "reason" not in failed
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_a_failing_fallback_model_is_reported_with_its_reason(tmp_path):
@@ -271,7 +271,7 @@ def test_a_failing_fallback_model_is_reported_with_its_reason(tmp_path):
         failed = next(a for _, e, a in s.decisions if e == "fallback.step_failed")
         assert failed["served_by"] == "second@1" and failed["reason"] == "error"
         assert s.events()[-1] == "fallback.rejected"
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_reasons_the_chain_does_not_list_are_rejected_at_once(tmp_path):
@@ -282,7 +282,7 @@ def test_reasons_the_chain_does_not_list_are_rejected_at_once(tmp_path):
         assert "inference failed" in err.message and "fallback" not in err.message   # no step was tried
         assert s.events() == ["fallback.triggered", "fallback.rejected"]
         assert mv.policy.rejections == {"error": 1} and not mv.policy.fallbacks
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_an_invalid_output_counts_as_a_failure_and_falls_back(tmp_path):
@@ -294,7 +294,7 @@ def test_an_invalid_output_counts_as_a_failure_and_falls_back(tmp_path):
         triggered = next(a for _, e, a in s.decisions if e == "fallback.triggered")
         assert triggered["error"] == "model echo@1: invalid output: output 'probabilities' has 2 above max_value 1"
         assert mv.policy.breaker.rates() == {"calls": 1, "failure_rate": 100.0, "slow_call_rate": 0.0}
-    serve(tmp_path, body)
+    run(tmp_path, body)
 
 
 def test_an_attempt_timeout_leaves_the_rest_of_the_deadline_to_the_chain(tmp_path):
@@ -306,7 +306,7 @@ def test_an_attempt_timeout_leaves_the_rest_of_the_deadline_to_the_chain(tmp_pat
         assert time.monotonic() - began < 0.25                   # did not wait for the model
         assert served.response.served_by == "static" and served.response.fallback_reason == "timeout"
         assert "no answer within 20 ms" in s.decisions[0][2]["error"]
-    serve(tmp_path, body, allow_fault_injection=True)
+    run(tmp_path, body, allow_fault_injection=True)
 
 
 def test_the_chain_is_not_walked_once_the_client_deadline_has_passed(tmp_path):
@@ -317,4 +317,4 @@ def test_the_chain_is_not_walked_once_the_client_deadline_has_passed(tmp_path):
         assert err.message == "model slow@1: no answer within 20 ms"                  # no step was tried
         assert s.events() == ["fallback.triggered", "fallback.rejected"]
         assert mv.policy.rejections == {"timeout": 1}
-    serve(tmp_path, body, allow_fault_injection=True)
+    run(tmp_path, body, allow_fault_injection=True)
