@@ -18,3 +18,8 @@ TWIN = types.SimpleNamespace(
     ExpHistogram=histogram.ExpHistogram, FeatureStats=featurestats.FeatureStats,
     ConfidenceStats=confidence.ConfidenceStats, top1=confidence.top1,
     WindowedCounters=counters.WindowedCounters)
+
+
+def public(cls) -> set[str]:
+    """The public surface of a class: its non-underscore names (and ``__len__``)."""
+    return {n for n in dir(cls) if not n.startswith("_") or n == "__len__"}

@@ -19,7 +19,7 @@ from gateway.kernels import ConfidenceStats as NativeStats
 from gateway.kernels import top1 as native_top1
 from tests.reference.confidence import ConfidenceStats as TwinStats
 from tests.reference.confidence import top1 as twin_top1
-from tests.reference.impls import NATIVE, TWIN
+from tests.reference.impls import NATIVE, TWIN, public
 
 # Known native defects, each kept as a strict xfail until the kernel is fixed.
 EMPTY_RANK3 = pytest.mark.xfail(
@@ -166,6 +166,10 @@ def test_adversarial_rows(impl, logits):
     assert _out(impl.top1(ADVERSARIAL, logits)) == (top.tobytes(), cls.tolist())
     if logits:
         assert top[3] == 1.0 and top[6] == pytest.approx(1 / (1 + math.exp(-4) + math.exp(-6)))
+
+
+def test_public_api_is_the_same():
+    assert public(NativeStats) == public(TwinStats)
 
 
 def test_shapes_and_errors(impl):

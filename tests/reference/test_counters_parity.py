@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.kernels import WindowedCounters as NativeCounters
 from tests.reference.counters import WindowedCounters as TwinCounters
+from tests.reference.impls import public
 
 S = 1_000_000_000
 times = st.one_of(st.integers(0, 40 * S), st.integers(0, 40).map(lambda s: s * S),
@@ -58,6 +59,10 @@ def run(cls, slots, ops):
 @given(st.integers(1, 12), operations)
 def test_native_equals_twin_on_random_operations(slots, ops):
     assert run(NativeCounters, slots, ops) == run(TwinCounters, slots, ops)
+
+
+def test_public_api_is_the_same():
+    assert public(NativeCounters) == public(TwinCounters)
 
 
 def test_api_errors_are_the_same(impl):

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 from gateway.kernels import FeatureStats as NativeStats
 from tests.reference.featurestats import FeatureStats as TwinStats
-from tests.reference.impls import NATIVE, TWIN
+from tests.reference.impls import NATIVE, TWIN, public
 
 # Known defects, each kept as a strict xfail until the kernel is fixed.
 UNIFORM_ARITHMETIC = pytest.mark.xfail(
@@ -196,6 +196,10 @@ def test_warmup_freeze_and_merges_while_warming_up(nf, n_bins, warmup_rows, data
             trace += [_call(a.observe, x), observe(a)]
         traces.append(trace)
     assert traces[0] == traces[1]
+
+
+def test_public_api_is_the_same():
+    assert public(NativeStats) == public(TwinStats)
 
 
 def test_api_errors_are_the_same(impl):

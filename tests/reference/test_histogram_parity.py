@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from gateway.kernels import ExpHistogram as NativeHistogram
 from tests.reference.histogram import ExpHistogram as TwinHistogram
 from tests.reference.histogram import lower_boundary, map_index
+from tests.reference.impls import public
 
 values = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)
 
@@ -139,6 +140,10 @@ def test_matches_python_twin(xs, max_buckets):
     assert h.count == twin.count
     assert h.offset == twin.offset
     assert h.bucket_counts().tolist() == twin.bucket_counts().tolist()
+
+
+def test_public_api_is_the_same():
+    assert public(NativeHistogram) == public(TwinHistogram)
 
 
 def test_api_errors_are_the_same(impl):

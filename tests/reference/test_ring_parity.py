@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 from gateway.kernels import RECORD_DTYPE as NATIVE_DTYPE
 from gateway.kernels import RequestRing as NativeRing
 from tests.reference import ring as twin
+from tests.reference.impls import public
 from tests.reference.ring import WRITE_ARGS
+
+
+def test_public_api_is_the_same():
+    assert public(NativeRing) == public(twin.RequestRing)
 
 
 def test_record_dtype_is_the_same_layout():
