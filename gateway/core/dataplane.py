@@ -72,8 +72,11 @@ class DataPlane:
         finally:
             self.in_flight -= 1
             t_responded_ns = time.monotonic_ns()
-            response = served.response if served is not None else None
-            attempt = _timeline(served, attempts)
+            if served is not None:
+                response: InferResponse | None = served.response
+                attempt = served.attempt or _timeline(attempts)
+            else:
+                response, attempt = None, _timeline(attempts)
             for observer in self._observers:
                 try:
                     observer.on_answer(request, attempt, status, response, fallback_code, t_responded_ns)
@@ -150,12 +153,10 @@ class DataPlane:
         return stats
 
 
-def _timeline(served: Served | None, attempts: list[Attempt]) -> Attempt:
-    """The attempt whose timeline a request's record carries: the one that answered, or for an
-    answer no model produced (cache, static, a rejection) the last one that reached a model,
-    else the attempt at the model asked for (its version is the one the request counts for)."""
-    if served is not None and served.attempt is not None:
-        return served.attempt
+def _timeline(attempts: list[Attempt]) -> Attempt:
+    """The attempt whose timeline a request's record carries when no model attempt answered
+    (a cache or static answer, a rejection): the last one that reached a model, else the
+    attempt at the model asked for (its version is the one the request counts for)."""
     for attempt in reversed(attempts):
         if attempt.t_enqueued_ns:
             return attempt

@@ -84,22 +84,35 @@ class ModelTelemetry:
         return out
 
     # -- executor threads: one executed batch ---------------------------------------------
-    def observe_inputs(self, name: str, batch: np.ndarray) -> None:
+    def _stats_for(self, name: str, batch: np.ndarray) -> kernels.FeatureStats | None:
+        """The input's statistics (made on its first batch when its width was dynamic); call
+        with ``feature_lock`` held."""
+        fs = self.features.get(name)
+        if fs is None:
+            if name not in self.inputs:
+                raise ValueError(f"input {name!r} was not registered for {self.model}")
+            width = int(np.prod(batch.shape[1:])) if batch.ndim > 1 else 1
+            if width < 1:
+                return None
+            fs = self.features[name] = self.new_feature_stats(name, width)
+        return fs
+
+    def observe_batch(self, feeds: Mapping[str, np.ndarray], scores: np.ndarray | None) -> None:
+        """One executed batch: its inputs, and the classifier's scores (None: not a classifier),
+        under one acquisition of the lock."""
         with self.feature_lock:
-            fs = self.features.get(name)
-            if fs is None:
-                if name not in self.inputs:
-                    raise ValueError(f"input {name!r} was not registered for {self.model}")
-                width = int(np.prod(batch.shape[1:])) if batch.ndim > 1 else 1
-                if width < 1:
-                    return
-                fs = self.features[name] = self.new_feature_stats(name, width)
-            fs.observe(batch)
+            for name, batch in feeds.items():
+                fs = self._stats_for(name, batch)
+                if fs is not None:
+                    fs.observe(batch)
+            if scores is not None and self.confidence is not None:
+                self.confidence.observe(scores, self.logits)
+
+    def observe_inputs(self, name: str, batch: np.ndarray) -> None:
+        self.observe_batch({name: batch}, None)
 
     def observe_scores(self, scores: np.ndarray) -> None:
-        if self.confidence is not None:
-            with self.feature_lock:
-                self.confidence.observe(scores, self.logits)
+        self.observe_batch({}, scores)
 
 
 class BatchStats:
@@ -112,8 +125,5 @@ class BatchStats:
         self._output = classifier_output if state.confidence is not None else None
 
     def observe_batch(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        state = self._state
-        for name, batch in feeds.items():
-            state.observe_inputs(name, batch)
-        if self._output is not None:
-            state.observe_scores(outputs[self._output])
+        output = self._output
+        self._state.observe_batch(feeds, outputs[output] if output is not None else None)
