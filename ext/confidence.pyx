@@ -15,6 +15,8 @@ from libc.stdint cimport int64_t
 
 from gil cimport NOGIL_MIN_VALUES
 
+import math
+
 import numpy as np
 cimport numpy as cnp
 
@@ -150,8 +152,8 @@ def _as_rows(scores):
     x = np.asarray(scores)
     if x.ndim == 1:
         x = x.reshape(1, -1)
-    elif x.ndim > 2:
-        x = x.reshape(x.shape[0], -1)
+    elif x.ndim > 2:    # (rows, -1) is ambiguous for 0 rows: give the width
+        x = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     if x.dtype.char == "f":
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
     return np.ascontiguousarray(x, dtype=np.float64)

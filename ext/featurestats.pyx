@@ -80,32 +80,44 @@ cdef void _fast_deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
             bm2[f] += d * d
 
 
-cdef inline Py_ssize_t _uniform_slot(double t, double top, int nbins) noexcept nogil:
-    """Histogram slot of a finite value at ``t`` = (v - low) * nbins / (high - low)."""
-    if t < 0.0:
+cdef inline Py_ssize_t _uniform_slot(double v, double lo, double inv, const double* e,
+                                     int nbins) noexcept nogil:
+    """Histogram slot of a finite ``v`` for the uniform edges ``e[0 .. nbins]``: the bin
+    that ``(v - low) * nbins / (high - low)`` points at, then corrected against the edges
+    themselves (as numpy.histogram does), since the rounded arithmetic can point one bin
+    beside a value within an ulp or so of an edge (or of the top of the range)."""
+    cdef Py_ssize_t b
+    cdef double t
+    if v < e[0]:
         return 0
-    if t < top:
-        return <Py_ssize_t>t + 1        # t >= 0: truncation is floor
-    if t == top:
-        return nbins                    # the last bin is closed
-    return nbins + 1
+    if v > e[nbins]:
+        return nbins + 1
+    t = (v - lo) * inv
+    b = <Py_ssize_t>t if t < nbins else nbins - 1    # t >= 0 here; NaN: the last bin
+    while b > 0 and v < e[b]:
+        b -= 1
+    while b < nbins - 1 and v >= e[b + 1]:
+        b += 1
+    return b + 1                                      # the last bin is closed
 
 
 cdef void _fast_uniform_bins(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
-                             const double* lo, const double* inv, int nbins,
-                             int64_t* hist) noexcept nogil:
+                             const double* lo, const double* inv, const double* edges,
+                             int nbins, int64_t* hist) noexcept nogil:
     """Uniform binning of an all-finite batch."""
     cdef Py_ssize_t r, f
     cdef Py_ssize_t stride = nbins + 2
     cdef const value_t* row
-    cdef double top = <double>nbins
     cdef int64_t* h
+    cdef const double* e
     for r in range(rows):
         row = x + r * nf
         h = hist
+        e = edges
         for f in range(nf):
-            h[_uniform_slot((<double>row[f] - lo[f]) * inv[f], top, nbins)] += 1
+            h[_uniform_slot(<double>row[f], lo[f], inv[f], e, nbins)] += 1
             h += stride
+            e += nbins + 1
 
 
 cdef void _moments_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, int64_t* bad,
@@ -151,14 +163,13 @@ cdef void _deviation_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
 
 cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf,
                                   const double* bmean, double* bm2, const double* lo,
-                                  const double* inv, int nbins,
+                                  const double* inv, const double* edges, int nbins,
                                   int64_t* hist) noexcept nogil:
     """Deviation pass fused with uniform binning (bm2 NULL: binning only)."""
     cdef Py_ssize_t r, f
     cdef Py_ssize_t stride = nbins + 2
     cdef const value_t* row
     cdef double v, d
-    cdef double top = <double>nbins
     for r in range(rows):
         row = x + r * nf
         for f in range(nf):
@@ -168,7 +179,8 @@ cdef void _deviation_uniform_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t 
             if bm2 != NULL:
                 d = v - bmean[f]
                 bm2[f] += d * d
-            hist[f * stride + _uniform_slot((v - lo[f]) * inv[f], top, nbins)] += 1
+            hist[f * stride + _uniform_slot(v, lo[f], inv[f], edges + f * (nbins + 1),
+                                            nbins)] += 1
 
 
 # +inf entries after each feature's thresholds: a crowded cell of up to _PAD thresholds
@@ -339,8 +351,8 @@ cdef void _deviation_edges_pass(const value_t* x, Py_ssize_t rows, Py_ssize_t nf
 cdef void _pass2(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, const double* bmean,
                  double* bm2, int mode, FeatureStats st) noexcept nogil:
     if mode == _UNIFORM:
-        _deviation_uniform_pass(x, rows, nf, bmean, bm2, st._lo, st._inv, st.n_bins,
-                                st._hist)
+        _deviation_uniform_pass(x, rows, nf, bmean, bm2, st._lo, st._inv, st._edges,
+                                st.n_bins, st._hist)
     elif mode == _EDGES:
         _deviation_edges_pass(x, rows, nf, bmean, bm2, st)
     elif bm2 != NULL:
@@ -377,7 +389,8 @@ cdef void _fold(const value_t* x, Py_ssize_t rows, Py_ssize_t nf, FeatureStats s
                 st._max[f] = st._bmax[f]
         _fast_deviation_pass(x, rows, nf, st._bmean, st._bm2)
         if mode == _UNIFORM:
-            _fast_uniform_bins(x, rows, nf, st._lo, st._inv, st.n_bins, st._hist)
+            _fast_uniform_bins(x, rows, nf, st._lo, st._inv, st._edges, st.n_bins,
+                               st._hist)
         elif mode == _EDGES:
             _fast_edge_bins(x, rows, nf, st)
     else:
@@ -415,8 +428,8 @@ cdef cnp.ndarray _as_2d(object batch, int n_features):
         raise ValueError("input batch must have at least one dimension")
     if nd == 1:
         arr = arr.reshape(-1, n_features) if n_features > 1 else arr.reshape(-1, 1)
-    elif nd > 2:
-        arr = arr.reshape(cnp.PyArray_DIMS(arr)[0], -1)
+    elif nd > 2:    # (rows, -1) is ambiguous for 0 rows: give the width
+        arr = arr.reshape(cnp.PyArray_DIMS(arr)[0], math.prod((<object>arr).shape[1:]))
     if cnp.PyArray_DIMS(arr)[1] != n_features:
         raise ValueError(f"expected {n_features} features per row, got {arr.shape[1]}")
     t = cnp.PyArray_TYPE(arr)
@@ -698,7 +711,8 @@ cdef class FeatureStats:
             return True
         _fold_array(self, x, _mode(self), True)
         if not self._has_edges:
-            self._warmup.append(x)
+            # a copy: x may be the caller's own array, which it is free to reuse
+            self._warmup.append(x.copy())
             self._warmup_n += cnp.PyArray_DIMS(x)[0]
             if self._warmup_n >= self.warmup_rows:
                 self._freeze_from_warmup()
@@ -717,7 +731,12 @@ cdef class FeatureStats:
             if col.size == 0:
                 edges[f] = lo[f] + (hi[f] - lo[f]) * qs
                 continue
-            e = np.quantile(col, qs)
+            with np.errstate(over="ignore", invalid="ignore"):
+                e = np.quantile(col, qs)
+            if not (np.isfinite(e).all() and (e[1:] >= e[:self.n_bins]).all()):
+                # interpolating between values further apart than the double range
+                # overflowed: take the order statistics themselves
+                e = np.quantile(col, qs, method="lower")
             if e[0] == e[self.n_bins]:
                 e = e[0] - 0.5 + qs
             edges[f] = e

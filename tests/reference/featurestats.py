@@ -64,7 +64,8 @@ def slot(v: float, e) -> int:
 
 def quantile_edges(rows, n_bins):
     """Frozen edges from warm-up rows ``[rows, features]``: per feature the quantiles of
-    its finite values (no finite value: 0..1; a single value: that value - 0.5 + q)."""
+    its finite values (no finite value: 0..1; a single value: that value - 0.5 + q); the
+    order statistics themselves where interpolating would leave the double range."""
     qs = np.linspace(0.0, 1.0, n_bins + 1)
     edges = np.empty((rows.shape[1], n_bins + 1))
     for f in range(rows.shape[1]):
@@ -72,7 +73,10 @@ def quantile_edges(rows, n_bins):
         if col.size == 0:
             edges[f] = qs
             continue
-        e = np.quantile(col, qs)
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = np.quantile(col, qs)
+        if not (np.isfinite(e).all() and (e[1:] >= e[:-1]).all()):
+            e = np.quantile(col, qs, method="lower")
         edges[f] = e[0] - 0.5 + qs if e[0] == e[-1] else e
     return edges
 

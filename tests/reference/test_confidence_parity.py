@@ -19,13 +19,7 @@ from gateway.kernels import ConfidenceStats as NativeStats
 from gateway.kernels import top1 as native_top1
 from tests.reference.confidence import ConfidenceStats as TwinStats
 from tests.reference.confidence import top1 as twin_top1
-from tests.reference.impls import NATIVE, TWIN, public
-
-# Known native defects, each kept as a strict xfail until the kernel is fixed.
-EMPTY_RANK3 = pytest.mark.xfail(
-    reason="_as_rows reshapes with (rows, -1), which numpy cannot resolve for 0 rows: an "
-           "empty [0, a, b] batch raises ValueError instead of being an empty batch",
-    raises=ValueError, strict=True)
+from tests.reference.impls import public
 
 ADVERSARIAL = np.array([
     [np.inf, 1.0, 2.0],
@@ -65,7 +59,7 @@ def batches(draw, n_classes=None):
         x = np.nan_to_num(x, nan=0, posinf=9, neginf=-9).clip(-9, 9).astype(np.int64)
     elif kind == "1d" and rows == 1:
         x = x[0]
-    elif kind == "3d" and c % 2 == 0 and rows:     # 0 rows: see test_empty_rank3_batch
+    elif kind == "3d" and c % 2 == 0:
         x = x.reshape(rows, 2, c // 2)
     return x
 
@@ -227,13 +221,11 @@ def test_confidence_against_numpy(impl, logits):
     assert st["top1_hist"].sum() == st["entropy_hist"].sum() == ok.sum()
 
 
-@pytest.mark.parametrize("impl_", [pytest.param(NATIVE, marks=EMPTY_RANK3), TWIN],
-                         ids=["native", "twin"])
-def test_empty_rank3_batch(impl_):
-    c = impl_.ConfidenceStats(4)
+def test_empty_rank3_batch(impl):
+    c = impl.ConfidenceStats(4)
     top, cls = c.observe(np.zeros((0, 2, 2)))
     assert top.shape == cls.shape == (0,) and c.rows == c.invalid_rows == 0
-    top, cls = impl_.top1(np.zeros((0, 2, 2)))
+    top, cls = impl.top1(np.zeros((0, 2, 2)))
     assert top.shape == cls.shape == (0,)
 
 
