@@ -8,6 +8,10 @@ first call after that moves the circuit to HALF_OPEN.
 HALF_OPEN: ``permitted_number_of_calls_in_half_open_state`` probe calls pass, the rest are
 refused; when all probes have finished, their rates close the circuit or open it again.
 
+A refused caller is told when to retry (:meth:`CircuitBreaker.retry_after_ms`, never 0): while
+OPEN, the time left before probes go; while HALF_OPEN, about one call's duration (a moving
+average of the durations recorded), since that is when the probes out now have decided.
+
 A call refused by the breaker is not recorded; a call given back with :meth:`release`
 (the client went away, the request was shed) is not recorded either.
 """
@@ -26,6 +30,10 @@ from .events import log_breaker_transition
 TransitionObserver = Callable[[str, str, str], None]
 
 log = logging.getLogger("gateway.policy")
+
+# Weight of the newest duration in the moving average behind the half-open retry hint:
+# the last five to ten calls dominate, so the hint follows the model's current speed.
+_CALL_EWMA = 0.2
 
 
 class BreakerState(enum.Enum):
@@ -114,6 +122,7 @@ class CircuitBreaker:
         self._probe_results: list[tuple[bool, bool]] = []
         self.transitions = 0
         self.not_permitted = 0
+        self._call_s: float | None = None  # moving average of recorded call durations
 
     def _new_window(self):
         c = self.config
@@ -147,15 +156,22 @@ class CircuitBreaker:
         self._record(True, duration_s)
 
     def retry_after_ms(self) -> int:
-        """While open: time left before probes are let through."""
-        if self.state is not BreakerState.OPEN:
-            return 0
-        left = self.config.wait_duration_in_open_state_ms / 1e3 - (self._clock() - self._opened_at)
-        return max(1, int(left * 1e3))
+        """How long a refused caller should wait, in ms (at least 1: a pushback of 0 asks for an
+        immediate retry, which only adds load). OPEN: the time left before probes are let
+        through. HALF_OPEN: the probes out now decide within about one call's duration, after
+        which the circuit has closed (a retry passes) or reopened (a retry learns the wait)."""
+        c = self.config
+        if self.state is BreakerState.OPEN:
+            left_ms = c.wait_duration_in_open_state_ms - (self._clock() - self._opened_at) * 1e3
+            return max(1, int(left_ms))
+        # (no duration recorded yet cannot happen here: only recorded calls open a circuit)
+        return max(1, round(self._call_s * 1e3)) if self._call_s is not None else 1
 
     # -- state machine -------------------------------------------------------------------
     def _record(self, failed: bool, duration_s: float) -> None:
         c = self.config
+        avg = self._call_s
+        self._call_s = duration_s if avg is None else avg + _CALL_EWMA * (duration_s - avg)
         slow = duration_s * 1e3 >= c.slow_call_duration_threshold_ms
         if self.state is BreakerState.CLOSED:
             totals = self._window.add(failed, slow, self._clock())

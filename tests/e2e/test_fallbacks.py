@@ -197,6 +197,26 @@ def test_open_circuit_answers_from_the_fallback_model_and_rejects_with_pushback(
     assert 0 < _pushback(err) <= 60000
 
 
+def test_a_half_open_circuit_rejects_with_a_positive_pushback(gw):
+    # 200 ms executions that fail: two open the circuit, which lets one probe through 50 ms later.
+    g = gw({"bare": "faults: {error_rate: 1.0, latency_ms: 200}\nbatching: {enabled: false}\npolicy:\n"
+                    "  circuit_breaker: {enabled: true, minimum_number_of_calls: 2, sliding_window_size: 2, "
+                    "wait_duration_in_open_state_ms: 50, permitted_number_of_calls_in_half_open_state: 1}\n"})
+    for _ in range(2):
+        _error(lambda: g.predict("bare", {"features": _x()}))
+    breaker = _policy(g, "bare").breaker
+    time.sleep(0.1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        probe = pool.submit(_error, lambda: g.predict("bare", {"features": _x()}))
+        deadline = time.monotonic() + 10
+        while breaker.state.value != "half_open" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        err = _error(lambda: g.predict("bare", {"features": _x()}))   # the probe is still out
+        assert probe.result(10).code() == grpc.StatusCode.UNAVAILABLE
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and "circuit breaker is open" in err.details()
+    assert 200 <= _pushback(err) <= 10_000          # about one call: each took 200 ms or more
+
+
 def test_chain_goes_on_when_a_step_cannot_answer(gw):
     g = gw({"primary": f"faults: {{error_rate: 1.0}}\npolicy:\n  fallback: {{chain: [{{model: missing}}, "
                        f"{{model: broken}}, {{cache: {{}}}}, {{static: {{probabilities: {PRIOR}}}}}]}}\n",

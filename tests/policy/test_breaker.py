@@ -89,6 +89,32 @@ def test_half_open_failures_reopen():
     assert b.state is BreakerState.CLOSED
 
 
+def test_a_caller_refused_while_half_open_is_told_to_retry_after_about_one_call():
+    clock = Clock()
+    b = _breaker(clock, permitted_number_of_calls_in_half_open_state=1)
+    for duration_s in (0.040, 0.040, 0.040, 0.040):               # calls of about 40 ms
+        _call(b, True, duration_s)
+    clock.now += 5.0
+    assert b.try_acquire() and b.state is BreakerState.HALF_OPEN  # the one probe is out
+    assert not b.try_acquire()
+    assert b.retry_after_ms() == 40                                # never 0: that asks for a retry now
+    b.on_error(0.240)                                               # the probe failed slowly: open again
+    assert b.state is BreakerState.OPEN and b.retry_after_ms() == 5000
+    clock.now += 5.0
+    assert b.try_acquire() and not b.try_acquire()
+    assert b.retry_after_ms() == 80                                # the average followed the slow probe
+
+
+def test_the_half_open_retry_hint_is_at_least_1_ms():
+    clock = Clock()
+    b = _breaker(clock, permitted_number_of_calls_in_half_open_state=1)
+    for _ in range(4):
+        _call(b, True, 0.00001)
+    clock.now += 5.0
+    assert b.try_acquire() and not b.try_acquire()
+    assert b.retry_after_ms() == 1
+
+
 def test_released_probe_is_handed_out_again():
     clock = Clock()
     b = _breaker(clock)
