@@ -1,14 +1,19 @@
 """The gateway's settings: YAML file (``--config``), then ``GATEWAY_*`` environment, then CLI flags."""
 from __future__ import annotations
 
+import difflib
+import os
 import pathlib
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
+import pydantic_settings
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import SettingsError, describe_validation_error
+from .errors import SettingsError, validation_lines
 
 
 class TelemetrySettings(BaseModel):
@@ -94,13 +99,63 @@ def _read_yaml(path: pathlib.Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(config_file: str | pathlib.Path | None = None, **overrides: Any) -> GatewaySettings:
+ENV_PREFIX = "GATEWAY_"
+#: ``GATEWAY_*`` variables that are not settings of ``gateway serve`` and so are not refused
+#: when set in its environment: the kernel build's switches (read by setup.py) and the server
+#: address of the client commands (``gateway models | predict | stats``).
+OTHER_VARIABLES = frozenset({"GATEWAY_DEBUG_BUILD", "GATEWAY_SANITIZE", "GATEWAY_CYTHON_ANNOTATE",
+                             "GATEWAY_ADDRESS"})
+
+
+def unknown_environment(env: Mapping[str, str]) -> list[str]:
+    """One line per ``GATEWAY_*`` variable in ``env`` that names no top-level setting.
+
+    pydantic-settings reads only the variables of known fields, so a misspelt one
+    (``GATEWAY_ADMINPORT``) would be ignored without a word; unknown nested keys
+    (``GATEWAY_TELEMETRY__X``) already fail validation, naming the key. Names compare
+    case-insensitively, as pydantic-settings reads them.
+    """
+    fields = sorted(GatewaySettings.model_fields)
+    lines = []
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_VARIABLES:
+            continue
+        key = upper[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if key in fields:
+            continue
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.75)
+        hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
+        lines.append(f"  {name}: unknown setting{hint}")
+    return lines
+
+
+def _origin(loc: tuple, config_file: str | None, env: Mapping[str, str], overrides: Mapping[str, Any],
+            flags: bool) -> str:
+    """Where the value at ``loc`` came from, as the user wrote it: ``--port`` for a flag,
+    ``GATEWAY_PORT`` for a variable, ``gateway.yaml: port`` for the file (the highest
+    precedence source that gives it)."""
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if loc and loc[0] in overrides:
+        return "--" + key.replace("_", "-") if flags else key
+    upper = {name.upper(): name for name in env}
+    for i in range(len(loc), 0, -1):  # GATEWAY_TELEMETRY__RING_CAPACITY, or a JSON GATEWAY_TELEMETRY
+        name = upper.get(ENV_PREFIX + "__".join(str(p).upper() for p in loc[:i]))
+        if name is not None:
+            return name + "".join(f".{p}" for p in loc[i:])
+    return f"{config_file}: {key}" if config_file else key
+
+
+def load_settings(config_file: str | pathlib.Path | None = None, *, flags: bool = False,
+                  **overrides: Any) -> GatewaySettings:
     """Build settings from (lowest first) defaults, the YAML file, the environment and ``overrides``.
 
-    Raises :class:`SettingsError` naming every bad key.
+    ``flags``: the overrides are the command line's (errors name them ``--port``, not ``port``).
+    Raises :class:`SettingsError` naming every bad key where the user wrote it.
     """
     file_data = _read_yaml(pathlib.Path(config_file)) if config_file else {}
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    env = dict(os.environ)
 
     class _Settings(GatewaySettings):
         @classmethod
@@ -108,8 +163,17 @@ def load_settings(config_file: str | pathlib.Path | None = None, **overrides: An
                                        dotenv_settings, file_secret_settings):
             return (init_settings, env_settings, _YamlSource(settings_cls, file_data))
 
-    source = " + ".join(filter(None, [str(config_file) if config_file else "", "GATEWAY_* environment"]))
+    file_name = str(config_file) if config_file else None
+    lines = unknown_environment(env)
     try:
-        return GatewaySettings.model_validate(_Settings(**overrides).model_dump())
+        settings = GatewaySettings.model_validate(_Settings(**overrides).model_dump())
     except ValidationError as exc:
-        raise SettingsError(describe_validation_error(source, exc)) from None
+        lines += validation_lines(exc, lambda loc: _origin(loc, file_name, env, overrides, flags))
+    except pydantic_settings.SettingsError as exc:  # a nested setting's variable that is not JSON
+        match = re.search(r'field "([^"]+)"', str(exc))
+        where = _origin((match.group(1),), file_name, env, overrides, flags) if match else "environment"
+        lines.append(f"  {where}: not valid JSON (a list or nested setting takes a JSON value)")
+    else:
+        if not lines:
+            return settings
+    raise SettingsError("\n".join(["invalid configuration:"] + lines))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gateway.config.settings import SettingsError, load_settings
@@ -32,7 +34,65 @@ def test_unknown_key_in_file_is_named(tmp_path):
 
 def test_bad_environment_value_is_named(monkeypatch):
     monkeypatch.setenv("GATEWAY_GRACE_PERIOD_S", "-1")
-    with pytest.raises(SettingsError, match=r"grace_period_s: Input should be greater than or equal to 0"):
+    with pytest.raises(SettingsError, match=r"GATEWAY_GRACE_PERIOD_S: Input should be greater than or equal to 0"):
+        load_settings()
+
+
+def test_each_error_is_named_where_it_was_given(tmp_path, monkeypatch):
+    """A flag as the flag, a variable as the variable, a file key with the file: the source with
+    the highest precedence that gives the value is the one to blame."""
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text("admin_port: 99999\ngrace_period_s: -2\ntelemetry:\n  ring_capacity: 1\n")
+    monkeypatch.setenv("GATEWAY_GRACE_PERIOD_S", "-1")                 # overrides the file's -2
+    monkeypatch.setenv("gateway_telemetry__histogram_max_buckets", "2")  # read case-insensitively
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg, flags=True, port=70000)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == sorted([
+        "--port", f"{cfg}", "GATEWAY_GRACE_PERIOD_S", f"{cfg}", "gateway_telemetry__histogram_max_buckets"])
+    assert "  --port: Input should be less than or equal to 65535 (got 70000)" in lines
+    assert f"  {cfg}: admin_port: Input should be less than or equal to 65535 (got 99999)" in lines
+    assert f"  {cfg}: telemetry.ring_capacity: Input should be greater than or equal to 1024 (got 1)" in lines
+    assert "environment" not in str(err.value)
+    with pytest.raises(SettingsError, match=r"(?m)^  port: Input should be less"):  # overrides, not flags
+        load_settings(port=70000)
+
+
+def test_unknown_top_level_variables_are_refused_naming_them(monkeypatch):
+    monkeypatch.setenv("GATEWAY_ADMINPORT", "1")
+    monkeypatch.setenv("GATEWAY_NO_SUCH__THING", "1")
+    monkeypatch.setenv("gateway_telemetri__enabled", "false")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).splitlines()[1:] == [
+        "  GATEWAY_ADMINPORT: unknown setting (did you mean GATEWAY_ADMIN_PORT?)",
+        "  GATEWAY_NO_SUCH__THING: unknown setting",
+        "  gateway_telemetri__enabled: unknown setting (did you mean GATEWAY_TELEMETRY?)",
+    ]
+    monkeypatch.delenv("GATEWAY_ADMINPORT")
+    monkeypatch.delenv("GATEWAY_NO_SUCH__THING")
+    monkeypatch.delenv("gateway_telemetri__enabled")
+    monkeypatch.setenv("GATEWAY_TELEMETRY__ENABLD", "false")  # nested: pydantic names it (as before)
+    with pytest.raises(SettingsError, match=r"GATEWAY_TELEMETRY__ENABLD: unknown key"):
+        load_settings()
+
+
+def test_variables_that_are_not_settings_are_left_alone(monkeypatch):
+    """The kernel build's switches and the client commands' address may be exported in the
+    shell that starts the server."""
+    from gateway.config.settings import OTHER_VARIABLES, unknown_environment
+
+    assert {"GATEWAY_DEBUG_BUILD", "GATEWAY_SANITIZE", "GATEWAY_CYTHON_ANNOTATE", "GATEWAY_ADDRESS"} == OTHER_VARIABLES
+    for name in OTHER_VARIABLES:
+        monkeypatch.setenv(name, "1")
+    assert unknown_environment(dict(os.environ)) == []
+    assert load_settings(port=0).port == 0
+
+
+def test_a_variable_that_is_not_json_is_named(monkeypatch):
+    monkeypatch.setenv("GATEWAY_TELEMETRY", "{not json")
+    with pytest.raises(SettingsError, match=r"GATEWAY_TELEMETRY: not valid JSON"):
         load_settings()
 
 
