@@ -111,6 +111,7 @@ class GatewayServer:
         s = self.settings
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} is not a directory")
+        self.grpc.check_address()  # before anything starts or logs: a taken port is all one hears
         if self.telemetry is not None:
             self.telemetry.start()
         self._start_admin()

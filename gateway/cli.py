@@ -5,12 +5,18 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import pathlib
 import sys
 
 import numpy as np
 
+from ._version import __version__
+
 DEFAULT_ADDRESS = "127.0.0.1:8001"
+#: Where the client commands find the gateway when ``--address`` is not given (gateway serve
+#: does not read it: its address is ``host`` and ``port``).
+ADDRESS_ENV = "GATEWAY_ADDRESS"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -18,19 +24,45 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .config.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(args.config, model_repository=args.model_repository, host=args.host,
-                                 port=args.port, admin_port=args.admin_port)
+        settings = load_settings(args.config, flags=True, model_repository=args.model_repository,
+                                 host=args.host, port=args.port, admin_port=args.admin_port)
     except SettingsError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    from .app import serve
+    try:
+        from .adapters.grpc_v1.server import ListenError
+        from .app import serve
+    except ImportError as exc:
+        if exc.name != "gateway._native":  # (KernelsMissing: a source tree without built kernels)
+            raise
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
 
     try:
         return asyncio.run(serve(settings))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ListenError) as exc:  # before anything started: one line, no traceback
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+
+
+def _rpc_failure(command: str, address: str, exc) -> int:
+    """One line on stderr for a failed call; says so when what answers is not this gateway."""
+    import grpc
+
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        # (some servers send no details with it: the bare "UNIMPLEMENTED:" said nothing)
+        what = (f"the server at {address} does not implement gateway.v1.Gateway: it is not this "
+                f"gateway (UNIMPLEMENTED{': ' + details if details else ''})")
+    elif code == grpc.StatusCode.UNAVAILABLE and "HTTP/2" in details:
+        what = f"the server at {address} does not speak gRPC (is it the admin HTTP port?): {details}"
+    elif code == grpc.StatusCode.UNAVAILABLE and details.startswith(("failed to connect", "errors resolving")):
+        what = (f"cannot reach a gateway at {address} (pass --address or set {ADDRESS_ENV}): {details}")
+    else:
+        what = f"{code.name}: {details}"
+    print(f"gateway {command}: {what}", file=sys.stderr)
+    return 1
 
 
 def _random_input(spec, rng: np.random.Generator) -> np.ndarray:
@@ -45,23 +77,62 @@ def _random_input(spec, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 10, shape).astype(dtype)
 
 
+class InputFileError(ValueError):
+    """An ``--input`` file that cannot be used; the message names the file and what is wrong."""
+
+
+def _as_input(path: pathlib.Path, name: str, value, dtype: np.dtype) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged nesting
+        raise InputFileError(f"{path}: input {name!r}: not a rectangular array ({exc})") from None
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise InputFileError(f"{path}: input {name!r}: values must be numbers (or booleans) in nested "
+                             f"lists of equal lengths, got {array.dtype.kind == 'U' and 'strings' or 'other values'}")
+    # same_kind: no silent float -> int or int -> bool truncation; an empty array fits any dtype
+    if array.size and not np.can_cast(array.dtype, dtype, casting="same_kind"):
+        raise InputFileError(f"{path}: input {name!r}: holds {array.dtype} values but the model takes {dtype}")
+    return array.astype(dtype, copy=False)
+
+
 def _load_inputs(path: pathlib.Path, metadata) -> dict[str, np.ndarray]:
     from .adapters.grpc_v1.dtypes import WIRE_TO_NUMPY
 
     specs = {s.name: s for s in metadata.inputs}
+    dtypes = {name: np.dtype(WIRE_TO_NUMPY[s.dtype]) for name, s in specs.items()}
     if path.suffix == ".npy":
         if len(specs) != 1:
-            raise ValueError(f"a .npy file gives one array but the model takes {sorted(specs)}; use .json")
-        (name, spec), = specs.items()
-        return {name: np.load(path, allow_pickle=False).astype(WIRE_TO_NUMPY[spec.dtype], copy=False)}
-    data = json.loads(path.read_text())
+            raise InputFileError(f"{path}: a .npy file gives one array but the model takes "
+                                 f"{sorted(specs)}; use .json")
+        (name, dtype), = dtypes.items()
+        try:
+            array = np.load(path, allow_pickle=False)
+        except OSError as exc:
+            raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise InputFileError(f"{path}: not a .npy array numpy can load ({exc})") from None
+        return {name: _as_input(path, name, array, dtype)}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{path}: not UTF-8 text (byte {exc.start}); .json or .npy expected") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping input names to arrays")
-    out = {}
-    for name, value in data.items():
-        dtype = WIRE_TO_NUMPY[specs[name].dtype] if name in specs else None
-        out[name] = np.asarray(value, dtype=dtype)
-    return out
+        raise InputFileError(f"{path}: expected a JSON object mapping input names to arrays, "
+                             f"got {type(data).__name__}")
+    unknown = sorted(set(data) - set(specs))
+    if unknown:
+        raise InputFileError(f"{path}: {', '.join(map(repr, unknown))} not an input of model "
+                             f"{metadata.name!r} (its inputs: {', '.join(sorted(specs))})")
+    missing = sorted(set(specs) - set(data))
+    if missing:
+        raise InputFileError(f"{path}: missing input {', '.join(map(repr, missing))} of model {metadata.name!r}")
+    return {name: _as_input(path, name, value, dtypes[name]) for name, value in data.items()}
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -79,8 +150,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 inputs = {s.name: _random_input(s, rng) for s in meta.inputs}
             response, outputs = client.predict(args.model, inputs, version=args.version, timeout_s=args.timeout_s)
         except grpc.RpcError as exc:
-            print(f"gateway predict: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+            return _rpc_failure("predict", args.address, exc)
         except (ValueError, OSError) as exc:
             print(f"gateway predict: {exc}", file=sys.stderr)
             return 2
@@ -109,8 +179,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         try:
             models = client.models()
         except grpc.RpcError as exc:
-            print(f"gateway models: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+            return _rpc_failure("models", args.address, exc)
     print("# model  versions  latest  state  provider")
     for m in models:
         line = f"{m.name}  versions={','.join(m.versions) or '-'}  latest={m.latest_version or '-'}  " \
@@ -135,8 +204,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         try:
             stats = client.stats(args.model, args.window_s)
         except grpc.RpcError as exc:
-            print(f"gateway stats: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+            return _rpc_failure("stats", args.address, exc)
     print(f"# window {args.window_s:g} s; ring drops {stats.ring_drops}")
     print(f"# {'model@version':<22}{'req/s':>9}{'rows/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
           f"{'max ms':>9}{'err %':>7}{'degr %':>7}{'batch':>7}{'conf':>6}")
@@ -164,7 +232,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="gRPC inference gateway for ONNX models")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    address = os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    address_help = f"host:port of the gateway (default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})"
 
     serve = sub.add_parser("serve", help="serve a model repository over gRPC")
     serve.add_argument("--model-repository", help="directory of <model>/<version>/model.onnx "
@@ -179,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="send one request and print the outputs")
     predict.add_argument("--model", required=True)
     predict.add_argument("--version", default="")
-    predict.add_argument("--address", default=DEFAULT_ADDRESS)
+    predict.add_argument("--address", default=address, help=address_help)
     predict.add_argument("--input", help=".npy (single-input models) or .json {input: array}; "
                          "default: random values of the right shape")
     predict.add_argument("--seed", type=int, default=0)
@@ -187,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_cmd_predict)
 
     models = sub.add_parser("models", help="list the models a gateway serves")
-    models.add_argument("--address", default=DEFAULT_ADDRESS)
+    models.add_argument("--address", default=address, help=address_help)
     models.set_defaults(func=_cmd_models)
 
     stats = sub.add_parser("stats", help="live latency, throughput, errors and input shifts per model")
-    stats.add_argument("--address", default=DEFAULT_ADDRESS)
+    stats.add_argument("--address", default=address, help=address_help)
     stats.add_argument("--model", default="")
     stats.add_argument("--window-s", type=float, default=10.0)
     stats.set_defaults(func=_cmd_stats)

@@ -1,7 +1,10 @@
 """The gRPC server of gateway.v1: the Gateway service, grpc.health.v1 and reflection on one port."""
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +20,46 @@ from .servicers import SERVICE, GatewayServicer
 log = logging.getLogger("gateway.server")
 
 
+class ListenError(OSError):
+    """The gRPC address cannot be listened on; the message names it and why (``errno`` too,
+    when known)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+def check_listenable(host: str, port: int) -> None:
+    """Raise :class:`ListenError` unless some address ``host`` resolves to can take ``port``.
+
+    gRPC binds every address the host resolves to and fails only when none binds, and then
+    only with a bare ``RuntimeError`` (after a C-core log line); this tries the same addresses
+    with plain sockets first, so the reason (address in use, not local, unresolvable) is known.
+    Port 0 always binds.
+    """
+    if port == 0:
+        return
+    address = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {address}: cannot resolve {host!r} ({exc.strerror})") from None
+    reasons = []
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                # as gRPC does: a port whose last connections linger in TIME_WAIT is free
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+            return
+        except OSError as exc:
+            reasons.append(exc.errno)
+    code = errno.EADDRINUSE if errno.EADDRINUSE in reasons else next((r for r in reasons if r), None)
+    why = os.strerror(code).lower() if code else "no address to bind"
+    raise ListenError(f"cannot listen on {address}: {why}", code)
+
+
 class GrpcServer:
     """Registers its calls in ``calls`` when built; ``start`` binds and serves NOT_SERVING until
     :meth:`set_serving`."""
@@ -24,6 +67,7 @@ class GrpcServer:
     def __init__(self, dataplane: DataPlane, calls: CallTable, *, host: str, port: int, max_message_bytes: int,
                  sampler: HeadSampler | None = None) -> None:
         self._address = f"{host}:{port}"
+        self._requested_port = port
         self.host = host
         self.port = 0
         self._server = grpc.aio.server(options=[
@@ -39,10 +83,18 @@ class GrpcServer:
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
 
+    def check_address(self) -> None:
+        """Raise :class:`ListenError` now if the address cannot be listened on (so a server can
+        refuse to start before it starts anything else)."""
+        check_listenable(self.host, self._requested_port)
+
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING); returns the port bound."""
         await self.set_serving(False)
-        self.port = self._server.add_insecure_port(self._address)
+        try:
+            self.port = self._server.add_insecure_port(self._address)
+        except RuntimeError:  # taken between check_listenable and here, or a reason it cannot see
+            raise ListenError(f"cannot listen on {self._address} (gRPC could not bind it)") from None
         await self._server.start()
         return self.port
 

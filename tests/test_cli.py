@@ -1,0 +1,85 @@
+"""The CLI's own parts, in-process: reading ``gateway predict --input`` files against a model's
+metadata, the address default and ``--version``. (Commands against a server: tests/e2e/test_cli.py.)"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gateway import cli
+from gateway._proto import gateway_pb2 as pb
+from gateway._version import __version__
+
+META = pb.ModelMetadata(name="mixed", inputs=[
+    pb.TensorSpec(name="features", dtype=pb.DATA_TYPE_FLOAT32, shape=[-1, 2]),
+    pb.TensorSpec(name="ids", dtype=pb.DATA_TYPE_INT64, shape=[-1])])
+
+
+def _json(tmp_path, content: str):
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    return path
+
+
+def test_a_json_file_becomes_arrays_of_the_models_dtypes(tmp_path):
+    inputs = cli._load_inputs(_json(tmp_path, json.dumps({"features": [[1, 2.5]], "ids": [7]})), META)
+    assert inputs["features"].dtype == np.float32 and inputs["features"].tolist() == [[1.0, 2.5]]
+    assert inputs["ids"].dtype == np.int64 and inputs["ids"].tolist() == [7]
+
+
+@pytest.mark.parametrize("content, what", [
+    ('{"features": [[1, 2]', "not valid JSON: Expecting ',' delimiter at line 1 column 21"),
+    ("[[1, 2]]", "expected a JSON object mapping input names to arrays, got list"),
+    ('{"features": [[1, 2]], "ids": [1], "extra": [1]}', "'extra' not an input of model 'mixed' (its inputs: features, ids)"),
+    ('{"features": [[1, 2]]}', "missing input 'ids' of model 'mixed'"),
+    ('{"features": [[1, 2], [3]], "ids": [1]}', "input 'features': not a rectangular array"),
+    ('{"features": [["a", "b"]], "ids": [1]}', "input 'features': values must be numbers"),
+    ('{"features": [[null, 1]], "ids": [1]}', "input 'features': values must be numbers"),
+    ('{"features": [[1, 2]], "ids": [1.5]}', "input 'ids': holds float64 values but the model takes int64"),
+])
+def test_json_input_errors_name_the_file_and_what_is_wrong(tmp_path, content, what):
+    path = _json(tmp_path, content)
+    with pytest.raises(cli.InputFileError) as err:
+        cli._load_inputs(path, META)
+    assert str(err.value).startswith(f"{path}: ") and what in str(err.value), str(err.value)
+
+
+def test_unreadable_and_non_text_files_are_named(tmp_path):
+    with pytest.raises(cli.InputFileError, match=r"absent\.json: cannot read: No such file or directory"):
+        cli._load_inputs(tmp_path / "absent.json", META)
+    binary = tmp_path / "x.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(cli.InputFileError, match=r"x\.json: not UTF-8 text \(byte 0\)"):
+        cli._load_inputs(binary, META)
+
+
+def test_npy_files(tmp_path):
+    one = pb.ModelMetadata(name="one", inputs=[META.inputs[0]])
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    assert cli._load_inputs(tmp_path / "x.npy", one)["features"].dtype == np.float32
+    with pytest.raises(cli.InputFileError, match=r"x\.npy: a \.npy file gives one array but the model takes"):
+        cli._load_inputs(tmp_path / "x.npy", META)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(cli.InputFileError, match=r"bad\.npy: not a \.npy array numpy can load"):
+        cli._load_inputs(tmp_path / "bad.npy", one)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(cli.InputFileError, match=r"obj\.npy: not a \.npy array numpy can load"):
+        cli._load_inputs(tmp_path / "obj.npy", one)
+
+
+def test_the_address_comes_from_the_flag_then_the_environment(monkeypatch):
+    from gateway.config.settings import OTHER_VARIABLES
+
+    assert cli.ADDRESS_ENV in OTHER_VARIABLES   # so gateway serve does not refuse it as a misspelt setting
+    monkeypatch.delenv(cli.ADDRESS_ENV, raising=False)
+    assert cli.build_parser().parse_args(["models"]).address == cli.DEFAULT_ADDRESS
+    monkeypatch.setenv(cli.ADDRESS_ENV, "127.0.0.1:9")
+    assert cli.build_parser().parse_args(["stats"]).address == "127.0.0.1:9"
+    assert cli.build_parser().parse_args(["predict", "--model", "m", "--address", "h:1"]).address == "h:1"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"gateway {__version__}\n"
