@@ -75,6 +75,9 @@ class GatewayServer:
                 from .telemetry.otel.traces import SpanPipeline
 
                 spans = SpanPipeline(span_exporter, resource, self.calls, max_queue=t.span_queue, dropped=dropped)
+        sampler_in_force = sampler.describe() if sampler is not None else None
+        if sampler is None:  # no spans, but a client's traceparent still names the trace in log lines
+            sampler = HeadSampler.ids_only()
 
         observers: list = []
         if self.telemetry is not None:
@@ -88,7 +91,8 @@ class GatewayServer:
                                    statistics=self._statistics if self.telemetry is not None else None)
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
-                                      max_features=t.export_max_features, dropped=dropped)
+                                      max_features=t.export_max_features, dropped=dropped,
+                                      sampler=sampler_in_force)
         assembler = Assembler(self.executor, AssemblyOptions(
             batching=s.batching, inline_execution_below_us=s.inline_execution_below_us,
             allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)

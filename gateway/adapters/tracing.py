@@ -6,6 +6,8 @@ request. It reads the metadata, decides sampling with the standard samplers' sem
 (``OTEL_TRACES_SAMPLER``: ``always_on``, ``always_off``, ``traceidratio``,
 ``parentbased_always_on``, ``parentbased_always_off``, ``parentbased_traceidratio``) and,
 for sampled requests only, returns a :class:`RequestTrace` the span builder fills in later.
+Without span export the adapter still runs :meth:`HeadSampler.ids_only`, which samples nothing
+but lets a client's ``traceparent`` name the trace in log lines.
 """
 from __future__ import annotations
 
@@ -81,9 +83,21 @@ class HeadSampler:
             logging.getLogger("gateway.telemetry").warning("%s; using parentbased_traceidratio", exc)
             return cls("parentbased_traceidratio", ratio)
 
+    @classmethod
+    def ids_only(cls) -> "HeadSampler":
+        """Samples nothing; a client's ``traceparent`` still names the trace for log lines
+        (what runs when no span exporter is configured)."""
+        return cls("always_off")
+
     @property
     def never(self) -> bool:
         return self._bound == 0 and not self.parent_based
+
+    def describe(self) -> str:
+        """The sampler in force, as a log line states it (the ratio only where it decides)."""
+        if self.name.endswith("traceidratio"):
+            return f"{self.name} {self.ratio:g}"
+        return self.name
 
     def start(self, metadata) -> RequestTrace | None:
         """Decide for one request; ``metadata`` is the request's (key, value) metadata pairs."""
@@ -104,6 +118,8 @@ class HeadSampler:
             if not sampled:
                 return None
             return RequestTrace(trace_id, span_id, parent_span, parent_sampled)
+        if self._bound == 0:  # (a draw could never be below it)
+            return None
         low = _rand(64)
         if low >= self._bound:
             return None

@@ -72,3 +72,21 @@ def test_sampler_names_and_the_configured_fallback(caplog):
         sampler = HeadSampler.configured("jaeger_remote", 0.2)
     assert (sampler.name, sampler.ratio) == ("parentbased_traceidratio", 0.2)
     assert "unsupported OTEL_TRACES_SAMPLER 'jaeger_remote'; using parentbased_traceidratio" in caplog.text
+
+
+def test_ids_only_samples_nothing_but_names_a_clients_trace():
+    """What the adapter runs without span export: log lines still carry a client's trace."""
+    ids = HeadSampler.ids_only()
+    assert ids.start((("traceparent", f"00-{TRACE}-{PARENT}-01"),)) is None
+    assert current_ids.get()[0] == TRACE and len(current_ids.get()[1]) == 16
+    current_ids.set(None)
+    assert all(ids.start(()) is None for _ in range(100)) and current_ids.get() is None
+    assert ids.start((("traceparent", "garbage"),)) is None and current_ids.get() is None
+
+
+def test_describe_states_the_ratio_only_where_it_decides():
+    assert HeadSampler("parentbased_traceidratio", 0.01).describe() == "parentbased_traceidratio 0.01"
+    assert HeadSampler("traceidratio", 0.25).describe() == "traceidratio 0.25"
+    assert HeadSampler("always_on", 0.5).describe() == "always_on"
+    assert HeadSampler("parentbased_always_off").describe() == "parentbased_always_off"
+    assert HeadSampler.configured("jaeger_remote", 0.2).describe() == "parentbased_traceidratio 0.2"

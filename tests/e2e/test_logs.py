@@ -9,7 +9,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gateway.logs import JsonFormatter
+from gateway.logs import JsonFormatter, TraceIdsFilter
 from tests.conftest import RunningGateway
 from tests.e2e.traced import PARENT, TRACE, predict
 
@@ -64,3 +64,26 @@ def test_notable_events_are_json_lines_with_event_names(caplog, repo):
 async def _request_reload(server):
     server.request_reload()                    # what SIGHUP does
     await asyncio.gather(*list(server._reloads))
+
+
+def test_a_client_traceparent_reaches_log_lines_without_span_export(monkeypatch, caplog, repo, make_gateway):
+    """No OTLP endpoint, so no span is exported: the adapter still reads the traceparent, so a
+    line logged while the request is served (here the fallback decisions) carries its trace."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    (repo / "classifier" / "config.yaml").write_text(
+        "labels: [approve, review, decline]\nfaults: {error_rate: 1.0}\n"
+        "policy:\n  fallback: {chain: [{static: {probabilities: [0.6, 0.3, 0.1]}}]}\n")
+    gw = make_gateway(model_repository=repo, allow_fault_injection=True, access_log=True,
+                      access_log_sample_ratio=1.0)
+    caplog.handler.addFilter(TraceIdsFilter())  # what logs.configure puts on the real handler
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        assert predict(gw, f"00-{TRACE}-{PARENT}-01").degraded
+        assert predict(gw).degraded
+    in_request = [r for r in caplog.records if r.name == "gateway.access"
+                  or (r.name == "gateway.policy" and r.getMessage().startswith("fallback."))]
+    traced, untraced = in_request[:len(in_request) // 2], in_request[len(in_request) // 2:]
+    assert {r.name for r in traced} == {"gateway.access", "gateway.policy"}
+    assert [getattr(r, "trace_id", None) for r in traced] == [TRACE] * len(traced)
+    assert {len(r.span_id) for r in traced} == {16}
+    assert [getattr(r, "trace_id", None) for r in untraced] == [None] * len(untraced)

@@ -52,10 +52,12 @@ class TelemetryExport:
     """The metrics pipeline (always, for ``/metrics``), OTLP metric push when ``metric_exporter``
     is given, and the lifecycle of the span pipeline ``spans`` (built by the composition root,
     since the data plane it observes is built after it). ``dropped`` counts what the export
-    path dropped, per signal, shared with ``spans``."""
+    path dropped, per signal, shared with ``spans``; ``sampler`` describes the head sampler in
+    force for the start line."""
 
     def __init__(self, telemetry, *, config: ExportConfig, resource, metric_exporter=None, spans=None,
-                 dataplane=None, max_features: int = 32, dropped: dict[str, int] | None = None) -> None:
+                 dataplane=None, max_features: int = 32, dropped: dict[str, int] | None = None,
+                 sampler: str | None = None) -> None:
         from .metrics import MetricsPipeline
         from .system import (register_gateway_instruments, register_gpu_instruments,
                              register_process_instruments)
@@ -64,6 +66,7 @@ class TelemetryExport:
         self.resource = resource
         self.dropped = dropped if dropped is not None else {"spans": 0, "metrics": 0}
         self.spans = spans
+        self._sampler = sampler if spans is not None else None
 
         def register(meter):
             if dataplane is not None:
@@ -93,10 +96,7 @@ class TelemetryExport:
             self.spans.start()
         cfg = self.config
         if cfg.enabled:
-            log.info("OTLP export: metrics %s every %.1f s (%s, %s histograms), traces %s (sampler %s %.3g)",
-                     cfg.metrics_endpoint or "off", cfg.metric_interval_s, cfg.temporality, cfg.histogram,
-                     cfg.traces_endpoint or "off", cfg.sampler, cfg.sampler_ratio,
-                     extra={"event": "telemetry.export_configured"})
+            log.info("OTLP export: %s", cfg.describe(self._sampler), extra={"event": "telemetry.export_configured"})
 
     def stop(self) -> None:
         """Bounded: both signals flush in parallel within ``min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s)``."""

@@ -36,6 +36,23 @@ class ExportConfig:
     def enabled(self) -> bool:
         return bool(self.traces_endpoint or self.metrics_endpoint)
 
+    def describe(self, sampler: str | None) -> str:
+        """What is exported where, for the start line; ``sampler`` is the one in force (the
+        configured name may have been unsupported and replaced), None when no span is exported
+        (no traces endpoint, or a sampler that samples nothing)."""
+        if self.metrics_endpoint:
+            metrics = (f"metrics to {self.metrics_endpoint} every {self.metric_interval_s:g} s "
+                       f"({self.temporality}, {self.histogram} histograms)")
+        else:
+            metrics = "metrics off"
+        if self.traces_endpoint and sampler is not None:
+            traces = f"traces to {self.traces_endpoint} (sampler {sampler})"
+        elif self.traces_endpoint:
+            traces = f"traces off (sampler {self.sampler} samples nothing)"
+        else:
+            traces = "traces off"
+        return f"{metrics}; {traces}"
+
     @property
     def shutdown_timeout_s(self) -> float:
         """Bound on the final flush at shutdown: the OTLP timeout, capped."""

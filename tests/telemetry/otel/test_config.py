@@ -49,3 +49,17 @@ def test_bad_values_fall_back_with_a_warning(caplog):
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=carrier-pigeon is not supported" in caplog.text
     assert "OTEL_EXPORTER_OTLP_TIMEOUT='soon' is not a number" in caplog.text
     assert ExportConfig.from_env({"OTEL_TRACES_SAMPLER_ARG": "7"}).sampler_ratio == 1.0   # clipped to [0, 1]
+
+
+def test_the_start_line_states_what_is_exported_and_the_sampler_in_force():
+    off = ExportConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4317",
+                                 "OTEL_TRACES_SAMPLER": "bogus", "OTEL_METRIC_EXPORT_INTERVAL": "1500"})
+    # metrics off: no export interval; the sampler is the one in force, not the unsupported name
+    assert off.describe("parentbased_traceidratio 0.01") == \
+        "metrics off; traces to http://t:4317 (sampler parentbased_traceidratio 0.01)"
+    both = ExportConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_SAMPLER": "always_off",
+                                  "OTEL_METRIC_EXPORT_INTERVAL": "1500"})
+    assert both.describe(None) == ("metrics to http://c:4317 every 1.5 s (cumulative, exponential histograms); "
+                                   "traces off (sampler always_off samples nothing)")
+    metrics_only = ExportConfig.from_env({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4317"})
+    assert metrics_only.describe(None).endswith("; traces off")
