@@ -101,7 +101,8 @@ class DynamicBatcher:
         if len(self._queue) >= self.max_queue_size:
             raise GatewayError(Status.RESOURCE_EXHAUSTED,
                                f"model {self.model.served_by}: queue is full "
-                               f"({self.max_queue_size} requests waiting)", retry_after_ms=50)
+                               f"({self.max_queue_size} request{'s' if self.max_queue_size != 1 else ''} "
+                               f"waiting)", retry_after_ms=50)
         future = asyncio.get_running_loop().create_future()
         signature = tuple((k, v.shape[1:]) for k, v in request.inputs.items()) if self._batching else ()
         rows = attempt.rows

@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from ..config.model import ModelConfig, load_model_config
 from ..config.settings import SettingsError
 from ..core.assembly import Assembler, InvalidPolicy
-from ..core.registry import ModelEntry, ModelRegistry, ModelVersion
+from ..core.registry import ModelEntry, ModelRegistry, ModelVersion, version_key
 from ..policy import faults as fault_injection
 from ..runtime.session import ModelLoadError, OnnxModel
 from .scanner import ModelDir, scan
@@ -118,7 +118,7 @@ class RepositoryManager:
             new_entry = self.registry.get(name)
             assert new_entry is not None  # (put above)
             latest = new_entry.latest
-            log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions), latest,
+            log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions, key=version_key), latest,
                      extra={"event": "model.loaded", "model": name, "version": latest})
 
     def _apply_policy(self, name: str, entry: ModelEntry, config: ModelConfig) -> bool:
@@ -139,7 +139,7 @@ class RepositoryManager:
                 fault_injection.announce(mv.served_by, config.faults)
         errors = {k: v for k, v in entry.errors.items() if k != "config"}
         self.registry.put(ModelEntry(name, entry.versions, errors))
-        log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions),
+        log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions, key=version_key),
                  extra={"event": "model.policy_updated", "model": name})
         return True
 

@@ -164,7 +164,7 @@ def test_a_full_queue_refuses_with_a_retry_pushback(tmp_path):
         with pytest.raises(GatewayError) as info:
             _submit(b, rows([4, 5, 6]))
         assert info.value.status is Status.RESOURCE_EXHAUSTED and info.value.retry_after_ms == 50
-        assert info.value.message == f"model {b.model.served_by}: queue is full (1 requests waiting)"
+        assert info.value.message == f"model {b.model.served_by}: queue is full (1 request waiting)"
         np.testing.assert_array_equal((await first).outputs["probabilities"], rows([1, 2, 3]))
     run(tmp_path, body)
 

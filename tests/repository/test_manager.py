@@ -203,3 +203,18 @@ def test_a_removed_model_is_unloaded_and_an_unreadable_root_changes_nothing(tmp_
             await manager.reload()
         assert "cannot read model repository" in caplog.text and [e.name for e in registry.entries()] == ["echo"]
     manage(tmp_path, body)
+
+
+def test_log_lines_list_versions_in_the_order_list_models_does(tmp_path, caplog):
+    """Numeric versions sort numerically (10 after 9), as ListModels and routing sort them."""
+    async def body(root, manager, registry):
+        for version in ("10", "9", "2"):
+            _model(root, "echo", version)
+        _write(root / "echo" / "config.yaml", LABELS)
+        with caplog.at_level(logging.INFO, logger="gateway.repository"):
+            await manager.reload()
+            _write(root / "echo" / "config.yaml", LABELS + BREAKER)
+            await manager.reload()
+        assert "model echo ready: versions ['2', '9', '10'], latest 10" in caplog.text
+        assert "model echo: policy updated in place (versions ['2', '9', '10'])" in caplog.text
+    manage(tmp_path, body)
