@@ -118,6 +118,17 @@ async def open_loop(stub, model: str, rate: float, duration_s: float, deadline_s
     return out, time.perf_counter() - start
 
 
+class ServerStartError(RuntimeError):
+    pass
+
+
+def _tail(path: pathlib.Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(nothing logged)"
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
 def _p99_ms(latencies: list[float]) -> float:
     return float(np.percentile(np.array(latencies) * 1e3, 99)) if latencies else float("nan")
 
@@ -130,12 +141,17 @@ async def run(args) -> dict:
     env = dict(os.environ, GATEWAY_MODEL_REPOSITORY=str(models), GATEWAY_PORT=str(port),
                GATEWAY_ALLOW_FAULT_INJECTION="true", GATEWAY_RELOAD_INTERVAL_S="0.5",
                GATEWAY_LOG_LEVEL="WARNING", GATEWAY_EXECUTOR_THREADS=str(max(4, 2 * args.instances)))
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server_log = tmp / "gateway.log"  # (WARNING and above: small; shown when the server fails)
+    with open(server_log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
     try:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stub = pb_grpc.GatewayStub(channel)
         for _ in range(300):
+            if server.poll() is not None:
+                raise ServerStartError(f"the gateway exited with status {server.returncode} at start:\n"
+                                       f"{_tail(server_log)}")
             try:
                 listed = await stub.ListModels(pb.ListModelsRequest(), timeout=1)
                 if sum(m.state == "READY" for m in listed.models) == 3:
@@ -144,7 +160,7 @@ async def run(args) -> dict:
                 pass
             await asyncio.sleep(0.1)
         else:
-            raise RuntimeError("the gateway did not become ready")
+            raise ServerStartError(f"the gateway did not become ready in 30 s; its log:\n{_tail(server_log)}")
         deadline_s = args.deadline_ms / 1e3
         await closed_loop(stub, "primary", 2, 1.0, deadline_s)  # warm-up
         unloaded = await closed_loop(stub, "primary", 1, args.unloaded_s, deadline_s)
@@ -227,7 +243,11 @@ def main() -> int:
     p.add_argument("--faults-s", type=float, default=4.0)
     p.add_argument("--recovery-s", type=float, default=5.0)
     args = p.parse_args()
-    summary = asyncio.run(run(args))
+    try:
+        summary = asyncio.run(run(args))
+    except ServerStartError as exc:  # its own error says why
+        print(f"overload: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -68,3 +69,12 @@ def test_load_refuses_remote_address():
     proc = subprocess.run([sys.executable, str(BENCH / "load.py"), "--address", "10.1.2.3:8001",
                            "--duration-s", "1"], capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "loopback" in proc.stderr
+
+
+def test_a_bench_whose_server_fails_to_start_shows_the_servers_error():
+    """The server's own error, not "did not become ready" (here: a setting it refuses)."""
+    proc = subprocess.run([sys.executable, str(BENCH / "overload.py")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "GATEWAY_ADMINPORT": "1"})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("overload: the gateway exited with status 2 at start:\n"), proc.stderr
+    assert "GATEWAY_ADMINPORT: unknown setting (did you mean GATEWAY_ADMIN_PORT?)" in proc.stderr
