@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 
+from .text import bounded
+
 
 class Status(enum.IntEnum):
     OK = 0
@@ -24,10 +26,12 @@ class GatewayError(Exception):
     """A request failed with a definite status; ``message`` names what was wrong.
 
     ``retry_after_ms`` is set where retrying later makes sense (overload); adapters
-    turn it into ``grpc-retry-pushback-ms``.
+    turn it into ``grpc-retry-pushback-ms``. ``message`` is cut to
+    :data:`gateway.api.text.MESSAGE_LIMIT_BYTES` (see :mod:`gateway.api.text` for why).
     """
 
     def __init__(self, status: Status, message: str, *, retry_after_ms: int | None = None):
+        message = bounded(message)
         super().__init__(message)
         self.status = status
         self.message = message

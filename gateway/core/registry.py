@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..api import GatewayError, Status, TensorSpec, not_found
+from ..api import GatewayError, Status, TensorSpec, not_found, quote
 
 if TYPE_CHECKING:
     from ..policy.state import ModelPolicy
@@ -88,20 +88,20 @@ class ModelRegistry:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise not_found(f"model {name!r} not found (models: {known})")
+            raise not_found(f"model {quote(name)} not found (models: {known})")
         if not version:
             latest = self._latest.get(name)
             if latest is None:
                 raise GatewayError(Status.UNAVAILABLE,
-                                   f"model {name!r} has no loaded version: {entry.describe_errors()}")
+                                   f"model {quote(name)} has no loaded version: {entry.describe_errors()}")
             return latest
         found = entry.versions.get(version)
         if found is None:
             if version in entry.errors:
-                raise GatewayError(Status.UNAVAILABLE, f"model {name!r} version {version!r} failed to load: "
-                                   f"{entry.errors[version]}")
+                raise GatewayError(Status.UNAVAILABLE, f"model {quote(name)} version {quote(version)} failed to "
+                                   f"load: {entry.errors[version]}")
             known = ", ".join(sorted(entry.versions, key=version_key)) or "none"
-            raise not_found(f"model {name!r} has no version {version!r} (loaded versions: {known})")
+            raise not_found(f"model {quote(name)} has no version {quote(version)} (loaded versions: {known})")
         return found
 
     def get(self, name: str) -> ModelEntry | None:

@@ -1,15 +1,16 @@
-"""Checks a decoded request against the model's declared inputs; every message names the tensor."""
+"""Checks a decoded request against the model's declared inputs; every message names the tensor
+(client-supplied names cut by :func:`gateway.api.quote`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
 
-from ..api import InferRequest, TensorSpec, dtype_name, invalid
+from ..api import InferRequest, TensorSpec, dims, dtype_name, invalid, quote
 
 
 def _shape(shape: Sequence[int]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
+    return dims(shape, sep=",")
 
 
 def validate(request: InferRequest, inputs: Sequence[TensorSpec], input_by_name: dict[str, TensorSpec],
@@ -25,7 +26,7 @@ def validate(request: InferRequest, inputs: Sequence[TensorSpec], input_by_name:
                           f"(expected {spec.describe()})")
     if len(got) != len(inputs):
         extra = sorted(set(got) - set(input_by_name))
-        raise invalid(f"model {served_by}: unexpected input {extra[0]!r}; "
+        raise invalid(f"model {served_by}: unexpected input {quote(extra[0])}; "
                       f"the model takes {', '.join(repr(s.name) for s in inputs)}")
     rows = -1
     for spec in inputs:
@@ -49,7 +50,7 @@ def validate(request: InferRequest, inputs: Sequence[TensorSpec], input_by_name:
                 raise invalid(f"input {spec.name!r}: has {array.shape[0]} rows but other inputs have {rows}")
     for name in request.output_names:
         if name not in output_names:
-            raise invalid(f"model {served_by}: unknown output {name!r}; outputs are "
+            raise invalid(f"model {served_by}: unknown output {quote(name)}; outputs are "
                           f"{', '.join(repr(n) for n in output_names)}")
     return rows if batchable else 1
 
