@@ -1,51 +1,211 @@
-"""Protobuf <-> core types. Tensors are decoded with numpy.frombuffer: no copies."""
+"""Protobuf <-> core types. Tensors are decoded with numpy.frombuffer over the one copy of their
+bytes that reading the field makes.
+
+Requests arrive as raw bytes (:func:`parse_request`), so a message that does not parse is an
+INVALID_ARGUMENT naming what failed rather than an UNKNOWN from grpcio's deserializer. Every
+error names the tensor or field and quotes client text cut (:mod:`gateway.api.text`).
+
+Memory: decoding copies each tensor's bytes once, and no array may describe more than
+``max_bytes`` (nor more dimensions than numpy holds, :data:`MAX_RANK`). Protobuf's parse turns
+each repeated entry into an object tens of bytes large (an empty ``Tensor`` is 2 bytes on the
+wire and ~70 parsed: 64 MiB of them would take 2 GiB), so a message longer than
+:data:`PRESCAN_ABOVE_BYTES` is scanned first (its top-level fields and each tensor's,
+:data:`PRESCAN_MAX_FIELDS` at most) and refused when it holds more entries than
+:data:`MAX_INPUTS`, :data:`MAX_OUTPUT_NAMES`, :data:`MAX_PARAMETERS` or :data:`MAX_RANK` allow,
+before anything is allocated for them; parsing a shorter one takes at most ~40x its length. The
+same limits apply after the parse, whatever the length.
+"""
 from __future__ import annotations
 
 import math
 import uuid
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..._proto import gateway_pb2 as pb
 from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
-from ...api import dtype_name, invalid
+from ...api import dims, dtype_name, invalid, quote
 from .dtypes import NUMPY_TO_WIRE, WIRE_TO_NUMPY
 
 
+def _numpy_max_rank() -> int:
+    try:
+        np.empty((1,) * 64)
+    except ValueError:  # numpy 1.x (NPY_MAXDIMS 32)
+        return 32
+    return 64
+
+
+MAX_RANK = _numpy_max_rank()  # dimensions numpy can hold (64 since numpy 2.0)
+MAX_INPUTS = 1024             # tensors in one request (models with KV caches take a few hundred)
+MAX_OUTPUT_NAMES = 1024
+MAX_PARAMETERS = 1024
+PRESCAN_ABOVE_BYTES = 64 * 1024
+PRESCAN_MAX_FIELDS = 16 * 1024  # scanned at most (an unpacked shape is one field per dimension)
+_MAX_VARINT_BYTES = 10
+_REQUEST = pb.PredictRequest.DESCRIPTOR.full_name
+_INPUTS, _OUTPUT_NAMES, _PARAMETERS = 4, 5, 6   # PredictRequest field numbers
+_SHAPE = 3                                       # Tensor.shape
+
+
+def parse_request(data: bytes) -> pb.PredictRequest:
+    """A ``gateway.v1.PredictRequest`` from its wire bytes; INVALID_ARGUMENT saying what failed."""
+    if len(data) > PRESCAN_ABOVE_BYTES:
+        _Prescan(data).request()
+    try:
+        return pb.PredictRequest.FromString(data)
+    except DecodeError as exc:
+        raise invalid(f"request is not a valid {_REQUEST} ({len(data)} bytes): {_reason(exc)}") from None
+
+
+def _reason(exc: DecodeError) -> str:
+    text = str(exc)
+    # upb: "Error parsing message with type 'gateway.v1.PredictRequest': Wire format was corrupt"
+    _, sep, tail = text.partition(f"'{_REQUEST}': ")
+    return (tail if sep else text) or "the wire format is corrupt"
+
+
+def _too_many(what: str, limit: int) -> GatewayError:
+    return invalid(f"request has more than {limit} {what}")
+
+
+class _Prescan:
+    """Counts what protobuf would allocate for, refusing counts no request may have (see the
+    module docstring). Malformed wire data ends the scan: the parse that follows names the
+    problem, having allocated no more than the entries scanned so far allow."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.fields_left = PRESCAN_MAX_FIELDS  # bounds the scan's own work
+
+    def request(self) -> None:
+        counts = {_INPUTS: 0, _OUTPUT_NAMES: 0, _PARAMETERS: 0}
+        limits = {_INPUTS: (MAX_INPUTS, "input tensors"), _OUTPUT_NAMES: (MAX_OUTPUT_NAMES, "output names"),
+                  _PARAMETERS: (MAX_PARAMETERS, "parameters")}
+        pos, end = 0, len(self.data)
+        try:
+            while pos < end:
+                field, wire, start, pos = self.field(pos, end)
+                if wire == 2 and field in counts:  # (with another wire type: an unknown field, kept as bytes)
+                    counts[field] += 1
+                    limit, what = limits[field]
+                    if counts[field] > limit:
+                        raise _too_many(what, limit)
+                    if field == _INPUTS:
+                        self.tensor(start, pos, counts[_INPUTS])
+        except IndexError:
+            return
+
+    def tensor(self, pos: int, end: int, index: int) -> None:
+        packed_bytes = unpacked = 0
+        name: str | None = None
+        while pos < end:
+            field, wire, start, pos = self.field(pos, end)
+            if field == 1 and wire == 2:  # (serializers write the name first)
+                name = self.data[start:pos].decode("utf-8", "replace")
+            elif field == _SHAPE and wire in (0, 2):
+                if wire == 2:  # packed: each dimension takes at least one byte
+                    packed_bytes += pos - start
+                else:
+                    unpacked += 1
+                if packed_bytes > MAX_RANK * _MAX_VARINT_BYTES or unpacked > MAX_RANK:
+                    which = f"input {quote(name)}" if name else f"input tensor {index} (counting from 1)"
+                    raise invalid(f"{which}: shape has more than the {MAX_RANK} dimensions a tensor may have")
+
+    def field(self, pos: int, end: int) -> tuple[int, int, int, int]:
+        """(field number, wire type, start and end of its value) of the field at ``pos``."""
+        self.fields_left -= 1
+        if self.fields_left < 0:
+            raise _too_many("fields", PRESCAN_MAX_FIELDS)
+        key, pos = self.varint(pos)
+        wire = key & 7
+        if wire == 0:
+            start, (_, stop) = pos, self.varint(pos)
+        elif wire == 1:
+            start, stop = pos, pos + 8
+        elif wire == 2:
+            length, start = self.varint(pos)
+            stop = start + length
+        elif wire == 5:
+            start, stop = pos, pos + 4
+        else:  # proto3 never writes groups (3, 4); 6 and 7 are no wire types
+            raise invalid(f"request is not a valid {_REQUEST}: field {key >> 3} has wire type {wire}, "
+                          "which gateway.v1 never uses")
+        if stop > end:
+            raise IndexError("field runs past the end")
+        return key >> 3, wire, start, stop
+
+    def varint(self, pos: int) -> tuple[int, int]:
+        """(value, position after it); IndexError when the data ends inside it."""
+        data = self.data
+        value = shift = 0
+        for offset in range(_MAX_VARINT_BYTES):
+            byte = data[pos + offset]
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value, pos + offset + 1
+            shift += 7
+        raise IndexError("varint longer than 10 bytes")
+
+
 def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
-    name = tensor.name
+    """A read-only view of the tensor's bytes; INVALID_ARGUMENT naming the tensor for anything
+    numpy could not hold or the data does not match."""
+    name = quote(tensor.name)
     dtype = WIRE_TO_NUMPY.get(tensor.dtype)
     if dtype is None:
-        raise invalid(f"input {name!r}: unsupported or missing dtype "
+        raise invalid(f"input {name}: unsupported or missing dtype "
                       f"{pb.DataType.Name(tensor.dtype) if tensor.dtype in pb.DataType.values() else tensor.dtype}")
+    rank = len(tensor.shape)  # (before the shape is copied: a rank-100000 shape stays in protobuf)
+    if rank > MAX_RANK:
+        raise invalid(f"input {name}: rank {rank} is more than the {MAX_RANK} dimensions a tensor may have")
     shape = tuple(tensor.shape)
     for axis, dim in enumerate(shape):
         if dim < 0:
-            raise invalid(f"input {name!r}: dimension {axis} is negative ({dim}) in shape {list(shape)}")
-    elements = math.prod(shape)
-    if elements * dtype.itemsize > max_bytes:
-        raise invalid(f"input {name!r}: shape {list(shape)} means {elements} {dtype_name(dtype)} values, "
-                      f"more than the {max_bytes}-byte message limit allows")
-    expected = elements * dtype.itemsize
-    if len(tensor.data) != expected:
-        raise invalid(f"input {name!r}: {len(tensor.data)} bytes of data but shape {list(shape)} x "
+            raise invalid(f"input {name}: dimension {axis} is negative ({dim}) in shape {dims(shape)}")
+    # Python ints, so no product overflows. numpy refuses an empty shape too when its other
+    # dimensions could not be allocated ([0, 2**62]), so zeros do not exempt the rest.
+    extent = math.prod(d for d in shape if d) * dtype.itemsize
+    if extent > max_bytes:
+        elements = math.prod(shape)
+        what = (f"means {_count(elements)} {dtype_name(dtype)} values" if elements else
+                f"is empty but its other dimensions mean {_count(extent // dtype.itemsize)} "
+                f"{dtype_name(dtype)} values")
+        raise invalid(f"input {name}: shape {dims(shape)} {what}, more than the {max_bytes}-byte message "
+                      "limit (max_message_bytes) allows")
+    expected = math.prod(shape) * dtype.itemsize
+    data = tensor.data  # (each read of a bytes field copies it out of the message: read it once)
+    if len(data) != expected:
+        raise invalid(f"input {name}: {len(data)} bytes of data but shape {dims(shape)} x "
                       f"{dtype_name(dtype)} needs {expected}")
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _count(n: int) -> str:
+    """A count that may have hundreds of digits (64 dimensions of 2**62), readably."""
+    return str(n) if n < 10 ** 18 else f"more than 10^{len(str(n)) - 1}"
 
 
 def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns: int, max_bytes: int,
                      call: int = 0, trace: object | None = None) -> InferRequest:
     if not msg.model:
         raise invalid("request names no model (field 'model' is empty)")
+    if len(msg.inputs) > MAX_INPUTS:
+        raise _too_many("input tensors", MAX_INPUTS)
+    if len(msg.output_names) > MAX_OUTPUT_NAMES:
+        raise _too_many("output names", MAX_OUTPUT_NAMES)
+    if len(msg.parameters) > MAX_PARAMETERS:
+        raise _too_many("parameters", MAX_PARAMETERS)
     inputs: dict[str, np.ndarray] = {}
     payload = 0
     for tensor in msg.inputs:
         if not tensor.name:
             raise invalid("an input tensor has an empty name")
         if tensor.name in inputs:
-            raise invalid(f"input {tensor.name!r} is given more than once")
-        inputs[tensor.name] = decode_tensor(tensor, max_bytes)
-        payload += len(tensor.data)
+            raise invalid(f"input {quote(tensor.name)} is given more than once")
+        array = inputs[tensor.name] = decode_tensor(tensor, max_bytes)
+        payload += array.nbytes
     return InferRequest(model=msg.model, version=msg.version, inputs=inputs,
                         request_id=msg.request_id or uuid.uuid4().hex, output_names=tuple(msg.output_names),
                         deadline_ns=deadline_ns, payload_bytes=payload, t_received_ns=t_received_ns,
@@ -61,7 +221,9 @@ def encode_tensor(name: str, array: np.ndarray) -> pb.Tensor:
     return pb.Tensor(name=name, dtype=wire, shape=array.shape, data=array.tobytes())
 
 
-def to_predict_response(resp: InferResponse) -> pb.PredictResponse:
+def to_predict_response(resp: InferResponse, max_bytes: int = 0) -> pb.PredictResponse:
+    """The wire form of ``resp``; with ``max_bytes``, RESOURCE_EXHAUSTED when it would not fit
+    (gRPC would otherwise fail the call, and on ``PredictStream`` end the whole stream)."""
     msg = pb.PredictResponse(
         request_id=resp.request_id, model=resp.model, version=resp.version,
         outputs=[encode_tensor(k, v) for k, v in resp.outputs.items()],
@@ -69,6 +231,16 @@ def to_predict_response(resp: InferResponse) -> pb.PredictResponse:
         predicted_label=resp.predicted_label)
     if resp.confidence is not None:
         msg.confidence.extend(resp.confidence.tolist())
+    if max_bytes:
+        # ByteSize serializes the message once more: only near the limit, from an estimate of
+        # its large parts (a response estimated under half the limit cannot pass it)
+        estimate = (sum(v.nbytes + 1024 for v in resp.outputs.values()) + len(resp.request_id)
+                    + 5 * len(msg.confidence) + sum(map(len, resp.predicted_label)) + 2 * len(resp.predicted_label))
+        if estimate > max_bytes // 2 and (size := msg.ByteSize()) > max_bytes:
+            raise GatewayError(Status.RESOURCE_EXHAUSTED,
+                               f"the answer to request {quote(resp.request_id)} would be {size} bytes, more "
+                               f"than the {max_bytes}-byte message limit (max_message_bytes); ask for fewer "
+                               "rows or outputs")
     return msg
 
 
