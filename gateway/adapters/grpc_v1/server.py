@@ -11,7 +11,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ..._proto import gateway_pb2_grpc as pb_grpc
 from ...api import CallTable
 from ...core.dataplane import DataPlane
 from ..tracing import HeadSampler
@@ -77,7 +76,9 @@ class GrpcServer:
         ])
         self._health = health_aio.HealthServicer()
         servicer = GatewayServicer(dataplane, calls, max_message_bytes=max_message_bytes, sampler=sampler)
-        pb_grpc.add_GatewayServicer_to_server(servicer, self._server)
+        handlers = servicer.method_handlers()  # (not the generated registration: raw request bytes)
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        self._server.add_registered_method_handlers(SERVICE, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -1,4 +1,12 @@
-"""gateway.v1.Gateway: converts messages and calls the data plane. No decisions are made here."""
+"""gateway.v1.Gateway: converts messages and calls the data plane. No decisions are made here.
+
+``Predict`` and ``PredictStream`` take their requests as raw bytes (:meth:`GatewayServicer.method_handlers`)
+and parse them here, so bytes that are no ``PredictRequest`` get INVALID_ARGUMENT saying what failed,
+and on a stream only that message does: the stream goes on. Every message a stream reads gets exactly
+one answer, an unexpected exception included (INTERNAL, logged); a stream holds at most
+:data:`STREAM_MAX_PENDING` requests read but not yet answered, then reads no more until answers
+are written (the client's sends wait on HTTP/2 flow control).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +18,7 @@ import grpc
 
 from ..._proto import gateway_pb2 as pb
 from ..._proto import gateway_pb2_grpc as pb_grpc
-from ...api import CallTable, GatewayError
+from ...api import CallTable, GatewayError, Status, quote
 from ...core.dataplane import DataPlane
 from ..tracing import HeadSampler
 from . import converters
@@ -18,6 +26,7 @@ from . import converters
 log = logging.getLogger("gateway.server")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Gateway"].full_name  # gateway.v1.Gateway
+STREAM_MAX_PENDING = 1024  # per stream: requests read whose answers are not yet written
 
 
 def _deadline_ns(context: grpc.aio.ServicerContext, now_ns: int) -> int:
@@ -40,42 +49,84 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self._predict_call = calls.register("grpc", SERVICE, "Predict")
         self._stream_call = calls.register("grpc", SERVICE, "PredictStream")
 
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The service's handlers, as the generated ``add_GatewayServicer_to_server`` builds them
+        except that Predict and PredictStream get the request bytes unparsed."""
+        return {
+            "Predict": grpc.unary_unary_rpc_method_handler(
+                self.Predict, request_deserializer=None,
+                response_serializer=pb.PredictResponse.SerializeToString),
+            "PredictStream": grpc.stream_stream_rpc_method_handler(
+                self.PredictStream, request_deserializer=None,
+                response_serializer=pb.PredictStreamResponse.SerializeToString),
+            "ListModels": grpc.unary_unary_rpc_method_handler(
+                self.ListModels, request_deserializer=pb.ListModelsRequest.FromString,
+                response_serializer=pb.ListModelsResponse.SerializeToString),
+            "GetModel": grpc.unary_unary_rpc_method_handler(
+                self.GetModel, request_deserializer=pb.GetModelRequest.FromString,
+                response_serializer=pb.ModelMetadata.SerializeToString),
+            "GetStats": grpc.unary_unary_rpc_method_handler(
+                self.GetStats, request_deserializer=pb.GetStatsRequest.FromString,
+                response_serializer=pb.StatsResponse.SerializeToString),
+        }
+
     async def _predict(self, msg: pb.PredictRequest, context, call: int) -> pb.PredictResponse:
         now = time.monotonic_ns()
         trace = self._sampler.start(context.invocation_metadata()) if self._sampler is not None else None
         request = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
                                               max_bytes=self._max_bytes, call=call, trace=trace)
         response = await self.dataplane.infer(request)
-        return converters.to_predict_response(response)
+        return converters.to_predict_response(response, self._max_bytes)
 
-    async def Predict(self, request, context):
+    async def Predict(self, request: bytes, context):
+        msg: pb.PredictRequest | None = None
         try:
-            return await self._predict(request, context, self._predict_call)
+            msg = converters.parse_request(request)
+            return await self._predict(msg, context, self._predict_call)
         except GatewayError as exc:
             await _abort(context, exc)
+        except Exception as exc:  # a bug: still a definite status, and the traceback in the log
+            await _abort(context, _internal(exc, msg.request_id if msg is not None else ""))
 
     async def PredictStream(self, request_iterator, context):
-        answers: asyncio.Queue = asyncio.Queue()
+        answers: asyncio.Queue[pb.PredictStreamResponse] = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
+        room = asyncio.Semaphore(STREAM_MAX_PENDING)
+        closing = False
 
         async def answer(msg: pb.PredictRequest) -> None:
             try:
                 resp = await self._predict(msg, context, self._stream_call)
                 out = pb.PredictStreamResponse(request_id=resp.request_id, response=resp)
             except GatewayError as exc:
-                out = pb.PredictStreamResponse(request_id=msg.request_id,
-                                               error=pb.ErrorStatus(code=int(exc.status), message=exc.message))
+                out = _error_answer(msg.request_id, exc)
+            except asyncio.CancelledError:
+                if closing:
+                    raise
+                # not the stream's doing (it cancels only when closing): this request still gets its answer
+                out = _error_answer(msg.request_id, GatewayError(
+                    Status.CANCELLED, f"request {quote(msg.request_id)} was cancelled inside the gateway"))
+            except Exception as exc:  # a bug: this message still gets its one answer, the stream goes on
+                out = _error_answer(msg.request_id, _internal(exc, msg.request_id))
             answers.put_nowait(out)
 
         async def read() -> int:
             count = 0
-            async for msg in request_iterator:
+            async for raw in request_iterator:
+                count += 1
+                await room.acquire()
+                try:
+                    msg = converters.parse_request(raw)
+                except GatewayError as exc:
+                    answers.put_nowait(_error_answer("", GatewayError(
+                        exc.status, f"stream message {count} (counting from 1; its request_id is unknown): "
+                                    f"{exc.message}")))
+                    continue
                 if not msg.request_id:  # answers are matched by id, so every request needs one
                     msg.request_id = _new_id()
                 task = asyncio.create_task(answer(msg))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                count += 1
             return count
 
         reader = asyncio.create_task(read())
@@ -88,6 +139,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 if getter in done:
                     yield getter.result()
                     sent += 1
+                    room.release()
                 else:
                     getter.cancel()
             total = reader.result()  # re-raises a read error
@@ -95,6 +147,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 yield await answers.get()
                 sent += 1
         finally:  # the client may have gone: leave nothing pending behind
+            closing = True
             if getter is not None:
                 getter.cancel()
             reader.cancel()
@@ -121,3 +174,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _error_answer(request_id: str, exc: GatewayError) -> pb.PredictStreamResponse:
+    return pb.PredictStreamResponse(request_id=request_id,
+                                    error=pb.ErrorStatus(code=int(exc.status), message=exc.message))
+
+
+def _internal(exc: Exception, request_id: str) -> GatewayError:
+    log.error("request %s: unexpected error while answering it", quote(request_id or "(unknown)"), exc_info=exc,
+              extra={"event": "request.internal_error"})
+    return GatewayError(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
