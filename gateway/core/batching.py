@@ -160,11 +160,15 @@ class DynamicBatcher:
                     fut.set_exception(exc)
                 self.inline_executions += 1
                 self._finish(fut, batch)
+                # This frame outlives the batch: bound here, its inputs and outputs (tens of MB
+                # for a large request) would stay alive until this model's next batch.
+                del fut, batch
                 await asyncio.sleep(0)  # let the handlers that queue requests run between batches
                 continue
             fut = loop.run_in_executor(self._executor, self._execute, batch, False)
             fut.add_done_callback(cast("Callable[[asyncio.Future], object]",  # (mypy can't infer the lambda)
                                        lambda f, b=batch: self._finish(f, b)))
+            del fut, batch  # (as above: the callback holds them until the execution ends)
         for _ in range(self._instances):  # wait for executions still running
             await self._slots.acquire()
 

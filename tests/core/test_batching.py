@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -288,4 +290,22 @@ def test_a_fast_model_runs_on_the_loop_once_timed_and_answers_the_same(tmp_path,
         assert b.executions == 12
         assert (b.inline_executions > 0) == (inline_below_us > 0)
         assert b.inline_executions <= 12 - ExecutionPlace.WARMUP_EXECUTIONS
+    run(tmp_path, body)
+
+
+@pytest.mark.parametrize("inline_below_us", [0, 10_000])
+def test_an_answered_batch_is_not_kept_alive_by_the_batcher(tmp_path, inline_below_us):
+    """The batcher's loop waits for the next batch with the last one's locals in scope: a large
+    request's inputs and outputs must not stay resident until the model is called again."""
+    async def body(make):
+        b = make(echo(), max_queue_delay_us=0, inline_below_us=inline_below_us)
+        for i in range(ExecutionPlace.WARMUP_EXECUTIONS + 2):   # the last ones inline where allowed
+            x = rows([i, 1, 2])
+            result = await _submit(b, x)[0]
+            gone = [weakref.ref(x), weakref.ref(result.outputs["probabilities"])]
+            del x, result
+            await asyncio.sleep(0)                               # the batcher is waiting again
+            gc.collect()
+            assert [ref() for ref in gone] == [None, None], f"batch {i} still referenced"
+        assert (b.inline_executions > 0) == (inline_below_us > 0)
     run(tmp_path, body)
