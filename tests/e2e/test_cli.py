@@ -241,8 +241,12 @@ def test_version_and_python_m_from_a_source_tree_without_kernels(tmp_path, demo_
 
     broken = run("-c", "import gateway.kernels")
     assert broken.returncode == 1
-    assert f"the compiled kernels are missing from {tmp_path.resolve() / 'gateway' / '_native'}" in broken.stderr
-    assert "build in place: python setup.py build_ext --inplace" in broken.stderr
+    missing = f"the compiled kernels are missing from {tmp_path.resolve() / 'gateway' / '_native'}"
+    assert missing in broken.stderr and "build in place: python setup.py build_ext --inplace" in broken.stderr
+    # the tree's own CLI (no __main__ to re-run the installed package): serve says it in one line
+    direct = run("-c", "import sys; from gateway.cli import main; sys.exit(main(['serve', '--port', '0']))")
+    (line,) = direct.stderr.splitlines()
+    assert direct.returncode == 2 and line.startswith(f"gateway: {missing}")
     with _listening_socket() as taken:                    # serve gets as far as binding: the kernels loaded
         port = taken.getsockname()[1]
         out = run("-m", "gateway", "serve", "--model-repository", str(demo_models), "--port", str(port),
