@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from ._version import __version__
+from .api.stats import MAX_WINDOW_S
 
 DEFAULT_ADDRESS = "127.0.0.1:8001"
 #: Where the client commands find the gateway when ``--address`` is not given (gateway serve
@@ -195,6 +196,18 @@ def _num(value: float, width: int, decimals: int) -> str:
     """A right-aligned number, or "-" where there is none yet (no requests in the window)."""
     return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{width}.{decimals}f}"
 
+
+def _window_s(text: str) -> float:
+    """``--window-s``: refused here, as a flag, rather than by the server after connecting."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= MAX_WINDOW_S:  # (also NaN)
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_WINDOW_S} seconds, got {text}")
+    return value
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     import grpc
 
@@ -205,12 +218,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             stats = client.stats(args.model, args.window_s)
         except grpc.RpcError as exc:
             return _rpc_failure("stats", args.address, exc)
-    print(f"# window {args.window_s:g} s; ring drops {stats.ring_drops}")
+    # (the server counts whole seconds: a fraction rounds up)
+    print(f"# window {math.ceil(args.window_s)} s; ring drops {stats.ring_drops}")
     print(f"# {'model@version':<22}{'req/s':>9}{'rows/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
           f"{'max ms':>9}{'err %':>7}{'degr %':>7}{'batch':>7}{'conf':>6}")
     for m in stats.models:
-        if not m.model:
-            continue
         lat = m.latency
         print(f"{m.model + '@' + m.version:<24}{m.requests_per_s:>9.1f}{m.rows_per_s:>10.1f}"
               f"{_num(lat.p50_ms, 9, 3)}{_num(lat.p90_ms, 9, 3)}{_num(lat.p99_ms, 9, 3)}"
@@ -263,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="live latency, throughput, errors and input shifts per model")
     stats.add_argument("--address", default=address, help=address_help)
-    stats.add_argument("--model", default="")
-    stats.add_argument("--window-s", type=float, default=10.0)
+    stats.add_argument("--model", default="", help="only this model (an unknown one is an error)")
+    stats.add_argument("--window-s", type=_window_s, default=10.0,
+                       help=f"seconds the figures cover, up to {MAX_WINDOW_S} (default 10)")
     stats.set_defaults(func=_cmd_stats)
 
     demo = sub.add_parser("demo-repository", help="write the demo model repository to a directory")

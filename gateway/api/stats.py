@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 
+MAX_WINDOW_S = 300
+"""The longest window: telemetry keeps per-second counters and the GetStats reader's history of
+cumulative histograms this far back (windows are whole seconds; a fraction rounds up)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class LatencySummary:
@@ -25,6 +29,9 @@ class FeatureShift:
 
 @dataclasses.dataclass(frozen=True)
 class ModelStatsSnapshot:
+    """One version over a window: everything but ``requests`` (the total since it was
+    registered) and ``top_shifts`` (the feature-shift monitor's own window) covers it."""
+
     model: str
     version: str
     requests: int

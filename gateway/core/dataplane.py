@@ -20,8 +20,9 @@ from ..api import (
     ModelSummary,
     Status,
     VersionState,
+    invalid,
 )
-from ..api.stats import ModelStatsSnapshot, Statistics
+from ..api.stats import MAX_WINDOW_S, ModelStatsSnapshot, Statistics
 from .context import NO_ATTEMPT, Attempt
 from .observers import Decisions, RequestObserver
 from .pipeline import Pipeline, Served
@@ -143,9 +144,16 @@ class DataPlane:
 
     # -- statistics -------------------------------------------------------------------------
     async def statistics(self, window_s: float, model: str = "") -> Statistics:
-        """Live per-model statistics over the last ``window_s`` (computed off the event loop)."""
+        """Live per-model statistics over the last ``window_s`` (computed off the event loop).
+
+        INVALID_ARGUMENT for a window that is not in (0, MAX_WINDOW_S] seconds (a fraction
+        rounds up to whole seconds), NOT_FOUND for a ``model`` the registry does not hold."""
+        if not 0 < window_s <= MAX_WINDOW_S:  # (also NaN)
+            raise invalid(f"window_s must be more than 0 and at most {MAX_WINDOW_S} seconds, got {window_s:g}")
         if self._statistics is None:
             raise GatewayError(Status.FAILED_PRECONDITION, "telemetry is disabled (telemetry.enabled=false)")
+        if model and self.registry.get(model) is None:
+            self.registry.resolve(model)  # raises the NOT_FOUND a request naming it gets
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
         if model:
             models: list[ModelStatsSnapshot] = [s for s in stats.models if s.model == model]

@@ -3,15 +3,16 @@ readers, wired together. ``gateway.app`` builds one when ``telemetry.enabled`` (
 there is none, and nothing is recorded)."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-
 from ..api import CallTable
+from ..api.stats import MAX_WINDOW_S
 from .aggregator import Aggregator, drain_into
 from .models import BatchStats, InputBinning, ModelTelemetry
-from .readers import ShiftSource, histogram_points, model_stats
+from .readers import ShiftSource, StatsHistory, histogram_points, model_stats
 from .recorder import Recorder
 from .snapshots import (
     ConfidenceSnapshot,
@@ -42,7 +43,10 @@ class Telemetry:
         self.unknown_model_records = 0
         self.recorder = Recorder(ring_capacity)
         self._aggregator = Aggregator(self.flush, aggregate_interval_s)
-        self.register_model("", "", inputs={})  # id 0: requests that named no loaded version
+        self._history = StatsHistory(max_window_s=MAX_WINDOW_S)  # the GetStats reader's own
+        # id 0: requests that named no loaded version. Exported (model "unknown") but not a
+        # model of snapshot(): there is no such model to ask GetStats about.
+        self.register_model("", "", inputs={})
 
     # -- registration (gateway.core.observers.ModelObservers) ------------------------------
     def register_model(self, model: str, version: str, *, inputs: dict[str, int],
@@ -104,16 +108,23 @@ class Telemetry:
         with self._lock:
             self.unknown_model_records += drain_into(self.recorder, self._models)
             models = list(self._models)
-        now = time.monotonic_ns()
+            now = time.monotonic_ns()
+            self._history.tick([st for st in models if st.model], now)
         for hook in self._periodic:
             hook(models, now)
 
     # -- readers ------------------------------------------------------------------------------
     def snapshot(self, window_s: float = 10.0, shifts: ShiftSource | None = None) -> list[ModelStatsSnapshot]:
-        """Summary per registered version; rates and shares over the last ``window_s``."""
+        """Summary per registered version over the last ``window_s`` (whole seconds, a fraction
+        rounds up; at most ``MAX_WINDOW_S``): rates and shares from the per-second counters,
+        percentiles and means against the history's snapshot from the window's start."""
+        if not 0 < window_s <= MAX_WINDOW_S:  # (also NaN)
+            raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}], got {window_s}")
         with self._lock:
             now = time.monotonic_ns()
-            return [model_stats(st, window_s, now, shifts) for st in self._models]
+            start = now - math.ceil(window_s) * 1_000_000_000
+            return [model_stats(st, window_s, now, shifts, self._history.at(st.model_id, start))
+                    for st in self._models if st.model]
 
     def histograms(self) -> list[HistogramPoint]:
         """Cumulative exponential histograms per (model, version, status, kind; call for "e2e").

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import kernels
+from ..api.stats import MAX_WINDOW_S
 
 LATENCY_KINDS = ("e2e", "queue", "compute")
 
@@ -46,7 +47,7 @@ class ModelTelemetry:
         self.labels = list(labels) if labels is not None else None
         # (status code, kind, call) -> histogram; call is -1 for kinds other than "e2e"
         self.hists: dict[tuple[int, str, int], kernels.ExpHistogram] = {}
-        self.counters = kernels.WindowedCounters(300)
+        self.counters = kernels.WindowedCounters(MAX_WINDOW_S)  # one slot per second
         # (status code, fallback code) -> requests, for exporters' per-outcome counters.
         self.outcomes: dict[tuple[int, int], int] = {}
         self.conf_sum = 0.0

@@ -2,18 +2,21 @@
 
 The kernels keep cumulative state only. A reader that exports deltas (OTLP with delta
 temporality, and the alert evaluator to come) owns a :class:`HistogramDeltas` of its own, so
-two delta readers never take each other's deltas.
+two delta readers never take each other's deltas. The ``GetStats`` reader owns a
+:class:`StatsHistory`: cumulative snapshots of each version, so a window's percentiles are
+the difference between now and the snapshot taken ``window_s`` ago.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..api import CallTable
-from ..api.stats import FeatureShift, LatencySummary, ModelStatsSnapshot
+from ..api.stats import MAX_WINDOW_S, FeatureShift, LatencySummary, ModelStatsSnapshot
 from .models import ModelTelemetry
 from .snapshots import HistogramPoint, HistogramSnapshot
 
@@ -28,21 +31,179 @@ def latency_summary(h) -> LatencySummary:
 
 
 def model_stats(st: ModelTelemetry, window_s: float, now_ns: int,
-                shifts: ShiftSource | None = None) -> ModelStatsSnapshot:
-    """What ``GetStats`` reports for one version: rates and shares over the last ``window_s``."""
+                shifts: ShiftSource | None = None, since: Cumulative | None = None) -> ModelStatsSnapshot:
+    """What ``GetStats`` reports for one version over the last ``window_s``: rates and shares
+    from the per-second counters; percentiles, mean batch size and mean confidence from the
+    difference between the cumulative state now and ``since`` (the version's state at the
+    window's start; None: since it was registered)."""
     sums, covered = st.counters.window_sums(window_s, now_ns)
     w_req = int(sums[0])
-    bs = st.merged("batch_size")
+    cur = cumulative(st, now_ns)
+    batches = cur.batch_count - (since.batch_count if since else 0)
+    rows_in_batches = cur.batch_sum - (since.batch_sum if since else 0.0)
+    confidences = cur.conf_n - (since.conf_n if since else 0)
+    confidence_sum = cur.conf_sum - (since.conf_sum if since else 0.0)
     return ModelStatsSnapshot(
         model=st.model, version=st.version, requests=int(st.counters.total_requests),
-        latency=latency_summary(st.merged("e2e")), queue=latency_summary(st.merged("queue")),
-        compute=latency_summary(st.merged("compute")),
+        latency=window_summary(cur.latency, since.latency if since else None),
+        queue=window_summary(cur.queue, since.queue if since else None),
+        compute=window_summary(cur.compute, since.compute if since else None),
         requests_per_s=w_req / covered, rows_per_s=int(sums[1]) / covered,
         error_share=int(sums[2]) / w_req if w_req else 0.0,
         degraded_share=int(sums[3]) / w_req if w_req else 0.0,
-        mean_batch_size=bs.sum / bs.count if bs.count else math.nan,
-        mean_confidence=st.conf_sum / st.conf_n if st.conf_n else math.nan,
+        mean_batch_size=rows_in_batches / batches if batches > 0 else math.nan,
+        mean_confidence=confidence_sum / confidences if confidences > 0 else math.nan,
         top_shifts=shifts(st) if shifts is not None else [])
+
+
+# -- windows from cumulative snapshots (the GetStats reader) ---------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Cumulative:
+    """One version's cumulative state as the GetStats reader needs it, at ``time_ns``."""
+
+    time_ns: int
+    requests: int                 # records folded so far: unchanged means nothing else changed
+    latency: HistogramSnapshot    # end to end, every status and call merged
+    queue: HistogramSnapshot
+    compute: HistogramSnapshot
+    batch_count: int              # requests that reached an execution ...
+    batch_sum: float              # ... and the rows of the batches they ran in
+    conf_n: int                   # answers with a confidence, and its sum
+    conf_sum: float
+
+
+def _hist_snapshot(h, start_ns: int, now_ns: int) -> HistogramSnapshot:
+    d = h.snapshot()
+    return HistogramSnapshot(d["scale"], d["offset"], d["bucket_counts"], int(d["zero_count"]), int(d["count"]),
+                             float(d["sum"]), float(d["min"]), float(d["max"]), start_ns, now_ns)
+
+
+def cumulative(st: ModelTelemetry, now_ns: int) -> Cumulative:
+    """The version's state now (call under the hub's lock: the aggregator writes it)."""
+    batch = st.merged("batch_size")
+    start = st.start_ns
+    return Cumulative(
+        now_ns, int(st.counters.total_requests), _hist_snapshot(st.merged("e2e"), start, now_ns),
+        _hist_snapshot(st.merged("queue"), start, now_ns), _hist_snapshot(st.merged("compute"), start, now_ns),
+        int(batch.count), float(batch.sum), st.conf_n, st.conf_sum)
+
+
+def _lower_boundary(index: int, scale: int) -> float:
+    """``base ** index`` at ``scale`` (as the kernel's expmap computes it); inf past the double range."""
+    try:
+        if scale <= 0:
+            return math.ldexp(1.0, index << -scale)
+        q = index >> scale
+        return math.ldexp(2.0 ** math.ldexp(index - (q << scale), -scale), q)
+    except OverflowError:
+        return math.inf
+
+
+def _quantile(h: HistogramSnapshot, cum: np.ndarray, q: float, lo: float, hi: float) -> float:
+    """The kernel's rule (``ExpHistogram.quantile``) on a snapshot: the value at rank
+    ceil(q * count), answered with its bucket's point ``2 L b / (1 + b)``, within [lo, hi]."""
+    rank = min(max(math.ceil(q * h.count), 1), h.count)
+    if rank <= h.zero_count:
+        return 0.0
+    i = int(np.searchsorted(cum, rank - h.zero_count))
+    if i >= len(cum):
+        return hi
+    base = _lower_boundary(1, h.scale)
+    rep = 2.0 * _lower_boundary(h.offset + i, h.scale) / (1.0 + 1.0 / base)
+    return min(max(rep, lo), hi)
+
+
+def window_summary(cur: HistogramSnapshot, prev: HistogramSnapshot | None) -> LatencySummary:
+    """Percentiles (ms) of what ``cur`` holds beyond ``prev`` (None: all of it).
+
+    Two cumulative states do not say the window's extremes, but they bound them: when the
+    all-time max rose since ``prev`` the window holds it (exact); otherwise the window's max
+    lies in its highest non-empty bucket, whose upper edge (capped by the all-time max) is
+    reported: never below the true max, above it by at most the bucket's relative width.
+    The min likewise, from below; quantiles are clamped to [min, max] as the kernel does.
+    """
+    if prev is None or prev.count == 0:
+        h, lo, hi = cur, cur.min, cur.max
+    else:
+        h = subtract(cur, prev)
+        if h.count <= 0:
+            return LatencySummary(0, math.nan, math.nan, math.nan, math.nan)
+        counts = np.asarray(h.bucket_counts)
+        top = h.offset + len(counts)  # (subtract trims empty buckets at both ends)
+        if cur.max > prev.max:
+            hi = cur.max
+        else:
+            hi = min(cur.max, _lower_boundary(top, h.scale)) if len(counts) else 0.0
+        if cur.min < prev.min:
+            lo = cur.min
+        else:
+            lo = 0.0 if h.zero_count else max(cur.min, _lower_boundary(h.offset, h.scale))
+    if h.count == 0:
+        return LatencySummary(0, math.nan, math.nan, math.nan, math.nan)
+    cum = np.cumsum(np.asarray(h.bucket_counts, dtype=np.int64))
+    return LatencySummary(int(h.count), _quantile(h, cum, 0.5, lo, hi) * 1e3, _quantile(h, cum, 0.9, lo, hi) * 1e3,
+                          _quantile(h, cum, 0.99, lo, hi) * 1e3, hi * 1e3)
+
+
+class StatsHistory:
+    """The GetStats reader's own history: each version's :class:`Cumulative` state once per
+    ``tick_s`` (call :meth:`tick` after each aggregation, under the hub's lock).
+
+    Memory is bounded per version: the snapshots of the last ``fine_s`` seconds, older ones
+    ``coarse_step_s`` apart, and one at or before the start of the longest window (with the
+    defaults at most 61 + 24 + 1 = 86 snapshots, each three histograms of at most
+    ``histogram_max_buckets`` 64-bit counts: under 0.4 MB per version at 160 buckets; a
+    snapshot of a version that took no requests since the one before shares its histograms).
+    So a window up to ``fine_s`` starts at most ``tick_s`` (plus one aggregation interval)
+    before it should, a longer one at most ``coarse_step_s`` plus that; a window reaching
+    back before a version's first snapshot covers everything since it was registered.
+    """
+
+    def __init__(self, *, max_window_s: float = MAX_WINDOW_S, tick_s: float = 1.0, fine_s: float = 60.0,
+                 coarse_step_s: float = 10.0) -> None:
+        self._max_window_ns = int(max_window_s * 1e9)
+        self._tick_ns = int(tick_s * 1e9)
+        self._fine_ns = int(fine_s * 1e9)
+        self._coarse_step_ns = int(coarse_step_s * 1e9)
+        self._last_tick_ns: int | None = None
+        # telemetry id -> (recent snapshots, older thinned ones), oldest first
+        self._fine: dict[int, collections.deque[Cumulative]] = {}
+        self._coarse: dict[int, collections.deque[Cumulative]] = {}
+
+    def tick(self, models: Sequence[ModelTelemetry], now_ns: int) -> None:
+        if self._last_tick_ns is not None and now_ns - self._last_tick_ns < self._tick_ns:
+            return
+        self._last_tick_ns = now_ns
+        for st in models:
+            fine = self._fine.setdefault(st.model_id, collections.deque())
+            coarse = self._coarse.setdefault(st.model_id, collections.deque())
+            newest = fine[-1] if fine else coarse[-1] if coarse else None
+            # One snapshot every tick, so the thinning below never leaves a gap wider than a
+            # coarse step plus a tick; an idle version's shares its predecessor's histograms.
+            if newest is not None and newest.requests == int(st.counters.total_requests):
+                fine.append(dataclasses.replace(newest, time_ns=now_ns))
+            else:
+                fine.append(cumulative(st, now_ns))
+            while fine and fine[0].time_ns < now_ns - self._fine_ns:
+                old = fine.popleft()
+                if not coarse or old.time_ns - coarse[-1].time_ns >= self._coarse_step_ns:
+                    coarse.append(old)
+            # keep the newest snapshot at or before the longest window's start (the window begins there)
+            while len(coarse) >= 2 and coarse[1].time_ns <= now_ns - self._max_window_ns:
+                coarse.popleft()
+
+    def at(self, telemetry_id: int, t_ns: int) -> Cumulative | None:
+        """The newest snapshot taken at or before ``t_ns`` (None: none that old)."""
+        for tier in (self._fine.get(telemetry_id), self._coarse.get(telemetry_id)):
+            for snap in reversed(tier or ()):
+                if snap.time_ns <= t_ns:
+                    return snap
+        return None
+
+    def snapshots(self, telemetry_id: int) -> int:
+        """How many snapshots of the version are kept (the documented bound)."""
+        return len(self._fine.get(telemetry_id, ())) + len(self._coarse.get(telemetry_id, ()))
 
 
 def histogram_points(models: Iterable[ModelTelemetry], calls: CallTable | None, now_ns: int) -> list[HistogramPoint]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -211,10 +212,32 @@ def test_statistics_come_from_the_source_and_filter_by_model(tmp_path):
         for _ in range(3):
             await s.dataplane.infer(request())
         stats = await s.dataplane.statistics(10.0)
-        assert {m.model for m in stats.models} == {"", "echo", "other"} and stats.ring_drops == 0
+        # (the requests that named no loaded version are telemetry id 0: exported, not a model here)
+        assert {m.model for m in stats.models} == {"echo", "other"} and stats.ring_drops == 0
         only = await s.dataplane.statistics(10.0, "echo")
         (echo_stats,) = only.models
         assert (echo_stats.model, echo_stats.version, echo_stats.requests) == ("echo", "1", 3)
         assert echo_stats.latency.count == 3 and echo_stats.mean_batch_size == 1.0
         assert abs(echo_stats.mean_confidence - 0.7) < 1e-6
+    run(tmp_path, body, telemetry=telemetry, observers=(telemetry.recorder,), statistics=statistics)
+
+
+def test_statistics_refuse_a_window_out_of_range_and_an_unknown_model(tmp_path):
+    telemetry = Telemetry()
+
+    def statistics(window_s: float) -> Statistics:
+        return Statistics(telemetry.snapshot(window_s), telemetry.ring_drops)
+
+    async def body(s):
+        s.add("echo", echo(), LABELS)
+        for window_s, shown in ((0.0, "got 0"), (-1.0, "got -1"), (301.0, "got 301"), (math.nan, "got nan"),
+                                (math.inf, "got inf")):
+            err = await _error(s.dataplane.statistics(window_s))
+            assert err.status is Status.INVALID_ARGUMENT and err.message == \
+                f"window_s must be more than 0 and at most 300 seconds, {shown}"
+        err = await _error(s.dataplane.statistics(10.0, "nope"))
+        assert err.status is Status.NOT_FOUND and "model 'nope' not found (models: echo)" in err.message
+        s.registry.put(ModelEntry("broken", {}, {"1": "not an onnx file"}))   # known, nothing loaded
+        assert (await s.dataplane.statistics(0.5, "broken")).models == []
+        assert [m.model for m in (await s.dataplane.statistics(300, "echo")).models] == ["echo"]
     run(tmp_path, body, telemetry=telemetry, observers=(telemetry.recorder,), statistics=statistics)

@@ -120,3 +120,16 @@ def test_stop_folds_what_is_left_in_the_ring():
     _record(t, m, 7)
     t.stop()
     assert next(s for s in t.snapshot() if s.model == "m").requests == 7
+
+
+def test_snapshots_leave_out_id_zero_and_refuse_windows_out_of_range():
+    t = Telemetry()
+    m = t.register_model("m", "1", inputs={})
+    record(t, 0, t_responded_ns=time.monotonic_ns())
+    _record(t, m, 2)
+    t.flush()
+    assert [(s.model, s.requests) for s in t.snapshot(300)] == [("m", 2)]
+    assert next(c for c in t.counters() if c.model == "").requests == 1   # still counted, for export
+    for bad in (0.0, -1.0, 300.5, float("nan")):
+        with pytest.raises(ValueError, match="window_s must be in"):
+            t.snapshot(bad)

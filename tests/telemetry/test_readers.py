@@ -1,7 +1,9 @@
 """Readers: deltas of cumulative exponential histograms (``subtract``) across scale changes,
-per-reader delta storage, the stats summary and the histogram points."""
+per-reader delta storage, the stats summary and the histogram points, and the GetStats reader's
+windows (summaries between two cumulative states, the bounded history of snapshots)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -12,7 +14,15 @@ from hypothesis import strategies as st
 from gateway.api import CallTable
 from gateway.kernels import ExpHistogram
 from gateway.telemetry import HistogramDeltas, Telemetry
-from gateway.telemetry.readers import histogram_points, latency_summary, model_stats, subtract
+from gateway.telemetry.readers import (
+    StatsHistory,
+    cumulative,
+    histogram_points,
+    latency_summary,
+    model_stats,
+    subtract,
+    window_summary,
+)
 from gateway.telemetry.snapshots import HistogramSnapshot
 from tests.telemetry.records import record
 
@@ -195,3 +205,119 @@ def test_model_stats_over_a_window():
     idle = model_stats(t.model(t.register_model("idle", "1", inputs={})), 10.0, time.monotonic_ns())
     assert idle.requests == 0 and idle.error_share == 0.0 and math.isnan(idle.mean_batch_size)
     assert math.isnan(idle.mean_confidence) and idle.latency.count == 0
+
+
+# -- windows from cumulative snapshots (the GetStats reader) --------------------------------------------
+
+def _exact(values, q: float) -> float:
+    """The value at rank ceil(q * n), the rank the kernel's quantile answers."""
+    ordered = sorted(values)
+    return ordered[min(max(math.ceil(q * len(ordered)), 1), len(ordered)) - 1]
+
+
+def test_a_summary_of_everything_is_the_kernels_own():
+    h = _histogram(np.random.default_rng(3).lognormal(-6, 1.5, 2000))
+    mine, kernels = window_summary(_snap(h, 0), None), latency_summary(h)
+    assert mine.count == kernels.count == 2000
+    for a, b in zip(dataclasses.astuple(mine)[1:], dataclasses.astuple(kernels)[1:]):
+        assert math.isclose(a, b, rel_tol=1e-12)
+
+
+_latencies = st.lists(st.one_of(st.just(0.0), st.floats(min_value=1e-7, max_value=100.0)), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_latencies, _latencies.filter(bool))
+def test_a_window_summary_is_of_what_came_in_between_within_the_bucket_error(first, second):
+    h = _histogram(first)
+    prev = _snap(h, 100)
+    h.record_array(np.asarray(second, np.float64))
+    cur = _snap(h, 200)
+    s = window_summary(cur, prev)
+    base = 2.0 ** (2.0 ** -cur.scale)
+    rel = (base - 1) / (base + 1)
+    assert s.count == len(second)
+    true_max = max(second) * 1e3
+    if first and max(second) > max(first):
+        assert s.max_ms == true_max                       # the all-time max came in the window: exact
+    assert true_max <= s.max_ms <= true_max * base * (1 + 1e-12)   # else its bucket's upper edge
+    for q, got in zip((0.5, 0.9, 0.99), (s.p50_ms, s.p90_ms, s.p99_ms)):
+        want = _exact(second, q) * 1e3
+        assert abs(got - want) <= rel * want * (1 + 1e-9) + 1e-12
+    assert s.p50_ms <= s.p90_ms <= s.p99_ms <= s.max_ms
+
+
+def test_a_window_with_nothing_new_is_empty_and_one_before_any_snapshot_is_everything():
+    h = _histogram([0.001, 0.002])
+    snap = _snap(h, 5)
+    empty = window_summary(snap, snap)
+    assert empty.count == 0 and all(math.isnan(v) for v in dataclasses.astuple(empty)[1:])
+    assert window_summary(snap, None).count == 2
+    assert window_summary(snap, _snap(ExpHistogram(160), 0)).count == 2
+
+
+def _tick_each_second(t, m, history, seconds, *, first_s=1, requests=1):
+    for k in range(first_s, first_s + seconds):
+        for _ in range(requests):
+            record(t, m, t_responded_ns=k * 1_000_000_000)
+        t.flush()
+        history.tick(t.models(), k * 1_000_000_000)
+
+
+def test_the_history_is_bounded_and_each_window_starts_where_documented():
+    t = Telemetry()
+    m = t.register_model("m", "1", inputs={})
+    history = StatsHistory()
+    _tick_each_second(t, m, history, 1000)
+    now = 1000 * 1_000_000_000
+    assert history.snapshots(m) == 86     # the last 60 s (61), 24 ten seconds apart, 1 at or before 300 s
+    for window_s in (1, 2, 30, 60, 61, 95, 299, 300):
+        start = now - window_s * 1_000_000_000
+        found = history.at(m, start)
+        step = 1 if window_s <= 60 else 10
+        assert start - step * 1_000_000_000 < found.time_ns <= start, window_s
+        assert found.requests == found.time_ns // 1_000_000_000  # one request each second so far
+    assert history.at(m, now - 400 * 1_000_000_000) is None
+
+
+def test_an_idle_version_shares_its_last_histograms_and_its_windows_stay_exact():
+    t = Telemetry()
+    m = t.register_model("m", "1", inputs={})
+    history = StatsHistory()
+    _tick_each_second(t, m, history, 5)                              # a request each second, then none
+    busy = history.at(m, 5 * 1_000_000_000)
+    _tick_each_second(t, m, history, 1000, first_s=6, requests=0)    # idle for 1000 s
+    now = 1005 * 1_000_000_000
+    assert history.snapshots(m) == 86
+    for window_s in (10, 61, 120, 300):
+        since = history.at(m, now - window_s * 1_000_000_000)
+        assert since.requests == 5 and since.latency is busy.latency   # no copies of the same state
+        assert model_stats(t.model(m), window_s, now, since=since).latency.count == 0
+
+
+def test_a_window_starting_in_an_idle_stretch_after_the_traffic_counts_none_of_it():
+    t = Telemetry()
+    m = t.register_model("m", "1", inputs={})
+    history = StatsHistory()
+    _tick_each_second(t, m, history, 5)                              # traffic at 1..5 s
+    _tick_each_second(t, m, history, 95, first_s=6, requests=0)      # idle until 100 s
+    now = 100 * 1_000_000_000
+    for window_s in (10, 30, 60):                  # (longer ones may start up to a coarse step early)
+        since = history.at(m, now - window_s * 1_000_000_000)
+        assert model_stats(t.model(m), window_s, now, since=since).latency.count == 0, window_s
+    since = history.at(m, now - 100 * 1_000_000_000)                  # starts before the traffic
+    assert since is None and model_stats(t.model(m), 100, now, since=since).latency.count == 5
+
+
+def test_model_stats_since_a_snapshot_cover_only_what_came_after_it():
+    t = Telemetry()
+    m = t.register_model("mlp", "1", inputs={})
+    _record(t, m, 30, e2e_ms=8.0)
+    t.flush()
+    since = cumulative(t.model(m), time.monotonic_ns())
+    _record(t, m, 10, e2e_ms=2.0)
+    t.flush()
+    stats = model_stats(t.model(m), 10.0, time.monotonic_ns(), since=since)
+    assert stats.requests == 40 and stats.latency.count == 10 and stats.compute.count == 10
+    assert math.isclose(stats.latency.p99_ms, 2.0, rel_tol=0.01) and stats.latency.max_ms < 8.0
+    assert stats.mean_batch_size == 4.0 and math.isclose(stats.mean_confidence, 0.75, rel_tol=1e-6)
