@@ -53,18 +53,22 @@ class Telemetry:
                        classifier_classes: int | None = None, logits: bool = False,
                        labels: list[str] | None = None, input_binning: InputBinning | None = None) -> int:
         """Register (model, version); returns its small integer id (idempotent). A second
-        registration with other ``input_binning`` (a reloaded config) restarts that model's
-        input statistics with the new binning."""
+        registration (a reloaded config) with other ``input_binning`` restarts that version's
+        input statistics with the new binning; with other classifier settings, its rows from
+        then on are observed with those (:meth:`ModelTelemetry.reclassify`)."""
         binning = input_binning or InputBinning()
+        if labels is not None and classifier_classes is not None and len(labels) != classifier_classes:
+            raise ValueError("labels must have classifier_classes entries")
         with self._lock:
             key = (model, version)
             if key in self._ids:
                 state = self._models[self._ids[key]]
                 if state.binning != binning:
                     state.rebin(binning)
+                if (state.classes, state.logits, state.labels) != \
+                        (classifier_classes, logits, list(labels) if labels is not None else None):
+                    state.reclassify(classifier_classes, logits, labels)
                 return self._ids[key]
-            if labels is not None and classifier_classes is not None and len(labels) != classifier_classes:
-                raise ValueError("labels must have classifier_classes entries")
             model_id = len(self._models)
             self._models.append(ModelTelemetry(
                 model_id, model, version, inputs, classifier_classes, logits, labels,
@@ -159,13 +163,14 @@ class Telemetry:
         """Output confidence statistics per classifier version."""
         out = []
         for st in list(self._models):
-            if st.confidence is None:
-                continue
-            with st.feature_lock:
+            with st.feature_lock:  # (a reload may replace the statistics and labels: read both at once)
+                if st.confidence is None:
+                    continue
                 s = st.confidence.state()
+                labels = st.labels
             out.append(ConfidenceSnapshot(
                 st.model, st.version, int(s["rows"]), int(s["invalid_rows"]), float(s["mean_top1"]),
-                s["class_counts"], st.labels, s["top1_hist"], s["margin_hist"], s["entropy_hist"],
+                s["class_counts"], labels, s["top1_hist"], s["margin_hist"], s["entropy_hist"],
                 float(s["entropy_max"])))
         return out
 

@@ -42,6 +42,7 @@ class ModelTelemetry:
         # Inputs whose width is dynamic (0) get their statistics when the first batch shows it.
         self.features = {name: self.new_feature_stats(name, int(n)) for name, n in inputs.items() if n > 0}
         self.feature_lock = threading.Lock()
+        self.classes = classifier_classes
         self.confidence = kernels.ConfidenceStats(classifier_classes) if classifier_classes else None
         self.logits = logits
         self.labels = list(labels) if labels is not None else None
@@ -69,6 +70,18 @@ class ModelTelemetry:
             self.binning = binning
             self.features = {name: self.new_feature_stats(name, fs.n_features)
                              for name, fs in self.features.items()}
+
+    def reclassify(self, classes: int | None, logits: bool, labels: list[str] | None) -> None:
+        """A reloaded config with other classifier settings (``classifier:``, ``labels``): rows
+        from now on are observed with them. The confidence statistics go on when the number of
+        classes stays (cumulative readers see no reset; recent rows show the new setting) and
+        restart when it changes (the kernel is sized by it)."""
+        with self.feature_lock:
+            if classes != self.classes:
+                self.classes = classes
+                self.confidence = kernels.ConfidenceStats(classes) if classes else None
+            self.logits = logits
+            self.labels = list(labels) if labels is not None else None
 
     def hist(self, status: int, kind: str, call: int = -1) -> kernels.ExpHistogram:
         key = (status, kind, call)
@@ -98,15 +111,19 @@ class ModelTelemetry:
             fs = self.features[name] = self.new_feature_stats(name, width)
         return fs
 
-    def observe_batch(self, feeds: Mapping[str, np.ndarray], scores: np.ndarray | None) -> None:
+    def observe_batch(self, feeds: Mapping[str, np.ndarray], scores: np.ndarray | None,
+                      confidence: kernels.ConfidenceStats | None = None) -> None:
         """One executed batch: its inputs, and the classifier's scores (None: not a classifier),
-        under one acquisition of the lock."""
+        under one acquisition of the lock. With ``confidence``, the scores count only while
+        those are still the version's confidence statistics (a version replaced by a reload
+        finishing its queue does not feed the statistics its successor restarted)."""
         with self.feature_lock:
             for name, batch in feeds.items():
                 fs = self._stats_for(name, batch)
                 if fs is not None:
                     fs.observe(batch)
-            if scores is not None and self.confidence is not None:
+            if scores is not None and self.confidence is not None and \
+                    (confidence is None or confidence is self.confidence):
                 self.confidence.observe(scores, self.logits)
 
     def observe_inputs(self, name: str, batch: np.ndarray) -> None:
@@ -119,12 +136,13 @@ class ModelTelemetry:
 class BatchStats:
     """The batch observer of one version: input statistics, and confidence for classifiers."""
 
-    __slots__ = ("_state", "_output")
+    __slots__ = ("_state", "_output", "_confidence")
 
     def __init__(self, state: ModelTelemetry, classifier_output: str | None) -> None:
         self._state = state
         self._output = classifier_output if state.confidence is not None else None
+        self._confidence = state.confidence  # the statistics this version's scores belong to
 
     def observe_batch(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         output = self._output
-        self._state.observe_batch(feeds, outputs[output] if output is not None else None)
+        self._state.observe_batch(feeds, outputs[output] if output is not None else None, self._confidence)

@@ -7,18 +7,21 @@ import time
 
 import grpc
 import numpy as np
+import pytest
+from onnx import TensorProto, helper
 
 from gateway._proto import gateway_pb2 as pb
+from tests.conftest import save_model
 
 
 def _x(width=16):
     return np.ones((1, width), np.float32)
 
 
-def _traffic(gw, model, stop: threading.Event, results: list, errors: list):
+def _traffic(gw, model, stop: threading.Event, results: list, errors: list, x=None):
     while not stop.is_set():
         try:
-            results.append(gw.predict(model, {"features": _x()}, timeout=10).served_by)
+            results.append(gw.predict(model, {"features": _x() if x is None else x}, timeout=10).served_by)
         except grpc.RpcError as exc:  # any failure here is a dropped request
             errors.append(f"{exc.code().name}: {exc.details()}")
 
@@ -121,3 +124,41 @@ def test_polling_picks_up_changes_by_itself(make_gateway, repo):
             break
         time.sleep(0.1)
     assert gw.predict("regressor", {"features": _x(8)}).served_by == "regressor@3"
+
+
+def test_a_classifier_edit_applies_to_the_loaded_version_and_its_telemetry(make_gateway, tmp_path):
+    repo = tmp_path / "models"
+    save_model(repo / "scores" / "1" / "model.onnx", helper.make_graph(
+        [helper.make_node("Identity", ["features"], ["scores"])], "scores",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])]))
+    config = repo / "scores" / "config.yaml"
+    config.write_text("labels: [a, b, c]\n")
+    gw = make_gateway(model_repository=repo)
+    x = np.array([[16.0, 1.0, 2.0]], np.float32)
+    assert list(gw.predict("scores", {"features": x}).confidence) == [16.0]   # scores taken as probabilities
+    stop, results, errors = threading.Event(), [], []
+    worker = threading.Thread(target=_traffic, args=(gw, "scores", stop, results, errors, x))
+    worker.start()
+    try:
+        config.write_text("labels: [a, b, c]\nclassifier: {logits: true}\n")
+        gw.reload()
+        reply = gw.predict("scores", {"features": x})
+    finally:
+        stop.set()
+        worker.join(10)
+    assert errors == [] and results                                            # nothing dropped meanwhile
+    softmax = 1 / (1 + np.exp(-15.0) + np.exp(-14.0))
+    assert (reply.served_by, list(reply.predicted_label)) == ("scores@1", ["a"])
+    assert reply.confidence[0] == np.float32(softmax)
+    # the version's confidence statistics observe rows from now on with the softmax too
+    telemetry = gw.server.telemetry
+    telemetry.flush()
+    before = telemetry.confidence_stats()[0]
+    for _ in range(3):
+        gw.predict("scores", {"features": x})
+    telemetry.flush()
+    after = telemetry.confidence_stats()[0]
+    assert after.rows == before.rows + 3
+    assert after.mean_top1 * after.rows - before.mean_top1 * before.rows == pytest.approx(3 * softmax, rel=1e-5)
+

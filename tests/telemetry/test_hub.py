@@ -122,6 +122,30 @@ def test_stop_folds_what_is_left_in_the_ring():
     assert next(s for s in t.snapshot() if s.model == "m").requests == 7
 
 
+def test_registering_again_with_other_classifier_settings_observes_new_rows_with_them():
+    t = Telemetry()
+    m = t.register_model("c", "1", inputs={}, classifier_classes=3, logits=False, labels=["a", "b", "c"])
+    scores = {"s": np.array([[16.0, 1.0, 2.0]], np.float32)}
+    old_observer = t.batch_observer(m, "s", False)
+    old_observer.observe_batch({}, scores)
+    assert t.confidence_stats()[0].mean_top1 == 16.0                 # raw scores taken as probabilities
+    # the reloaded config says the scores are logits: the same statistics go on, with a softmax
+    assert t.register_model("c", "1", inputs={}, classifier_classes=3, logits=True, labels=["x", "y", "z"]) == m
+    t.batch_observer(m, "s", True).observe_batch({}, scores)
+    (c,) = t.confidence_stats()
+    softmax = 1 / (1 + np.exp(-15.0) + np.exp(-14.0))
+    assert c.rows == 2 and c.mean_top1 == pytest.approx((16.0 + softmax) / 2) and c.labels == ["x", "y", "z"]
+    # another number of classes restarts them; the replaced version's observer no longer feeds them
+    t.register_model("c", "1", inputs={}, classifier_classes=2, logits=True, labels=None)
+    old_observer.observe_batch({}, scores)
+    assert t.confidence_stats()[0].rows == 0
+    t.batch_observer(m, "s", True).observe_batch({}, {"s": np.array([[0.0, 0.0]], np.float32)})
+    (c,) = t.confidence_stats()
+    assert c.rows == 1 and c.mean_top1 == pytest.approx(0.5) and c.labels is None
+    t.register_model("c", "1", inputs={}, classifier_classes=None)   # no longer a classifier
+    assert t.confidence_stats() == []
+
+
 def test_snapshots_leave_out_id_zero_and_refuse_windows_out_of_range():
     t = Telemetry()
     m = t.register_model("m", "1", inputs={})

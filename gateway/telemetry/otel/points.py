@@ -108,7 +108,9 @@ class NativeMetrics:
                 key = (name, attrs)
                 prev = self._previous.get(key, 0)
                 self._previous[key] = value
-                value = value - prev
+                # a running total that went down restarted (a version's confidence statistics
+                # when a reload changes its number of classes): it counts from the restart
+                value = value - prev if not (monotonic and value < prev) else value
             points.append(NumberDataPoint(dict(attrs), start, now, value))
         return Metric(name, desc, unit, Sum(points, self.temporality, monotonic))
 
@@ -125,7 +127,7 @@ class NativeMetrics:
             prev = self._previous.get(key)
             self._previous[key] = (list(counts), total, total_sum)
             start = self._last_collect_ns
-            if prev is not None:
+            if prev is not None and total >= prev[1]:  # (fewer than before: restarted, count from it)
                 counts = [a - b for a, b in zip(counts, prev[0])]
                 total, total_sum = total - prev[1], total_sum - prev[2]
                 vmin = vmax = math.nan

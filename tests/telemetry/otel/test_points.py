@@ -77,3 +77,20 @@ def test_explicit_histogram_when_configured():
     data = m["rpc.server.call.duration"].data
     assert isinstance(data, Histogram)
     assert sum(sum(p.bucket_counts) for p in data.data_points) == 10
+
+
+def test_a_delta_reader_counts_restarted_confidence_statistics_from_their_restart():
+    t = Telemetry()
+    mid = t.register_model("c", "1", inputs={}, classifier_classes=3, labels=["a", "b", "c"])
+    t.batch_observer(mid, "p", False).observe_batch({}, {"p": np.full((4, 3), [0.1, 0.8, 0.1], np.float32)})
+    delta = NativeMetrics(t, temporality="delta")
+    delta.collect()
+    # a reload gives the version two classes: its confidence statistics restart with one row
+    t.register_model("c", "1", inputs={}, classifier_classes=2, labels=["x", "y"])
+    t.batch_observer(mid, "p", False).observe_batch({}, {"p": np.array([[0.3, 0.7]], np.float32)})
+    second = {m.name: m for m in delta.collect()}
+    (conf,) = second["gateway.output.confidence"].data.data_points
+    assert conf.count == 1 and min(conf.bucket_counts) >= 0 and sum(conf.bucket_counts) == 1
+    classes = {p.attributes["gateway.output.class"]: p.value
+               for p in second["gateway.output.predicted_class"].data.data_points}
+    assert classes == {"y": 1}
