@@ -98,11 +98,14 @@ class GatewayServer:
             allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)
         self._manager = RepositoryManager(self.repository, self.registry, assembler,
                                           default_providers=s.execution_providers,
-                                          allow_fault_injection=s.allow_fault_injection)
+                                          allow_fault_injection=s.allow_fault_injection,
+                                          on_reloaded=self._follow_registry)
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
                                max_message_bytes=s.max_message_bytes, sampler=sampler)
         self.admin: AdminServer | None = None  # bound in start()
         self.port = 0
+        self._started = False  # between start() and stop(): gRPC health follows the registry
+        self._serving = False  # what gRPC health says now
         self._poller: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
 
@@ -126,8 +129,9 @@ class GatewayServer:
         await self._manager.reload()
         if not any(e.versions for e in self.registry.entries()):
             log.warning("no model could be loaded from %s", self.repository, extra={"event": "server.no_models"})
-        await self.grpc.set_serving(True)
         self.dataplane.set_accepting(True)
+        self._started = True
+        await self._follow_registry()
         log.info("ready: %s", ", ".join(f"{e.name} ({e.state.lower()})" for e in self.registry.entries()) or
                  "no models", extra={"event": "server.ready"})
         if s.reload_interval_s > 0:
@@ -152,19 +156,37 @@ class GatewayServer:
     def readiness(self) -> tuple[bool, str]:
         return self.dataplane.ready()
 
+    async def _follow_registry(self) -> None:
+        """After each repository pass: gRPC health says what /readyz says (SERVING while at
+        least one model version is loaded), so a balancer probing either sees the same."""
+        if not self._started:  # starting (set once loaded) or draining (NOT_SERVING for good)
+            return
+        ready, why = self.dataplane.ready()
+        if ready == self._serving:
+            return
+        self._serving = ready
+        await self.grpc.set_serving(ready)
+        if ready:
+            log.info("health: SERVING (a model version is loaded)", extra={"event": "server.serving"})
+        else:
+            log.warning("health: NOT_SERVING (%s)", why.removeprefix("not ready: "),
+                        extra={"event": "server.not_serving"})
+
     def request_reload(self) -> None:
         """Rescan the repository now (SIGHUP)."""
         log.info("reload requested: rescanning %s", self.repository, extra={"event": "repository.reload"})
-        task = asyncio.get_running_loop().create_task(self._manager.reload())
+        # an explicit ask: also retry what failed and has not changed since
+        task = asyncio.get_running_loop().create_task(self._manager.reload(retry_failed=True))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
-    async def reload(self) -> None:
-        await self._manager.reload()
+    async def reload(self, *, retry_failed: bool = False) -> None:
+        await self._manager.reload(retry_failed=retry_failed)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        self._started = False
         self.dataplane.set_accepting(False)
         if self._poller is not None:
             self._poller.cancel()

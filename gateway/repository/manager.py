@@ -3,14 +3,21 @@
 A new or changed version is loaded (on a worker thread) before the one it replaces
 is released, and the replaced one finishes its queued requests before closing, so a
 reload never drops a request. A version or config that fails to load is reported in
-the registry and leaves every other model, and the old version, serving.
+the registry and leaves every other model, and the old version, serving. It is tried
+again when its files change (or on an explicit retry, SIGHUP), not at every poll, so
+each failure is logged once.
+
+A change to ``labels`` or ``classifier:`` reloads the model's sessions like any change
+beyond ``policy:``/``faults:``: the classifier head, the version's labels and its
+telemetry registration are built from one config with the runtime that resolved the
+classifier output, and requests already queued finish on the version they were routed to.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
 from ..config.model import ModelConfig, load_model_config
@@ -27,7 +34,7 @@ log = logging.getLogger("gateway.repository")
 class RepositoryManager:
     def __init__(self, root: pathlib.Path, registry: ModelRegistry, assembler: Assembler, *,
                  default_providers: Sequence[str] | None = None, allow_fault_injection: bool = False,
-                 loader: Executor | None = None):
+                 loader: Executor | None = None, on_reloaded: Callable[[], Awaitable[None]] | None = None):
         self.root = root
         self.registry = registry
         self._assembler = assembler
@@ -37,40 +44,63 @@ class RepositoryManager:
         self._lock = asyncio.Lock()
         # What is loaded now: model -> (config fingerprint, config, {version: file fingerprint})
         self._loaded: dict[str, tuple[object, ModelConfig, dict[str, object]]] = {}
+        # Failures reported and unchanged on disk since: model -> {version: (file fingerprint,
+        # error)}, and model -> (config fingerprint, error) for a rejected config.yaml.
+        self._failed: dict[str, dict[str, tuple[object, str]]] = {}
+        self._rejected: dict[str, tuple[object, str]] = {}
+        self._unreadable = False  # the root could not be scanned at the last pass (logged once)
+        self._on_reloaded = on_reloaded  # after every pass (health follows what is loaded)
         self._closing: set[asyncio.Task] = set()
 
-    async def reload(self) -> None:
-        """Bring the registry in line with the repository on disk."""
-        async with self._lock:
-            try:
-                found = scan(self.root)
-            except OSError as exc:
-                log.error("cannot read model repository %s: %s", self.root, exc,
-                          extra={"event": "repository.unreadable"})
-                return
-            known = set(self._loaded) | {e.name for e in self.registry.entries()}
-            for name in known - set(found):
-                entry = self.registry.remove(name)
-                self._loaded.pop(name, None)
-                if entry is not None:
-                    log.info("model %s removed from the repository; unloading", name,
-                             extra={"event": "model.removed", "model": name})
-                    self._retire(entry.versions.values())
-            for name, model_dir in found.items():
-                await self._sync_model(model_dir)
+    async def reload(self, *, retry_failed: bool = False) -> None:
+        """Bring the registry in line with the repository on disk; ``retry_failed`` also tries
+        again what failed and has not changed since (an operator may have fixed what it needed)."""
+        async with self._lock:  # (the hook too: what it reports follows the passes in order)
+            await self._sync(retry_failed)
+            if self._on_reloaded is not None:
+                await self._on_reloaded()
 
-    async def _sync_model(self, model_dir: ModelDir) -> None:
+    async def _sync(self, retry_failed: bool) -> None:
+        try:
+            found = scan(self.root)
+        except OSError as exc:
+            if not self._unreadable:
+                log.error("cannot read model repository %s: %s (keeping what is loaded)", self.root, exc,
+                          extra={"event": "repository.unreadable"})
+            self._unreadable = True
+            return
+        if self._unreadable:
+            self._unreadable = False
+            log.info("model repository %s is readable again", self.root, extra={"event": "repository.readable"})
+        known = set(self._loaded) | {e.name for e in self.registry.entries()}
+        for name in known - set(found):
+            entry = self.registry.remove(name)
+            self._loaded.pop(name, None)
+            self._failed.pop(name, None)
+            self._rejected.pop(name, None)
+            if entry is not None:
+                log.info("model %s removed from the repository; unloading", name,
+                         extra={"event": "model.removed", "model": name})
+                self._retire(entry.versions.values())
+        for name, model_dir in found.items():
+            await self._sync_model(model_dir, retry_failed)
+
+    async def _sync_model(self, model_dir: ModelDir, retry_failed: bool = False) -> None:
         name = model_dir.name
         old_entry = self.registry.get(name)
         old_versions = dict(old_entry.versions) if old_entry else {}
         loaded = self._loaded.get(name)
         config_changed = loaded is None or loaded[0] != model_dir.config_fingerprint
         if config_changed:
+            rejected = self._rejected.get(name)
+            if rejected is not None and rejected[0] == model_dir.config_fingerprint and not retry_failed:
+                return  # rejected at an earlier pass and unchanged since: reported then
             try:
                 config = load_model_config(model_dir.config_path, allow_fault_injection=self._allow_faults)
             except SettingsError as exc:
                 log.error("model %s: config rejected, keeping what is loaded: %s", name, exc,
                           extra={"event": "model.config_rejected", "model": name})
+                self._rejected[name] = (model_dir.config_fingerprint, str(exc))
                 entry = ModelEntry(name, old_versions, {**(old_entry.errors if old_entry else {}),
                                                         "config": str(exc)})
                 self.registry.put(entry)
@@ -83,35 +113,47 @@ class RepositoryManager:
                 and set(old_versions) == set(model_dir.versions) \
                 and config.without_policy() == loaded[1].without_policy():
             assert old_entry is not None  # (old_versions came from it)
-            if self._apply_policy(name, old_entry, config):
+            if self._apply_policy(name, old_entry, config, model_dir.config_fingerprint):
                 self._loaded[name] = (model_dir.config_fingerprint, config, old_fps)
             return
-        if not config_changed and old_fps == model_dir.versions and old_entry is not None \
+        self._rejected.pop(name, None)
+        failed = {} if retry_failed or config_changed else self._failed.get(name, {})
+        seen = {**old_fps, **{v: fp for v, (fp, _) in failed.items()}}
+        if not config_changed and seen == model_dir.versions and old_entry is not None \
                 and "config" not in old_entry.errors:
-            return  # nothing changed on disk since the last pass
+            return  # nothing changed on disk since the last pass (failures were reported then)
         new_versions: dict[str, ModelVersion] = {}
         errors: dict[str, str] = {}
         fps: dict[str, object] = {}
+        failed_now: dict[str, tuple[object, str]] = {}
         for version, fp in model_dir.versions.items():
             current = old_versions.get(version)
             if current is not None and not config_changed and old_fps.get(version) == fp:
                 new_versions[version] = current
                 fps[version] = fp
                 continue
-            try:
-                new_versions[version] = await self._load(model_dir, version, config)
-                fps[version] = fp
-            except ModelLoadError as exc:
-                log.error("model %s version %s failed to load: %s", name, version, exc,
-                          extra={"event": "model.load_failed", "model": name, "version": version})
-                errors[version] = str(exc)
-                if current is not None:  # keep serving the old copy of this version
-                    new_versions[version] = current
-                    fps[version] = old_fps.get(version)
+            earlier = failed.get(version)
+            if earlier is not None and earlier[0] == fp:  # failed before, unchanged: not logged again
+                errors[version] = earlier[1]
+                failed_now[version] = earlier
+            else:
+                try:
+                    new_versions[version] = await self._load(model_dir, version, config)
+                    fps[version] = fp
+                    continue
+                except ModelLoadError as exc:
+                    log.error("model %s version %s failed to load: %s", name, version, exc,
+                              extra={"event": "model.load_failed", "model": name, "version": version})
+                    errors[version] = str(exc)
+                    failed_now[version] = (fp, str(exc))
+            if current is not None:  # keep serving the old copy of this version
+                new_versions[version] = current
+                fps[version] = old_fps.get(version)
         if not model_dir.versions:
             errors["repository"] = f"no <version>/model.onnx under {model_dir.path}"
         self.registry.put(ModelEntry(name, new_versions, errors))
         self._loaded[name] = (model_dir.config_fingerprint, config, fps)
+        self._failed[name] = failed_now
         replaced = [mv for v, mv in old_versions.items() if new_versions.get(v) is not mv]
         self._retire(replaced)
         if new_versions:
@@ -121,7 +163,8 @@ class RepositoryManager:
             log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions, key=version_key), latest,
                      extra={"event": "model.loaded", "model": name, "version": latest})
 
-    def _apply_policy(self, name: str, entry: ModelEntry, config: ModelConfig) -> bool:
+    def _apply_policy(self, name: str, entry: ModelEntry, config: ModelConfig,
+                      config_fingerprint: object) -> bool:
         """A policy-only edit: switch every version's policy in place, without reloading sessions."""
         for mv in entry.versions.values():
             try:
@@ -129,6 +172,7 @@ class RepositoryManager:
             except InvalidPolicy as exc:
                 log.error("model %s: config rejected, keeping what is loaded: %s", name, exc,
                           extra={"event": "model.config_rejected", "model": name})
+                self._rejected[name] = (config_fingerprint, str(exc))
                 self.registry.put(ModelEntry(name, entry.versions, {**entry.errors, "config": str(exc)}))
                 return False
         for mv in entry.versions.values():
@@ -138,6 +182,7 @@ class RepositoryManager:
                 injector.update(config.faults)
                 fault_injection.announce(mv.served_by, config.faults)
         errors = {k: v for k, v in entry.errors.items() if k != "config"}
+        self._rejected.pop(name, None)
         self.registry.put(ModelEntry(name, entry.versions, errors))
         log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions, key=version_key),
                  extra={"event": "model.policy_updated", "model": name})
@@ -172,5 +217,8 @@ class RepositoryManager:
     async def poll(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a bug in one pass must not end polling for good
+                log.exception("repository reload failed; polling goes on")
 

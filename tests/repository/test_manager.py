@@ -1,6 +1,7 @@
 """The repository manager in-process: loads the repository into a registry through the real
 assembler and keeps it in step with the disk (new, changed, broken and removed versions;
-policy-only edits in place; rejected configs keep what is loaded)."""
+policy-only edits in place; rejected configs keep what is loaded; each failure logged once per
+change; the hook after every pass)."""
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,7 @@ def _model(root: pathlib.Path, name: str, version: str = "1", graph=None) -> Non
     save_model(root / name / version / "model.onnx", graph or echo())
 
 
-def manage(tmp_path, body, *, allow_fault_injection=False):
+def manage(tmp_path, body, *, allow_fault_injection=False, on_reloaded=None):
     root = tmp_path / "models"
     root.mkdir()
 
@@ -48,7 +49,7 @@ def manage(tmp_path, body, *, allow_fault_injection=False):
         registry = ModelRegistry()
         assembler = Assembler(executor, AssemblyOptions(allow_fault_injection=allow_fault_injection))
         manager = RepositoryManager(root, registry, assembler, default_providers=["cpu"],
-                                    allow_fault_injection=allow_fault_injection)
+                                    allow_fault_injection=allow_fault_injection, on_reloaded=on_reloaded)
         try:
             return await body(root, manager, registry)
         finally:
@@ -218,3 +219,102 @@ def test_log_lines_list_versions_in_the_order_list_models_does(tmp_path, caplog)
         assert "model echo ready: versions ['2', '9', '10'], latest 10" in caplog.text
         assert "model echo: policy updated in place (versions ['2', '9', '10'])" in caplog.text
     manage(tmp_path, body)
+
+
+def _failures(caplog) -> list[str]:
+    return [r.getMessage().split(":")[0] for r in caplog.records
+            if getattr(r, "event", "") in ("model.load_failed", "model.config_rejected")]
+
+
+def test_a_version_that_fails_to_load_is_logged_once_per_change_of_its_file(tmp_path, caplog):
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        broken = root / "echo" / "2" / "model.onnx"
+        broken.parent.mkdir()
+        broken.write_bytes(b"not an onnx file")
+        with caplog.at_level(logging.INFO, logger="gateway.repository"):
+            for _ in range(3):                                        # three polls, one report
+                await manager.reload()
+            assert _failures(caplog) == ["model echo version 2 failed to load"]
+            assert "model.onnx" in registry.get("echo").errors["2"] and registry.resolve("echo").version == "1"
+            assert sum("model echo ready" in r.getMessage() for r in caplog.records) == 1
+            _write(broken, "still not an onnx file")                  # changed, still broken: once more
+            await manager.reload()
+            await manager.reload()
+            assert len(_failures(caplog)) == 2
+            await manager.reload(retry_failed=True)                   # an explicit retry (SIGHUP)
+            assert len(_failures(caplog)) == 3
+            save_model(broken, echo())                                # fixed: loaded at the next poll
+            await manager.reload()
+        assert registry.resolve("echo").version == "2" and registry.get("echo").errors == {}
+        assert len(_failures(caplog)) == 3
+    manage(tmp_path, body)
+
+
+def test_a_changed_version_that_fails_keeps_its_old_copy_and_is_logged_once(tmp_path, caplog):
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        await manager.reload()
+        old = registry.resolve("echo", "1")
+        _write(root / "echo" / "1" / "model.onnx", "garbage")
+        with caplog.at_level(logging.ERROR, logger="gateway.repository"):
+            for _ in range(3):
+                await manager.reload()
+        assert _failures(caplog) == ["model echo version 1 failed to load"]
+        assert registry.resolve("echo", "1") is old and "1" in registry.get("echo").errors
+        assert (await _infer(registry)).outputs["probabilities"].shape == (1, 3)
+    manage(tmp_path, body)
+
+
+def test_a_rejected_config_is_logged_once_until_it_changes(tmp_path, caplog):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        await manager.reload()
+        mv = registry.resolve("echo")
+        config = root / "echo" / "config.yaml"
+        with caplog.at_level(logging.ERROR, logger="gateway.repository"):
+            _write(config, "batching: {max_batch_sise: 8}\n")                 # a key that does not exist
+            await manager.reload()
+            await manager.reload()
+            _write(config, "policy: {fallback: {chain: [{static: {probabilities: [1.0]}}]}}\n")
+            await manager.reload()                                             # a policy that does not fit
+            await manager.reload()
+        assert _failures(caplog) == ["model echo", "model echo"]
+        assert "policy.fallback.chain.0.static" in registry.get("echo").errors["config"]
+        assert registry.resolve("echo") is mv
+    manage(tmp_path, body)
+
+
+def test_an_unreadable_root_is_logged_once_and_its_recovery_too(tmp_path, caplog):
+    async def body(root, manager, registry):
+        _model(root, "echo")
+        await manager.reload()
+        moved = root.with_name("elsewhere")
+        root.rename(moved)
+        with caplog.at_level(logging.INFO, logger="gateway.repository"):
+            for _ in range(3):
+                await manager.reload()
+            moved.rename(root)
+            await manager.reload()
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum(m.startswith("cannot read model repository") for m in messages) == 1
+        assert f"model repository {root} is readable again" in messages
+        assert registry.resolve("echo").version == "1"
+    manage(tmp_path, body)
+
+
+def test_the_hook_runs_after_every_pass_with_the_registry_updated(tmp_path):
+    seen, held = [], {}
+
+    async def hook():
+        seen.append(sorted(e.name for e in held["registry"].entries() if e.versions))
+
+    async def body(root, manager, registry):
+        held["registry"] = registry
+        await manager.reload()
+        _model(root, "echo")
+        await manager.reload()
+        shutil.rmtree(root / "echo")
+        await manager.reload()
+    manage(tmp_path, body, on_reloaded=hook)
+    assert seen == [[], ["echo"], []]
