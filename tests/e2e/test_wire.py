@@ -71,6 +71,27 @@ def test_hostile_bytes_get_their_status_with_a_bounded_message(gateway, case, da
     assert pb.PredictResponse.FromString(call(_valid("after"), timeout=10)).request_id == "after"
 
 
+@pytest.mark.parametrize("method,data,reason", [
+    ("GetModel", b"\x0a\x03a\xffc", "String field had bad UTF-8"),
+    ("GetStats", b"\x0d\x00", "Wire format was corrupt"),
+    ("ListModels", b"\x07", "Wire format was corrupt"),
+])
+def test_the_other_calls_refuse_bytes_that_do_not_parse(gateway, method, data, reason):
+    call = gateway.channel.unary_unary(f"/gateway.v1.Gateway/{method}", request_serializer=None,
+                                       response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        call(data, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == f"request is not a valid gateway.v1.{method}Request ({len(data)} bytes): {reason}"
+    assert pb.ModelMetadata.FromString(call_model(gateway)).name == "classifier"
+
+
+def call_model(gateway) -> bytes:
+    call = gateway.channel.unary_unary("/gateway.v1.Gateway/GetModel", request_serializer=None,
+                                       response_deserializer=None)
+    return call(pb.GetModelRequest(name="classifier").SerializeToString(), timeout=10)
+
+
 def _stream(gateway, messages: list[bytes]) -> list[pb.PredictStreamResponse]:
     call = gateway.channel.stream_stream(STREAM, request_serializer=None,
                                          response_deserializer=pb.PredictStreamResponse.FromString)

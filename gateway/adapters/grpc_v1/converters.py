@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import TypeVar
 
 import numpy as np
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from ..._proto import gateway_pb2 as pb
 from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
@@ -47,23 +48,26 @@ _MAX_VARINT_BYTES = 10
 _REQUEST = pb.PredictRequest.DESCRIPTOR.full_name
 _INPUTS, _OUTPUT_NAMES, _PARAMETERS = 4, 5, 6   # PredictRequest field numbers
 _SHAPE = 3                                       # Tensor.shape
+_M = TypeVar("_M", bound=Message)
 
 
 def parse_request(data: bytes) -> pb.PredictRequest:
     """A ``gateway.v1.PredictRequest`` from its wire bytes; INVALID_ARGUMENT saying what failed."""
     if len(data) > PRESCAN_ABOVE_BYTES:
         _Prescan(data).request()
+    return parse_message(pb.PredictRequest, data)
+
+
+def parse_message(kind: type[_M], data: bytes) -> _M:
+    """Any request message from its wire bytes; INVALID_ARGUMENT saying what failed."""
     try:
-        return pb.PredictRequest.FromString(data)
+        return kind.FromString(data)
     except DecodeError as exc:
-        raise invalid(f"request is not a valid {_REQUEST} ({len(data)} bytes): {_reason(exc)}") from None
-
-
-def _reason(exc: DecodeError) -> str:
-    text = str(exc)
-    # upb: "Error parsing message with type 'gateway.v1.PredictRequest': Wire format was corrupt"
-    _, sep, tail = text.partition(f"'{_REQUEST}': ")
-    return (tail if sep else text) or "the wire format is corrupt"
+        name = kind.DESCRIPTOR.full_name
+        # upb: "Error parsing message with type 'gateway.v1.PredictRequest': Wire format was corrupt"
+        _, sep, reason = str(exc).partition(f"'{name}': ")
+        raise invalid(f"request is not a valid {name} ({len(data)} bytes): "
+                      f"{(reason if sep else str(exc)) or 'the wire format is corrupt'}") from None
 
 
 def _too_many(what: str, limit: int) -> GatewayError:
@@ -152,34 +156,39 @@ class _Prescan:
 def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
     """A read-only view of the tensor's bytes; INVALID_ARGUMENT naming the tensor for anything
     numpy could not hold or the data does not match."""
-    name = quote(tensor.name)
     dtype = WIRE_TO_NUMPY.get(tensor.dtype)
     if dtype is None:
-        raise invalid(f"input {name}: unsupported or missing dtype "
-                      f"{pb.DataType.Name(tensor.dtype) if tensor.dtype in pb.DataType.values() else tensor.dtype}")
-    rank = len(tensor.shape)  # (before the shape is copied: a rank-100000 shape stays in protobuf)
+        wire = tensor.dtype
+        raise _bad(tensor, "unsupported or missing dtype "
+                           f"{pb.DataType.Name(wire) if wire in pb.DataType.values() else wire}")
+    field = tensor.shape  # (each read of a field builds a new wrapper: read it once)
+    rank = len(field)     # (before the shape is copied: a rank-100000 shape stays in protobuf)
     if rank > MAX_RANK:
-        raise invalid(f"input {name}: rank {rank} is more than the {MAX_RANK} dimensions a tensor may have")
-    shape = tuple(tensor.shape)
+        raise _bad(tensor, f"rank {rank} is more than the {MAX_RANK} dimensions a tensor may have")
+    shape = tuple(field)
     for axis, dim in enumerate(shape):
         if dim < 0:
-            raise invalid(f"input {name}: dimension {axis} is negative ({dim}) in shape {dims(shape)}")
+            raise _bad(tensor, f"dimension {axis} is negative ({dim}) in shape {dims(shape)}")
     # Python ints, so no product overflows. numpy refuses an empty shape too when its other
     # dimensions could not be allocated ([0, 2**62]), so zeros do not exempt the rest.
-    extent = math.prod(d for d in shape if d) * dtype.itemsize
+    elements = math.prod(shape)
+    expected = elements * dtype.itemsize
+    extent = expected if elements else math.prod(d for d in shape if d) * dtype.itemsize
     if extent > max_bytes:
-        elements = math.prod(shape)
         what = (f"means {_count(elements)} {dtype_name(dtype)} values" if elements else
                 f"is empty but its other dimensions mean {_count(extent // dtype.itemsize)} "
                 f"{dtype_name(dtype)} values")
-        raise invalid(f"input {name}: shape {dims(shape)} {what}, more than the {max_bytes}-byte message "
-                      "limit (max_message_bytes) allows")
-    expected = math.prod(shape) * dtype.itemsize
+        raise _bad(tensor, f"shape {dims(shape)} {what}, more than the {max_bytes}-byte message limit "
+                           "(max_message_bytes) allows")
     data = tensor.data  # (each read of a bytes field copies it out of the message: read it once)
     if len(data) != expected:
-        raise invalid(f"input {name}: {len(data)} bytes of data but shape {dims(shape)} x "
-                      f"{dtype_name(dtype)} needs {expected}")
+        raise _bad(tensor, f"{len(data)} bytes of data but shape {dims(shape)} x {dtype_name(dtype)} "
+                           f"needs {expected}")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _bad(tensor: pb.Tensor, problem: str) -> GatewayError:
+    return invalid(f"input {quote(tensor.name)}: {problem}")
 
 
 def _count(n: int) -> str:
@@ -189,25 +198,29 @@ def _count(n: int) -> str:
 
 def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns: int, max_bytes: int,
                      call: int = 0, trace: object | None = None) -> InferRequest:
-    if not msg.model:
+    model = msg.model
+    if not model:
         raise invalid("request names no model (field 'model' is empty)")
-    if len(msg.inputs) > MAX_INPUTS:
+    tensors = msg.inputs
+    if len(tensors) > MAX_INPUTS:
         raise _too_many("input tensors", MAX_INPUTS)
-    if len(msg.output_names) > MAX_OUTPUT_NAMES:
+    output_names = tuple(msg.output_names)
+    if len(output_names) > MAX_OUTPUT_NAMES:
         raise _too_many("output names", MAX_OUTPUT_NAMES)
     if len(msg.parameters) > MAX_PARAMETERS:
         raise _too_many("parameters", MAX_PARAMETERS)
     inputs: dict[str, np.ndarray] = {}
     payload = 0
-    for tensor in msg.inputs:
-        if not tensor.name:
+    for tensor in tensors:
+        name = tensor.name
+        if not name:
             raise invalid("an input tensor has an empty name")
-        if tensor.name in inputs:
-            raise invalid(f"input {quote(tensor.name)} is given more than once")
-        array = inputs[tensor.name] = decode_tensor(tensor, max_bytes)
+        if name in inputs:
+            raise invalid(f"input {quote(name)} is given more than once")
+        array = inputs[name] = decode_tensor(tensor, max_bytes)
         payload += array.nbytes
-    return InferRequest(model=msg.model, version=msg.version, inputs=inputs,
-                        request_id=msg.request_id or uuid.uuid4().hex, output_names=tuple(msg.output_names),
+    return InferRequest(model=model, version=msg.version, inputs=inputs,
+                        request_id=msg.request_id or uuid.uuid4().hex, output_names=output_names,
                         deadline_ns=deadline_ns, payload_bytes=payload, t_received_ns=t_received_ns,
                         call=call, trace=trace)
 
@@ -221,9 +234,7 @@ def encode_tensor(name: str, array: np.ndarray) -> pb.Tensor:
     return pb.Tensor(name=name, dtype=wire, shape=array.shape, data=array.tobytes())
 
 
-def to_predict_response(resp: InferResponse, max_bytes: int = 0) -> pb.PredictResponse:
-    """The wire form of ``resp``; with ``max_bytes``, RESOURCE_EXHAUSTED when it would not fit
-    (gRPC would otherwise fail the call, and on ``PredictStream`` end the whole stream)."""
+def to_predict_response(resp: InferResponse) -> pb.PredictResponse:
     msg = pb.PredictResponse(
         request_id=resp.request_id, model=resp.model, version=resp.version,
         outputs=[encode_tensor(k, v) for k, v in resp.outputs.items()],
@@ -231,17 +242,19 @@ def to_predict_response(resp: InferResponse, max_bytes: int = 0) -> pb.PredictRe
         predicted_label=resp.predicted_label)
     if resp.confidence is not None:
         msg.confidence.extend(resp.confidence.tolist())
-    if max_bytes:
-        # ByteSize serializes the message once more: only near the limit, from an estimate of
-        # its large parts (a response estimated under half the limit cannot pass it)
-        estimate = (sum(v.nbytes + 1024 for v in resp.outputs.values()) + len(resp.request_id)
-                    + 5 * len(msg.confidence) + sum(map(len, resp.predicted_label)) + 2 * len(resp.predicted_label))
-        if estimate > max_bytes // 2 and (size := msg.ByteSize()) > max_bytes:
-            raise GatewayError(Status.RESOURCE_EXHAUSTED,
-                               f"the answer to request {quote(resp.request_id)} would be {size} bytes, more "
-                               f"than the {max_bytes}-byte message limit (max_message_bytes); ask for fewer "
-                               "rows or outputs")
     return msg
+
+
+def serialized(msg: pb.PredictResponse | pb.PredictStreamResponse, request_id: str, max_bytes: int) -> bytes:
+    """``msg``'s wire bytes; RESOURCE_EXHAUSTED when they exceed ``max_bytes`` (gRPC would fail
+    the call instead, and on ``PredictStream`` end the whole stream). The adapter serializes the
+    answers itself, so knowing their size costs nothing."""
+    data = msg.SerializeToString()
+    if len(data) > max_bytes:
+        raise GatewayError(Status.RESOURCE_EXHAUSTED,
+                           f"the answer to request {quote(request_id)} would be {len(data)} bytes, more than the "
+                           f"{max_bytes}-byte message limit (max_message_bytes); ask for fewer rows or outputs")
+    return data
 
 
 def tensor_spec(spec: TensorSpec) -> pb.TensorSpec:

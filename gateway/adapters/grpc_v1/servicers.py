@@ -1,8 +1,8 @@
 """gateway.v1.Gateway: converts messages and calls the data plane. No decisions are made here.
 
-``Predict`` and ``PredictStream`` take their requests as raw bytes (:meth:`GatewayServicer.method_handlers`)
-and parse them here, so bytes that are no ``PredictRequest`` get INVALID_ARGUMENT saying what failed,
-and on a stream only that message does: the stream goes on. Every message a stream reads gets exactly
+Every call takes its request as raw bytes (:meth:`GatewayServicer.method_handlers`) and parses it
+here, so bytes that are no valid request get INVALID_ARGUMENT saying what failed, and on
+``PredictStream`` only that message does: the stream goes on. Every message a stream reads gets exactly
 one answer, an unexpected exception included (INTERNAL, logged); a stream holds at most
 :data:`STREAM_MAX_PENDING` requests read but not yet answered, then reads no more until answers
 are written (the client's sends wait on HTTP/2 flow control).
@@ -19,6 +19,7 @@ import grpc
 from ..._proto import gateway_pb2 as pb
 from ..._proto import gateway_pb2_grpc as pb_grpc
 from ...api import CallTable, GatewayError, Status, quote
+from ...api.text import bounded
 from ...core.dataplane import DataPlane
 from ..tracing import HeadSampler
 from . import converters
@@ -51,22 +52,22 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """The service's handlers, as the generated ``add_GatewayServicer_to_server`` builds them
-        except that Predict and PredictStream get the request bytes unparsed."""
+        except that every request arrives as bytes and is parsed here (Predict and PredictStream
+        parse their own; the other calls through :func:`_parsing`), and Predict and PredictStream
+        serialize their answers themselves (to check their size)."""
         return {
             "Predict": grpc.unary_unary_rpc_method_handler(
-                self.Predict, request_deserializer=None,
-                response_serializer=pb.PredictResponse.SerializeToString),
+                self.Predict, request_deserializer=None, response_serializer=None),
             "PredictStream": grpc.stream_stream_rpc_method_handler(
-                self.PredictStream, request_deserializer=None,
-                response_serializer=pb.PredictStreamResponse.SerializeToString),
+                self.PredictStream, request_deserializer=None, response_serializer=None),
             "ListModels": grpc.unary_unary_rpc_method_handler(
-                self.ListModels, request_deserializer=pb.ListModelsRequest.FromString,
+                _parsing(pb.ListModelsRequest, self.ListModels), request_deserializer=None,
                 response_serializer=pb.ListModelsResponse.SerializeToString),
             "GetModel": grpc.unary_unary_rpc_method_handler(
-                self.GetModel, request_deserializer=pb.GetModelRequest.FromString,
+                _parsing(pb.GetModelRequest, self.GetModel), request_deserializer=None,
                 response_serializer=pb.ModelMetadata.SerializeToString),
             "GetStats": grpc.unary_unary_rpc_method_handler(
-                self.GetStats, request_deserializer=pb.GetStatsRequest.FromString,
+                _parsing(pb.GetStatsRequest, self.GetStats), request_deserializer=None,
                 response_serializer=pb.StatsResponse.SerializeToString),
         }
 
@@ -76,20 +77,21 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         request = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
                                               max_bytes=self._max_bytes, call=call, trace=trace)
         response = await self.dataplane.infer(request)
-        return converters.to_predict_response(response, self._max_bytes)
+        return converters.to_predict_response(response)
 
     async def Predict(self, request: bytes, context):
         msg: pb.PredictRequest | None = None
         try:
             msg = converters.parse_request(request)
-            return await self._predict(msg, context, self._predict_call)
+            response = await self._predict(msg, context, self._predict_call)
+            return converters.serialized(response, response.request_id, self._max_bytes)
         except GatewayError as exc:
             await _abort(context, exc)
         except Exception as exc:  # a bug: still a definite status, and the traceback in the log
             await _abort(context, _internal(exc, msg.request_id if msg is not None else ""))
 
     async def PredictStream(self, request_iterator, context):
-        answers: asyncio.Queue[pb.PredictStreamResponse] = asyncio.Queue()
+        answers: asyncio.Queue[bytes] = asyncio.Queue()  # serialized answers
         tasks: set[asyncio.Task] = set()
         room = asyncio.Semaphore(STREAM_MAX_PENDING)
         closing = False
@@ -97,17 +99,18 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         async def answer(msg: pb.PredictRequest) -> None:
             try:
                 resp = await self._predict(msg, context, self._stream_call)
-                out = pb.PredictStreamResponse(request_id=resp.request_id, response=resp)
+                out = converters.serialized(pb.PredictStreamResponse(request_id=resp.request_id, response=resp),
+                                            resp.request_id, self._max_bytes)
             except GatewayError as exc:
-                out = _error_answer(msg.request_id, exc)
+                out = _error_answer(msg.request_id, self._max_bytes, exc)
             except asyncio.CancelledError:
                 if closing:
                     raise
                 # not the stream's doing (it cancels only when closing): this request still gets its answer
-                out = _error_answer(msg.request_id, GatewayError(
+                out = _error_answer(msg.request_id, self._max_bytes, GatewayError(
                     Status.CANCELLED, f"request {quote(msg.request_id)} was cancelled inside the gateway"))
             except Exception as exc:  # a bug: this message still gets its one answer, the stream goes on
-                out = _error_answer(msg.request_id, _internal(exc, msg.request_id))
+                out = _error_answer(msg.request_id, self._max_bytes, _internal(exc, msg.request_id))
             answers.put_nowait(out)
 
         async def read() -> int:
@@ -118,7 +121,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 try:
                     msg = converters.parse_request(raw)
                 except GatewayError as exc:
-                    answers.put_nowait(_error_answer("", GatewayError(
+                    answers.put_nowait(_error_answer("", self._max_bytes, GatewayError(
                         exc.status, f"stream message {count} (counting from 1; its request_id is unknown): "
                                     f"{exc.message}")))
                     continue
@@ -176,9 +179,26 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _error_answer(request_id: str, exc: GatewayError) -> pb.PredictStreamResponse:
-    return pb.PredictStreamResponse(request_id=request_id,
-                                    error=pb.ErrorStatus(code=int(exc.status), message=exc.message))
+def _parsing(kind, handler):
+    """``handler`` called with the request parsed from its bytes; INVALID_ARGUMENT when they do not parse."""
+    async def parse_then_handle(data: bytes, context):
+        try:
+            request = converters.parse_message(kind, data)
+        except GatewayError as exc:
+            await _abort(context, exc)
+        return await handler(request, context)
+
+    return parse_then_handle
+
+
+def _error_answer(request_id: str, max_bytes: int, exc: GatewayError) -> bytes:
+    error = pb.ErrorStatus(code=int(exc.status), message=exc.message)
+    data = pb.PredictStreamResponse(request_id=request_id, error=error).SerializeToString()
+    if len(data) > max_bytes:  # an id of nearly the whole message: sending it back would end the stream
+        error.message = bounded(f"(request_id of {len(request_id)} chars not echoed: the answer would exceed "
+                                f"the {max_bytes}-byte message limit) {exc.message}")
+        data = pb.PredictStreamResponse(error=error).SerializeToString()
+    return data
 
 
 def _internal(exc: Exception, request_id: str) -> GatewayError:
