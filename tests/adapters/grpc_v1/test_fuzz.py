@@ -179,6 +179,19 @@ def test_noise_decodes_or_is_invalid_argument(data):
 
 
 @FUZZ
+@given(st.sampled_from([pb.ListModelsRequest, pb.GetModelRequest, pb.GetStatsRequest]), st.binary(max_size=64))
+@example(pb.GetModelRequest, b"\x0a\x01\xff")  # a name of invalid UTF-8
+def test_the_other_requests_parse_or_are_invalid_argument(kind, data):
+    try:
+        msg = converters.parse_message(kind, data)
+    except GatewayError as exc:
+        _invalid(exc)
+        assert exc.message.startswith(f"request is not a valid {kind.DESCRIPTOR.full_name} ({len(data)} bytes): ")
+    else:
+        assert isinstance(msg, kind)
+
+
+@FUZZ
 @given(st.data(), st.one_of(st.integers(0, 8), st.integers(MAX_INPUTS - 4, MAX_INPUTS + 2)),
        st.integers(0, 3 * MAX_RANK), st.booleans())
 def test_the_scan_of_long_messages_refuses_only_what_the_parse_would(data, extra_inputs, rank, packed):
