@@ -2,7 +2,10 @@
 metadata, the repository index and statistics — all in plain types (:mod:`gateway.api`).
 
 :meth:`DataPlane.infer` runs the pipeline (:mod:`.pipeline`) and then tells every request
-observer, once, whatever the outcome. Nothing here knows a wire protocol.
+observer, once, whatever the outcome. A request whose deadline passed ends DEADLINE_EXCEEDED,
+also when its answer came too late or its protocol cancelled it for the deadline
+(:func:`gateway.policy.deadlines.ran_out`); cancelled sooner, it ends CANCELLED. Nothing here
+knows a wire protocol.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..api import (
     invalid,
 )
 from ..api.stats import MAX_WINDOW_S, ModelStatsSnapshot, Statistics
+from ..policy import deadlines
 from .context import NO_ATTEMPT, Attempt
 from .observers import Decisions, RequestObserver
 from .pipeline import Pipeline, Served
@@ -58,13 +62,24 @@ class DataPlane:
         try:
             served = await self._pipeline.run(request, attempts)
             fallback_code = served.fallback_code
+            now_ns = time.monotonic_ns()
+            if request.deadline_ns and now_ns >= request.deadline_ns:
+                # The client has given up by now (its deadline is no later than this one): the
+                # protocol ends the call as DEADLINE_EXCEEDED whatever is sent, so that is the answer.
+                raise GatewayError(Status.DEADLINE_EXCEEDED, f"deadline passed while the request was "
+                                   f"served: {served.response.served_by} answered "
+                                   f"{(now_ns - request.deadline_ns) / 1e6:.1f} ms after it")
             return served.response
         except GatewayError as exc:
             status = exc.status
             fallback_code = getattr(exc, "fallback_code", 0)
             raise
         except asyncio.CancelledError:
-            status = Status.CANCELLED
+            # The protocol cancels a call its client left: cancelled, or out of time (a client's
+            # deadline resets the call just as a cancel does, see deadlines.ran_out).
+            status = (Status.DEADLINE_EXCEEDED
+                      if deadlines.ran_out(request.deadline_ns, request.t_received_ns, time.monotonic_ns())
+                      else Status.CANCELLED)
             raise
         except Exception as exc:  # a bug, not the client's fault: still one terminal answer
             log.exception("request %s failed unexpectedly", request.request_id)
@@ -74,7 +89,7 @@ class DataPlane:
             self.in_flight -= 1
             t_responded_ns = time.monotonic_ns()
             if served is not None:
-                response: InferResponse | None = served.response
+                response: InferResponse | None = served.response if status is Status.OK else None
                 attempt = served.attempt or _timeline(attempts)
             else:
                 response, attempt = None, _timeline(attempts)

@@ -3,7 +3,9 @@
 The client's gRPC deadline is never exceeded. A model's ``default_timeout_ms`` applies to
 clients that send none; ``attempt_timeout_ms`` caps the requested model's share so the
 fallback chain still has time left. The batcher drops queued requests whose deadline has
-passed before they reach the model.
+passed before they reach the model. A request cancelled by its protocol within
+:func:`deadline_slack_ns` of its deadline ran out of time (:func:`ran_out`); sooner, it was
+cancelled.
 """
 from __future__ import annotations
 
@@ -29,3 +31,27 @@ def attempt_deadline_ns(config: DeadlineConfig, overall_ns: int, now_ns: int) ->
 
 def expired(deadline_ns: int, now_ns: int) -> bool:
     return bool(deadline_ns) and deadline_ns <= now_ns
+
+
+#: The least of :func:`deadline_slack_ns`. gRPC core's clocks tick in whole milliseconds and are
+#: read once per round of work, so under load the time left that a client sends is milliseconds
+#: stale: client resets came up to 4.9 ms before the server's deadline in tests/e2e/test_deadline_flood
+#: on a 2-core machine; this is twice that. A client that really cancels within it of its
+#: deadline is counted as out of time.
+DEADLINE_SLACK_MIN_NS = 10_000_000
+
+
+def deadline_slack_ns(deadline_ns: int, received_ns: int) -> int:
+    """How much later than the client's deadline the one the server knows may be. gRPC sends
+    the time left (``grpc-timeout``), rounded up to at most 1% of it (1 ms units below 1 s,
+    10 ms below 10 s, 100 ms below 100 s, then seconds) and read from a clock that may lag by
+    milliseconds; the server adds it to its arrival time, so the transit itself cancels out."""
+    return max(DEADLINE_SLACK_MIN_NS, (deadline_ns - received_ns) // 100)
+
+
+def ran_out(deadline_ns: int, received_ns: int, now_ns: int) -> bool:
+    """Whether a request cancelled at ``now_ns`` was cancelled by its deadline. A client whose
+    deadline fires resets the stream exactly as one that cancels does (HTTP/2 RST_STREAM CANCEL),
+    and it does so up to :func:`deadline_slack_ns` before the deadline the server knows; a client
+    that really cancels within that much of its deadline is counted as having run out."""
+    return bool(deadline_ns) and now_ns >= deadline_ns - deadline_slack_ns(deadline_ns, received_ns)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from gateway.telemetry import Telemetry
 from tests.core.serving import LABELS, Serving, echo, request, rows
 
 F32 = np.dtype("<f4")
+MS = 1_000_000
 
 
 def run(tmp_path, body, **options):
@@ -109,6 +112,39 @@ def test_a_cancelled_request_is_observed_as_cancelled(tmp_path):
             await task
         (_, _, status, response, _, _), = s.answers.seen
         assert (status, response) == (Status.CANCELLED, None) and s.dataplane.in_flight == 0
+    run(tmp_path, body, allow_fault_injection=True)
+
+
+def test_a_request_its_protocol_cancels_at_its_deadline_ran_out_and_sooner_was_cancelled(tmp_path):
+    """gRPC cancels the handler both when the client cancels and when its deadline fires."""
+    async def body(s):
+        s.add("slow", echo(), LABELS + "faults: {latency_ms: 300}\n")
+        now = time.monotonic_ns()
+        at_deadline = asyncio.ensure_future(s.dataplane.infer(request(
+            "slow", request_id="at", t_received_ns=now, deadline_ns=now + 50 * MS)))
+        early = asyncio.ensure_future(s.dataplane.infer(request(
+            "slow", request_id="early", t_received_ns=now, deadline_ns=now + 10_000 * MS)))
+        await asyncio.sleep(0.05 - 0.008)  # within the slack (10 ms) before the deadline
+        for task in (at_deadline, early):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        seen = {r.request_id: (status, response) for r, _, status, response, _, _ in s.answers.seen}
+        assert seen == {"at": (Status.DEADLINE_EXCEEDED, None), "early": (Status.CANCELLED, None)}
+    run(tmp_path, body, allow_fault_injection=True)
+
+
+def test_an_answer_ready_after_the_deadline_is_deadline_exceeded_not_ok(tmp_path):
+    async def body(s):
+        s.add("slow", echo(), LABELS + "faults: {latency_ms: 100}\n")
+        now = time.monotonic_ns()
+        err = await _error(s.dataplane.infer(request("slow", t_received_ns=now, deadline_ns=now + 30 * MS)))
+        assert err.status is Status.DEADLINE_EXCEEDED
+        assert re.fullmatch(r"deadline passed while the request was served: slow@1 answered \d+\.\d ms after it",
+                            err.message), err.message
+        (_, attempt, status, response, _, _), = s.answers.seen
+        assert (status, response) == (Status.DEADLINE_EXCEEDED, None)
+        assert attempt.t_compute_end_ns - attempt.t_compute_start_ns >= 100 * MS  # it did run, late
     run(tmp_path, body, allow_fault_injection=True)
 
 
