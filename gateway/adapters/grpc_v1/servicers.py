@@ -36,9 +36,17 @@ def _deadline_ns(context: grpc.aio.ServicerContext, now_ns: int) -> int:
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: GatewayError):
+    """End the call with ``exc``'s status. A call that gRPC has already ended (its deadline
+    fired, or the client reset it, while the answer was being made) cannot be sent a status:
+    grpc.aio then raises ExecuteBatchError (an InternalError) out of ``abort``, which it would log
+    with a traceback; the handler ends as cancelled instead, which gRPC logs at DEBUG only, and
+    the client has its own DEADLINE_EXCEEDED or CANCELLED already."""
     if exc.retry_after_ms is not None:
         context.set_trailing_metadata((("grpc-retry-pushback-ms", str(exc.retry_after_ms)),))
-    await context.abort(grpc.StatusCode[exc.status.name], exc.message)
+    try:
+        await context.abort(grpc.StatusCode[exc.status.name], exc.message)
+    except grpc.aio.InternalError:
+        raise asyncio.CancelledError(f"call already ended; not sent: {exc.status.name}") from None
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
