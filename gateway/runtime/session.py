@@ -61,6 +61,11 @@ class OnnxModel:
         options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # onnxruntime's CPU arena grows to the largest batch it has run (in power-of-two steps)
+        # and never shrinks: one 100k-row request kept hundreds of MB resident for good. Without
+        # it tensors come from malloc, which returns large blocks (gateway.memory); the demo
+        # models measured no slower (bench/RESULTS.md, "Memory").
+        options.enable_cpu_mem_arena = False
         # onnxruntime-gpu prints loader errors when CUDA libraries are missing and then
         # silently uses the CPU; keep that noise out and say what happened in one line.
         quiet = not log.isEnabledFor(logging.DEBUG)
