@@ -24,6 +24,7 @@ from .core.dataplane import DataPlane
 from .core.observers import Decisions
 from .core.registry import ModelRegistry
 from .logs import AccessLog, FallbackEventLog
+from .memory import MemoryReturn, set_mmap_threshold
 from .monitoring import MeanShift
 from .repository.manager import RepositoryManager
 from .telemetry import Telemetry
@@ -88,7 +89,8 @@ class GatewayServer:
             observers.append(AccessLog(s.access_log_sample_ratio, s.log_inputs))
         decisions = Decisions((FallbackEventLog(),) + ((spans,) if spans is not None else ()))
         self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
-                                   statistics=self._statistics if self.telemetry is not None else None)
+                                   statistics=self._statistics if self.telemetry is not None else None,
+                                   max_inflight_bytes=s.max_inflight_bytes or 0)
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,
@@ -107,6 +109,7 @@ class GatewayServer:
         self._started = False  # between start() and stop(): gRPC health follows the registry
         self._serving = False  # what gRPC health says now
         self._poller: asyncio.Task | None = None
+        self._memory_return: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
 
     def _statistics(self, window_s: float) -> Statistics:
@@ -119,6 +122,11 @@ class GatewayServer:
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} is not a directory")
         self.grpc.check_address()  # before anything starts or logs: a taken port is all one hears
+        trim = self._tune_allocator()
+        dataplane = self.dataplane
+        self._memory_return = asyncio.create_task(MemoryReturn(
+            lambda: dataplane.large_payload_bytes, lambda: dataplane.large_failed_bytes, trim=trim).run(),
+            name="memory return")
         if self.telemetry is not None:
             self.telemetry.start()
         self._start_admin()
@@ -137,6 +145,19 @@ class GatewayServer:
         if s.reload_interval_s > 0:
             self._poller = asyncio.create_task(self._manager.poll(s.reload_interval_s))
         return self.port
+
+    def _tune_allocator(self) -> bool:
+        """Set glibc's mmap threshold; True where the heaps are to be trimmed after large requests."""
+        threshold = self.settings.malloc_mmap_threshold_bytes
+        if not threshold:
+            return False
+        libc = set_mmap_threshold(threshold)  # process-wide: the last server started sets it
+        if libc is None:
+            log.info("allocator: not glibc, malloc_mmap_threshold_bytes ignored", extra={"event": "server.allocator"})
+            return False
+        log.info("allocator: %s, blocks of %d bytes and more unmapped when freed, heaps trimmed after large "
+                 "requests", libc, threshold, extra={"event": "server.allocator"})
+        return True
 
     def _start_admin(self) -> None:
         s = self.settings
@@ -190,6 +211,8 @@ class GatewayServer:
         self.dataplane.set_accepting(False)
         if self._poller is not None:
             self._poller.cancel()
+        if self._memory_return is not None:
+            self._memory_return.cancel()
         await self.grpc.drain(grace)
         await self._manager.close()
         self.executor.shutdown(wait=True)

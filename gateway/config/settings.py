@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pydantic_settings
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import SettingsError, validation_lines
@@ -46,6 +46,15 @@ class GatewaySettings(BaseSettings):
     """gRPC port (0 picks a free one and logs it)."""
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request or response message; larger requests get RESOURCE_EXHAUSTED."""
+    max_inflight_bytes: int | None = Field(None, ge=0, validate_default=True)
+    """Request payload (tensor) bytes admitted and not yet answered, past which new requests get
+    RESOURCE_EXHAUSTED with a retry delay. Default 4 x ``max_message_bytes``; 0: no bound.
+    Otherwise at least ``max_message_bytes``, so that a request of any size that fits a message
+    is admitted while nothing else is in flight."""
+    malloc_mmap_threshold_bytes: int = Field(1 << 20, ge=0, le=32 << 20)
+    """glibc only (elsewhere ignored): allocations of at least this size get a mapping of their
+    own that goes back to the system when freed (0, or 64 KiB to 32 MiB). 0 keeps glibc's dynamic
+    threshold, which after large requests keeps freed buffers of up to 32 MiB resident."""
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
     reload_interval_s: float = Field(5.0, ge=0)
@@ -73,6 +82,27 @@ class GatewaySettings(BaseSettings):
     allow_fault_injection: bool = False
     """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks
     only; each active block is logged as a WARNING at load). Off: such configs are rejected."""
+
+    @field_validator("max_inflight_bytes")
+    @classmethod
+    def _inflight_bound(cls, value: int | None, info: ValidationInfo) -> int | None:
+        message_bytes = info.data.get("max_message_bytes")
+        if message_bytes is None:  # (itself invalid, and reported)
+            return value
+        if value is None:
+            return 4 * message_bytes
+        if 0 < value < message_bytes:
+            raise ValueError(f"less than max_message_bytes ({message_bytes}): a request that fits a message "
+                             f"could never be admitted (0 means no bound)")
+        return value
+
+    @field_validator("malloc_mmap_threshold_bytes")
+    @classmethod
+    def _mmap_threshold(cls, value: int) -> int:
+        if 0 < value < 64 << 10:
+            raise ValueError("0 (glibc's dynamic threshold) or at least 65536: below that most allocations "
+                             "would be a system call")
+        return value
 
 
 class _YamlSource(PydanticBaseSettingsSource):

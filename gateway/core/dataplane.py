@@ -6,6 +6,10 @@ observer, once, whatever the outcome. A request whose deadline passed ends DEADL
 also when its answer came too late or its protocol cancelled it for the deadline
 (:func:`gateway.policy.deadlines.ran_out`); cancelled sooner, it ends CANCELLED. Nothing here
 knows a wire protocol.
+
+Memory: the request payload bytes admitted and not yet answered (``inflight_bytes``) are
+bounded by ``max_inflight_bytes``; a request that would pass it is refused with
+RESOURCE_EXHAUSTED and a retry delay before it is queued, batched or run.
 """
 from __future__ import annotations
 
@@ -36,18 +40,31 @@ log = logging.getLogger("gateway.core")
 
 StatsSource = Callable[[float], Statistics]
 
+# Requests at least this large feed (answered OK) the estimate of how long payload bytes stay
+# in flight (the retry delay given to a request refused for bytes; small ones would only dilute
+# it) and are counted in ``large_payload_bytes`` / ``large_failed_bytes`` (what the composition
+# root's memory return watches).
+LARGE_REQUEST_BYTES = 1 << 20
+_RETRY_AFTER_MS = (10, 5000, 100)  # least, most, before any large request has been answered
+
 
 class DataPlane:
     """Built by the composition root (``gateway.app``) with everything it calls passed in."""
 
     def __init__(self, registry: ModelRegistry, *, observers: tuple[RequestObserver, ...] = (),
-                 decisions: Decisions | None = None, statistics: StatsSource | None = None) -> None:
+                 decisions: Decisions | None = None, statistics: StatsSource | None = None,
+                 max_inflight_bytes: int = 0) -> None:
         self.registry = registry
         self._pipeline = Pipeline(registry, decisions or Decisions())
         self._observers = observers
         self._statistics = statistics
         self._accepting = False
         self.in_flight = 0
+        self.max_inflight_bytes = max_inflight_bytes  # 0: no bound
+        self.inflight_bytes = 0
+        self.large_payload_bytes = 0  # answered so far, admitted or not (monotonic)
+        self.large_failed_bytes = 0   # of those, answered with an error
+        self._large_request_ms = float(_RETRY_AFTER_MS[2])  # moving average, see LARGE_REQUEST_BYTES
 
     # -- inference ------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -58,8 +75,15 @@ class DataPlane:
         served: Served | None = None
         fallback_code = 0  # policy.reasons.FallbackReason
         attempts: list[Attempt] = []
+        payload = request.payload_bytes
+        admitted = 0
         self.in_flight += 1
         try:
+            limit = self.max_inflight_bytes
+            if limit and self.inflight_bytes + payload > limit:
+                raise self._over_inflight_bytes(payload, limit)
+            self.inflight_bytes += payload
+            admitted = payload
             served = await self._pipeline.run(request, attempts)
             fallback_code = served.fallback_code
             now_ns = time.monotonic_ns()
@@ -87,7 +111,15 @@ class DataPlane:
             raise GatewayError(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}") from exc
         finally:
             self.in_flight -= 1
+            self.inflight_bytes -= admitted
             t_responded_ns = time.monotonic_ns()
+            if payload >= LARGE_REQUEST_BYTES:
+                self.large_payload_bytes += payload
+                if status is not Status.OK:
+                    self.large_failed_bytes += payload
+                elif admitted:
+                    held_ms = (t_responded_ns - request.t_received_ns) / 1e6
+                    self._large_request_ms += 0.25 * (held_ms - self._large_request_ms)
             if served is not None:
                 response: InferResponse | None = served.response if status is Status.OK else None
                 attempt = served.attempt or _timeline(attempts)
@@ -98,6 +130,16 @@ class DataPlane:
                     observer.on_answer(request, attempt, status, response, fallback_code, t_responded_ns)
                 except Exception:  # observers observe: a failing one never changes the answer
                     log.exception("request observer %r failed", observer)
+
+    def _over_inflight_bytes(self, payload: int, limit: int) -> GatewayError:
+        """Retry after about the time a large request has been taking to answer: the bytes in
+        flight are held by such requests (small ones alone rarely reach the bound)."""
+        least, most, _ = _RETRY_AFTER_MS
+        retry_ms = int(min(most, max(least, self._large_request_ms)))
+        return GatewayError(Status.RESOURCE_EXHAUSTED,
+                            f"{self.inflight_bytes} bytes of request payload are in flight and this "
+                            f"request's {payload} would pass max_inflight_bytes ({limit}); retry in "
+                            f"{retry_ms} ms", retry_after_ms=retry_ms)
 
     # -- health -----------------------------------------------------------------------------
     def set_accepting(self, accepting: bool) -> None:

@@ -103,3 +103,26 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("port: [1,\n")
     with pytest.raises(SettingsError, match="invalid YAML"):
         load_settings(bad)
+
+
+def test_the_inflight_bound_follows_the_message_limit_and_must_hold_one_message(monkeypatch):
+    for key in ("GATEWAY_MAX_INFLIGHT_BYTES", "GATEWAY_MAX_MESSAGE_BYTES"):
+        monkeypatch.delenv(key, raising=False)
+    assert load_settings().max_inflight_bytes == 4 * 64 * 1024 * 1024
+    assert load_settings(max_message_bytes=1 << 20).max_inflight_bytes == 4 << 20
+    assert load_settings(max_inflight_bytes=0).max_inflight_bytes == 0                  # no bound
+    assert load_settings(max_message_bytes=1 << 20, max_inflight_bytes=1 << 20).max_inflight_bytes == 1 << 20
+    monkeypatch.setenv("GATEWAY_MAX_INFLIGHT_BYTES", str((1 << 20) - 1))
+    with pytest.raises(SettingsError, match=r"GATEWAY_MAX_INFLIGHT_BYTES: Value error, less than max_message_bytes "
+                                            r"\(1048576\): a request that fits a message could never be admitted"):
+        load_settings(max_message_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (64 << 10, True), (32 << 20, True), (4096, False),
+                                       ((32 << 20) + 1, False), (-1, False)])
+def test_the_mmap_threshold_is_off_or_within_what_glibc_takes(value, ok):
+    if ok:
+        assert load_settings(malloc_mmap_threshold_bytes=value).malloc_mmap_threshold_bytes == value
+    else:
+        with pytest.raises(SettingsError, match=r"malloc_mmap_threshold_bytes: "):
+            load_settings(malloc_mmap_threshold_bytes=value)

@@ -277,3 +277,89 @@ def test_statistics_refuse_a_window_out_of_range_and_an_unknown_model(tmp_path):
         assert (await s.dataplane.statistics(0.5, "broken")).models == []
         assert [m.model for m in (await s.dataplane.statistics(300, "echo")).models] == ["echo"]
     run(tmp_path, body, telemetry=telemetry, observers=(telemetry.recorder,), statistics=statistics)
+
+
+# -- payload bytes in flight ---------------------------------------------------------------------
+async def _settle(plane, in_flight: int) -> None:
+    """Until ``in_flight`` requests are inside the data plane (bounded: a few hundred loop turns)."""
+    for _ in range(500):
+        if plane.in_flight == in_flight:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{plane.in_flight} requests in flight, expected {in_flight}")
+
+
+def test_payload_bytes_in_flight_are_bounded_and_every_answer_releases_them(tmp_path):
+    async def body(s):
+        s.add("slow", echo(), LABELS + "faults: {latency_ms: 300}\n")
+        s.add("echo", echo(), LABELS)
+        plane = s.dataplane
+        plane.max_inflight_bytes = 3000
+        running = [asyncio.ensure_future(plane.infer(request("slow", payload_bytes=1000, request_id=f"r{i}")))
+                   for i in range(3)]
+        await _settle(plane, 3)
+        assert plane.inflight_bytes == 3000                           # the bound itself is admitted
+        err = await _error(plane.infer(request(payload_bytes=1, request_id="over")))
+        assert err.status is Status.RESOURCE_EXHAUSTED and err.retry_after_ms == 100
+        assert err.message == ("3000 bytes of request payload are in flight and this request's 1 would pass "
+                               "max_inflight_bytes (3000); retry in 100 ms")
+        assert plane.inflight_bytes == 3000 and plane.in_flight == 3
+        for response in await asyncio.gather(*running):
+            assert response.served_by == "slow@1"
+        assert plane.inflight_bytes == 0
+        # every other kind of answer releases what it was admitted with, and counts nothing twice
+        await plane.infer(request(payload_bytes=3000, request_id="ok"))
+        for bad in (request("nope", payload_bytes=3000), request(x=np.zeros((1, 4)), payload_bytes=3000),
+                    request(x=[[0.1, 0.7, 0.2]], payload_bytes=3000)):
+            await _error(plane.infer(bad))
+            assert plane.inflight_bytes == 0
+        cancelled = asyncio.ensure_future(plane.infer(request("slow", payload_bytes=3000, request_id="gone")))
+        await _settle(plane, 1)
+        assert plane.inflight_bytes == 3000
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert (plane.inflight_bytes, plane.in_flight) == (0, 0)
+        statuses = {r.request_id: status for r, _, status, *_ in s.answers.seen}
+        assert statuses["over"] is Status.RESOURCE_EXHAUSTED and statuses["gone"] is Status.CANCELLED
+        assert len(s.answers.seen) == 9                               # each request observed once
+        assert plane.large_payload_bytes == 0                         # none of them was large
+    run(tmp_path, body, allow_fault_injection=True)
+
+
+def test_without_a_bound_bytes_are_counted_and_nothing_is_refused(tmp_path):
+    async def body(s):
+        s.add("slow", echo(), LABELS + "faults: {latency_ms: 200}\n")
+        plane = s.dataplane
+        assert plane.max_inflight_bytes == 0
+        running = [asyncio.ensure_future(plane.infer(request("slow", payload_bytes=1 << 40))) for _ in range(3)]
+        await _settle(plane, 3)
+        assert plane.inflight_bytes == 3 << 40
+        await asyncio.gather(*running)
+        assert plane.inflight_bytes == 0
+    run(tmp_path, body, allow_fault_injection=True)
+
+
+def test_the_retry_delay_follows_how_long_large_requests_take(tmp_path):
+    """Refused for bytes, a client is told to come back after about one large request's time in
+    the gateway (a moving average, 100 ms before any): here at least the injected 300 ms pull it up."""
+    large = 2 << 20
+
+    async def body(s):
+        s.add("slow", echo(), LABELS + "faults: {latency_ms: 300}\n")
+        s.add("picky", echo("n"), LABELS)
+        plane = s.dataplane
+        plane.max_inflight_bytes = 2 * large
+        await plane.infer(request("slow", payload_bytes=large))       # held >= 300 ms: 100 -> >= 150
+        await _error(plane.infer(request("picky", rows([1, 2, 3, 4]), payload_bytes=large)))  # INTERNAL
+        assert (plane.large_payload_bytes, plane.large_failed_bytes) == (2 * large, large)
+        running = [asyncio.ensure_future(plane.infer(request("slow", payload_bytes=large))) for _ in range(2)]
+        await _settle(plane, 2)
+        err = await _error(plane.infer(request("slow", payload_bytes=large)))
+        assert err.status is Status.RESOURCE_EXHAUSTED and 150 <= err.retry_after_ms <= 5000
+        assert err.message.endswith(f"retry in {err.retry_after_ms} ms")
+        await asyncio.gather(*running)
+        # a refused large request is counted too (its bytes were received and are now freed)
+        assert (plane.large_payload_bytes, plane.large_failed_bytes) == (5 * large, 2 * large)
+        assert plane.inflight_bytes == 0
+    run(tmp_path, body, allow_fault_injection=True)

@@ -76,7 +76,8 @@ def test_metrics_spans_and_resource_reach_the_collector(otel_env, make_gateway, 
     names = collector.metric_names()
     for name in ("rpc.server.call.duration", "gateway.request.queue.duration",
                  "gateway.request.compute.duration", "gateway.batch.size", "gateway.requests",
-                 "gateway.rows", "gateway.errors", "gateway.requests.in_flight", "gateway.queue.depth",
+                 "gateway.rows", "gateway.errors", "gateway.requests.in_flight",
+                 "gateway.requests.in_flight_bytes", "gateway.queue.depth",
                  "gateway.input.feature.mean", "gateway.input.feature.nan_rate",
                  "gateway.output.confidence", "gateway.output.predicted_class",
                  "gateway.telemetry.ring.drops", "process.cpu.time", "process.memory.usage"):

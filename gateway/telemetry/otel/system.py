@@ -25,10 +25,13 @@ def _rss_bytes() -> int:
 
 
 def register_gateway_instruments(meter: Meter, dataplane) -> None:
-    """In-flight requests, and queue depth, breaker state and admission limit per loaded version
+    """In-flight requests and their payload bytes, and queue depth, breaker state and admission limit per loaded version
     (from the data plane's :meth:`~gateway.core.DataPlane.version_states`)."""
     def in_flight(_: CallbackOptions):
         return [Observation(dataplane.in_flight)]
+
+    def in_flight_bytes(_: CallbackOptions):
+        return [Observation(dataplane.inflight_bytes)]
 
     def states():
         for v in dataplane.version_states():
@@ -59,6 +62,9 @@ def register_gateway_instruments(meter: Meter, dataplane) -> None:
     meter.create_observable_up_down_counter(
         "gateway.requests.in_flight", [in_flight], unit="{request}",
         description="Requests received and not yet answered.")
+    meter.create_observable_up_down_counter(
+        "gateway.requests.in_flight_bytes", [in_flight_bytes], unit="By",
+        description="Request payload bytes admitted and not yet answered (bounded by max_inflight_bytes).")
     meter.create_observable_gauge(
         "gateway.queue.depth", [queue_depth], unit="{request}",
         description="Requests waiting in a model version's batch queue.")

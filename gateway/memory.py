@@ -1,0 +1,118 @@
+"""Process memory: glibc's allocator set up so that large freed buffers go back to the system,
+and a background pass that hands back what large requests left behind.
+
+glibc serves an allocation of at least its mmap threshold with a mapping of its own, unmapped
+when freed. The threshold starts at 128 KiB but is dynamic: each time such a mapping is freed
+the threshold rises to its size (up to 32 MiB). After one burst of large requests, buffers of
+up to 32 MiB (request bytes, decoded tensors, batches, outputs) come from the heaps instead,
+and a heap only returns memory from its top: the freed middle stays resident (bench/memory.py
+and bench/RESULTS.md measure it). Setting the threshold with ``mallopt`` turns the adjustment
+off; blocks below it are still reused from the heaps (no system call per small allocation).
+
+What the threshold cannot return: gRPC receives a message into many small buffers, so a burst
+of large requests leaves their freed space scattered through the heaps (only ``malloc_trim``
+gives that back), and a request refused with ``context.abort`` stays referenced from a
+reference cycle of grpc.aio's (its frames, with the request bytes) until the cyclic garbage
+collector's next full pass, which may be long in coming. :class:`MemoryReturn` does both after
+large requests only, off the request path.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("gateway.server")
+
+# <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MAX_MMAP_THRESHOLD_BYTES = 32 << 20  # glibc refuses more on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    # musl and others have no gnu_get_libc_version, and their mallopt (if any) means other things
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return None
+    return libc
+
+
+def set_mmap_threshold(threshold_bytes: int) -> str | None:
+    """Fix glibc's mmap threshold at ``threshold_bytes`` and its trim threshold at twice that
+    (the ratio glibc's own adjustment keeps). Returns the glibc version it was set on, or None
+    where the C library is not glibc (nothing changed)."""
+    if not 0 < threshold_bytes <= MAX_MMAP_THRESHOLD_BYTES:
+        raise ValueError(f"mmap threshold must be in (0, {MAX_MMAP_THRESHOLD_BYTES}] bytes, got {threshold_bytes}")
+    libc = _glibc()
+    if libc is None:
+        return None
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    if not libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes) or \
+            not libc.mallopt(_M_TRIM_THRESHOLD, 2 * threshold_bytes):
+        raise OSError(f"glibc mallopt refused an mmap threshold of {threshold_bytes} bytes")
+    libc.gnu_get_libc_version.restype = ctypes.c_char_p
+    return "glibc " + libc.gnu_get_libc_version().decode()
+
+
+
+def malloc_trim() -> bool:
+    """Give free heap memory back to the system (glibc); False where there is no such call."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim(0)  # (ctypes releases the GIL for the call)
+    return True
+
+
+class MemoryReturn:
+    """Every ``interval_s`` after large requests were answered (``answered_bytes``: a monotonic
+    count of their payload bytes, the data plane's ``large_payload_bytes``), trim the heaps on a
+    worker thread; first collect reference cycles if some of them failed (``failed_bytes``,
+    ``large_failed_bytes``): an aborted call's cycle is what holds its request.
+
+    Small requests never cause a pass. A trim takes well under 1 ms when there is little to
+    give back (~20 ms after a burst of twenty 60 MB requests) and does not hold the GIL; the
+    collection runs on the event loop, ~17 ms with the demo models loaded."""
+
+    def __init__(self, answered_bytes: Callable[[], int], failed_bytes: Callable[[], int], *,
+                 interval_s: float = 0.25, trim: bool = True) -> None:
+        self._answered = answered_bytes
+        self._failed = failed_bytes
+        self.interval_s = interval_s
+        self._trim = trim
+        self._seen = (answered_bytes(), failed_bytes())
+        self._again = self._collect_again = False
+        self.passes = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval_s)
+            now = (self._answered(), self._failed())
+            grew = now != self._seen
+            if not grew and not self._again:
+                continue
+            # A request is counted just before its answer is sent: it may free (or, aborted,
+            # make its cycle) after this pass, so the pass after a counted one comes what may.
+            failed = now[1] != self._seen[1]
+            self._again, collect = grew, failed or self._collect_again
+            self._collect_again = failed
+            self._seen = now
+            began = time.perf_counter()
+            freed = gc.collect() if collect else 0
+            collected = time.perf_counter()
+            if self._trim:
+                await loop.run_in_executor(None, malloc_trim)
+            self.passes += 1
+            log.debug("memory return: %d objects collected in %.1f ms, heaps trimmed in %.1f ms", freed,
+                      (collected - began) * 1e3, (time.perf_counter() - collected) * 1e3,
+                      extra={"event": "server.memory_return"})
