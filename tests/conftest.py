@@ -1,6 +1,10 @@
 """Shared fixtures: demo models on disk and a real gateway serving them on a loopback port."""
 from __future__ import annotations
 
+# First: importing gateway turns gRPC core's optimization_04 off, which works only before grpc is
+# imported (gateway/_grpc_core.py); the in-process servers below need it as `gateway serve` has it.
+import gateway  # noqa: F401  isort: skip
+
 import asyncio
 import pathlib
 import shutil

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from ... import _grpc_core
 from ...api import CallTable
 from ...core.dataplane import DataPlane
 from ..tracing import HeadSampler
@@ -97,6 +98,11 @@ class GrpcServer:
         except RuntimeError:  # taken between check_listenable and here, or a reason it cannot see
             raise ListenError(f"cannot listen on {self._address} (gRPC could not bind it)") from None
         await self._server.start()
+        if _grpc_core.too_late:
+            log.warning("grpc was imported before gateway, so gRPC core's %s stays on: under floods of "
+                        "short deadlines this server may answer calls CANCELLED by itself; start the "
+                        "process with GRPC_EXPERIMENTS=%s (see gateway/_grpc_core.py)",
+                        ", ".join(_grpc_core.too_late), ",".join(f"-{e}" for e in _grpc_core.too_late))
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
