@@ -4,13 +4,9 @@ DEADLINE_EXCEEDED, the server counts the ones that ran out as DEADLINE_EXCEEDED 
 and logs no traceback for them, a stream whose deadline passes mid-flight ends DEADLINE_EXCEEDED,
 and the channel serves the next call. A call the client really cancels stays CANCELLED.
 
-grpcio 1.82 and later (through 1.85.3, the newest at the time of writing) have a server-side
-regression of their own under such floods: some calls, fresh ones with a 10 s deadline included,
-get ``CANCELLED`` (trailers ``grpc-status: 1, grpc-message: CANCELLED``) before the gateway's
-handler ever sees them, and on streams the server side of a call is now and then cancelled long
-before its deadline with no client cancelling it. A plain grpc.aio or grpc sync echo server shows
-it too; 1.70 to 1.81.2 do not. Where that shows on such a version the test says so (xfail) after
-checking everything the gateway itself decides.
+gRPC's core answers some calls of such a flood CANCELLED by itself, before the handler sees them,
+while its ``optimization_04`` rollout is on (grpcio 1.82.1 to 1.85.3); the gateway turns it off in
+the processes it starts (gateway/_grpc_core.py), which is what these tests check end to end.
 """
 from __future__ import annotations
 
@@ -31,6 +27,7 @@ import pytest
 
 from gateway._proto import gateway_pb2 as pb
 from gateway._proto import gateway_pb2_grpc as pb_grpc
+import gateway._grpc_core
 from tests.conftest import free_port, matmul_graph, save_model
 
 CALLS = 2000
@@ -41,7 +38,8 @@ STREAM_MESSAGES = 5
 STREAMS_IN_FLIGHT = 10
 STREAM_DEADLINE_MS = (50.0, 250.0)  # the slow model answers after 300 ms
 FOLLOW_UPS = 20
-_CANCELLED_UPSTREAM = tuple(int(p) for p in grpc.__version__.split(".")[:2]) >= (1, 82)
+IN_PROCESS_CALLS = 5000
+IN_PROCESS_ROUNDS = 4
 
 _WIDTHS = {"classifier": 16, "slow": 16, "regressor": 8}
 #: What grpc.aio's client reports when its own request writer loses the race with the call's
@@ -125,16 +123,9 @@ def counted_total(counts: collections.Counter) -> int:
     return sum(counts.values())
 
 
-def _upstream_or_fail(what: str, seen) -> None:
-    if _CANCELLED_UPSTREAM:
-        pytest.xfail(f"grpcio {grpc.__version__} cancelled calls the gateway never saw ({what}: {seen}); "
-                     "a regression of grpcio >= 1.82, see this module's docstring")
-    pytest.fail(f"{what}: {seen}")
-
-
-async def _flood(address: str) -> tuple[collections.Counter, list, list]:
+async def _flood(address: str, calls: int = CALLS) -> tuple[collections.Counter, list, list]:
     rng = random.Random(11)
-    timeouts_s = [rng.uniform(*DEADLINE_MS) / 1e3 for _ in range(CALLS)]
+    timeouts_s = [rng.uniform(*DEADLINE_MS) / 1e3 for _ in range(calls)]
     codes: collections.Counter = collections.Counter()
     early: list[tuple[float, float]] = []  # (elapsed, timeout) of calls not OK/DEADLINE_EXCEEDED
     async with grpc.aio.insecure_channel(address) as channel:
@@ -180,12 +171,9 @@ def test_a_deadline_flood_ends_every_call_ok_or_deadline_exceeded_and_counts_the
     log = log_path.read_text()
     assert "Traceback" not in log and "ExecuteBatchError" not in log, log[-4000:]
 
-    # What the client saw.
-    if odd or set(codes) - {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}:
-        _upstream_or_fail("calls that ended neither OK nor DEADLINE_EXCEEDED (elapsed s, timeout s)",
-                          (dict(codes), odd[:10]))
-    if follow_ups != [f"after-{i}" for i in range(FOLLOW_UPS)]:
-        _upstream_or_fail("valid calls right after the flood", follow_ups)
+    # What the client saw: (elapsed s, timeout s) of any call that ended otherwise.
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED} and not odd, (dict(codes), odd[:10])
+    assert follow_ups == [f"after-{i}" for i in range(FOLLOW_UPS)], follow_ups
 
 
 async def _stream_flood(address: str) -> tuple[collections.Counter, int, list]:
@@ -234,16 +222,10 @@ def test_streams_whose_deadline_passes_mid_flight_end_deadline_exceeded_cleanly(
     with grpc.insecure_channel(address) as channel:  # the server goes on serving streams
         last = list(pb_grpc.GatewayStub(channel).PredictStream(iter([_request("regressor", "last")]), timeout=10))
     assert [a.request_id for a in last] == ["last"] and last[0].WhichOneof("result") == "response"
-    if set(codes) - {grpc.StatusCode.DEADLINE_EXCEEDED, "client write failed"}:
-        _upstream_or_fail("streams that did not end DEADLINE_EXCEEDED", dict(codes))
-    # Cancelled: only the messages of streams their client cancelled (see _CLIENT_WRITE_FAILED),
-    # unless gRPC itself cancelled a stream early (the regression, here seen from the server).
-    cancelled = counted[grpc.StatusCode.CANCELLED.value[0]]
-    # (the regression hits a few streams, never most: most cancelled is the gateway's doing)
-    assert cancelled <= sent // 4, (dict(counted), dict(codes))
-    if cancelled > STREAM_MESSAGES * codes["client write failed"]:
-        _upstream_or_fail("stream messages cancelled by no client (server counts, client statuses)",
-                          (dict(counted), dict(codes)))
+    assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, "client write failed"}, dict(codes)
+    # Cancelled: only the messages of streams their client cancelled (see _CLIENT_WRITE_FAILED).
+    assert counted[grpc.StatusCode.CANCELLED.value[0]] <= STREAM_MESSAGES * codes["client write failed"], \
+        (dict(counted), dict(codes))
 
 
 def test_a_call_the_client_cancels_before_its_deadline_stays_cancelled(served):
@@ -261,3 +243,20 @@ def test_a_call_the_client_cancels_before_its_deadline_stays_cancelled(served):
     asyncio.run(cancel_one())
     counted = _settled_counts(admin, "slow", sum(before.values()) + 1) - before
     assert counted == {grpc.StatusCode.CANCELLED.value[0]: 1}, counted
+
+
+def test_a_flood_on_an_in_process_gateway_whose_client_shares_its_process(make_gateway, demo_models):
+    """Client and server on one interpreter (as tests and embedders run them): the configuration in
+    which gRPC core's optimization_04 cancelled 600-850 of every 5000 calls here, and some of the
+    valid calls after them, before this process turned it off."""
+    assert gateway._grpc_core.too_late == ()  # conftest imports gateway before grpc
+    gw = make_gateway(model_repository=demo_models, admin_port=free_port())
+    admin = f"http://127.0.0.1:{gw.settings.admin_port}"
+    for _ in range(IN_PROCESS_ROUNDS):
+        before = _requests_by_code(admin, "classifier")
+        codes, odd, follow_ups = asyncio.run(_flood(gw.address, IN_PROCESS_CALLS))
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED} and not odd, \
+            (dict(codes), odd[:10])
+        assert follow_ups == [f"after-{i}" for i in range(FOLLOW_UPS)], follow_ups
+        counted = _settled_counts(admin, "classifier", sum(before.values()) + 1 + FOLLOW_UPS) - before
+        assert counted[grpc.StatusCode.CANCELLED.value[0]] == 0, counted
