@@ -222,7 +222,8 @@ def test_streams_whose_deadline_passes_mid_flight_end_deadline_exceeded_cleanly(
     with grpc.insecure_channel(address) as channel:  # the server goes on serving streams
         last = list(pb_grpc.GatewayStub(channel).PredictStream(iter([_request("regressor", "last")]), timeout=10))
     assert [a.request_id for a in last] == ["last"] and last[0].WhichOneof("result") == "response"
-    assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, "client write failed"}, dict(codes)
+    # (a stream may end OK first: every message answered DEADLINE_EXCEEDED, as checked above)
+    assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK, "client write failed"}, dict(codes)
     # Cancelled: only the messages of streams their client cancelled (see _CLIENT_WRITE_FAILED).
     assert counted[grpc.StatusCode.CANCELLED.value[0]] <= STREAM_MESSAGES * codes["client write failed"], \
         (dict(counted), dict(codes))
