@@ -78,3 +78,14 @@ def test_a_bench_whose_server_fails_to_start_shows_the_servers_error():
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("overload: the gateway exited with status 2 at start:\n"), proc.stderr
     assert "GATEWAY_ADMINPORT: unknown setting (did you mean GATEWAY_ADMIN_PORT?)" in proc.stderr
+
+
+def test_the_deadline_flood_bench_reports_both_arms_and_the_default_one_clean():
+    proc = subprocess.run([sys.executable, str(BENCH / "deadline_flood.py"), "--calls", "400", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(summary["runs"]) == {"rollout off (gateway default)", "rollout on"}
+    (off,) = summary["runs"]["rollout off (gateway default)"]
+    assert sum(off["statuses"].values()) == 400 and set(off["statuses"]) <= {"OK", "DEADLINE_EXCEEDED"}, off
+    assert off["failed_follow_ups"] == 0
