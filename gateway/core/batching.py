@@ -99,6 +99,11 @@ class DynamicBatcher:
         if self._closing:
             raise GatewayError(Status.UNAVAILABLE, f"model {self.model.served_by} is being unloaded")
         if len(self._queue) >= self.max_queue_size:
+            # Requests whose client left (cancelled, or their deadline passed) wait in the queue
+            # until the next batch is taken: under a deadline flood they would fill it and refuse
+            # live requests for as long as an execution lasts.
+            self._drop_gone(time.monotonic_ns())
+        if len(self._queue) >= self.max_queue_size:
             raise GatewayError(Status.RESOURCE_EXHAUSTED,
                                f"model {self.model.served_by}: queue is full "
                                f"({self.max_queue_size} request{'s' if self.max_queue_size != 1 else ''} "
@@ -188,10 +193,7 @@ class DynamicBatcher:
             if deadline and deadline <= now:
                 queue.popleft()
                 self._queued_rows -= item.rows
-                item.future.set_exception(GatewayError(
-                    Status.DEADLINE_EXCEEDED,
-                    f"model {self.model.served_by}: deadline passed after "
-                    f"{(now - item.attempt.t_enqueued_ns) / 1e6:.1f} ms in the queue"))
+                self._expire(item, now)
                 continue
             if batch and (not self._batching or rows + item.rows > self.max_batch_size
                           or item.signature != batch[0].signature):
@@ -206,6 +208,25 @@ class DynamicBatcher:
             item.attempt.t_batch_ns = now
             item.attempt.batch_size = rows
         return batch
+
+    def _expire(self, item: _Item, now: int) -> None:
+        item.future.set_exception(GatewayError(
+            Status.DEADLINE_EXCEEDED, f"model {self.model.served_by}: deadline passed after "
+            f"{(now - item.attempt.t_enqueued_ns) / 1e6:.1f} ms in the queue"))
+
+    def _drop_gone(self, now: int) -> None:
+        """Drop the queued requests that are cancelled or past their deadline (the latter get
+        DEADLINE_EXCEEDED), keeping the others in order."""
+        kept: collections.deque[_Item] = collections.deque()
+        for item in self._queue:
+            if item.future.done():
+                self._queued_rows -= item.rows
+            elif item.attempt.deadline_ns and item.attempt.deadline_ns <= now:
+                self._queued_rows -= item.rows
+                self._expire(item, now)
+            else:
+                kept.append(item)
+        self._queue = kept
 
     def _execute(self, batch: list[_Item], inline: bool):
         """Runs on an executor thread (or inline on the loop for very fast models)."""

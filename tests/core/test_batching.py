@@ -206,6 +206,32 @@ def test_a_cancelled_request_is_dropped_from_the_queue(tmp_path):
     run(tmp_path, body)
 
 
+def test_a_full_queue_first_drops_requests_whose_client_left_then_takes_the_new_one(tmp_path):
+    """Under a deadline flood the queue fills with requests nobody waits for any more; while a
+    batch runs they must not refuse live ones."""
+    async def body(make):
+        slow = FaultyModel(onnx_model(tmp_path, "slow", unbatched(), model_config()),
+                           FaultInjector(FaultInjectionConfig(latency_ms=200)))
+        b = make(None, model=slow, max_batch_size=0, max_queue_size=3)
+        running, _ = _submit(b, np.array([0, 0, 0], np.float32))
+        await asyncio.sleep(0.05)  # executing now: what follows waits in the queue
+        assert b.in_flight == 1
+        (gone, _), (late, _), (live, _) = (_submit(b, np.array([i, 0, 0], np.float32),
+                                                   deadline_ns=time.monotonic_ns() + 10_000_000 if i == 2 else 0)
+                                           for i in (1, 2, 3))
+        gone.cancel()
+        await asyncio.sleep(0.02)  # late's deadline (10 ms) passes in the queue
+        assert b.queue_depth == 3
+        new, _ = _submit(b, np.array([4, 0, 0], np.float32))  # the queue is full of 1 gone, 1 late
+        assert b.queue_depth == 2
+        err = await _failure(late)
+        assert err.status is Status.DEADLINE_EXCEEDED and "in the queue" in err.message
+        for future, value in ((running, 0), (live, 3), (new, 4)):
+            assert float((await future).outputs["probabilities"][0]) == value
+        assert b.executed_requests == 3
+    run(tmp_path, body)
+
+
 def test_an_execution_error_fails_every_request_of_the_batch_as_internal(tmp_path):
     async def body(make):
         b = make(echo("n"))
