@@ -164,7 +164,7 @@ def test_a_deadline_flood_ends_every_call_ok_or_deadline_exceeded_and_counts_the
 
     # What the gateway decided: the calls it saw ran out and are counted so, with no traceback.
     after = _settled_counts(admin, "classifier", sum(before.values()) + 1 + FOLLOW_UPS)
-    assert counted_total(after - before) > FOLLOW_UPS  # (the flood reached the gateway)
+    assert counted_total(after - before) >= 1 + FOLLOW_UPS  # (the scrape sees this model: warm-up, follow-ups)
     counted = after - before
     assert counted[grpc.StatusCode.CANCELLED.value[0]] == 0, counted
     assert set(counted) <= {grpc.StatusCode.OK.value[0], grpc.StatusCode.DEADLINE_EXCEEDED.value[0]}, counted
