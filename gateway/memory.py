@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import time
@@ -34,6 +35,7 @@ _M_MMAP_THRESHOLD = -3
 MAX_MMAP_THRESHOLD_BYTES = 32 << 20  # glibc refuses more on 64-bit (HEAP_MAX_SIZE / 2)
 
 
+@functools.cache  # one handle: each CDLL made leaves ctypes' reference cycles to the collector
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -62,7 +64,6 @@ def set_mmap_threshold(threshold_bytes: int) -> str | None:
     return "glibc " + libc.gnu_get_libc_version().decode()
 
 
-
 def malloc_trim() -> bool:
     """Give free heap memory back to the system (glibc); False where there is no such call."""
     libc = _glibc()
@@ -74,45 +75,70 @@ def malloc_trim() -> bool:
 
 
 class MemoryReturn:
-    """Every ``interval_s`` after large requests were answered (``answered_bytes``: a monotonic
-    count of their payload bytes, the data plane's ``large_payload_bytes``), trim the heaps on a
-    worker thread; first collect reference cycles if some of them failed (``failed_bytes``,
-    ``large_failed_bytes``): an aborted call's cycle is what holds its request.
+    """Passes that hand back what large requests left: every ``interval_s`` while they are being
+    answered (``answered_bytes``, a monotonic count of their payload bytes: the data plane's
+    ``large_payload_bytes``), and four more once they stop (:data:`QUIET_AT`: 0.25, 0.5, 2 and
+    8 s after), each trimming the heaps on a worker thread. Those four also collect reference
+    cycles, and so do passes within :data:`FAILED_WINDOW_S` of a large request failing
+    (``failed_bytes``: the data plane's ``large_failed_bytes``; an aborted gRPC call's cycle is
+    what holds its request), at most every ``collect_every_s``.
 
-    Small requests never cause a pass. A trim takes well under 1 ms when there is little to
-    give back (~20 ms after a burst of twenty 60 MB requests) and does not hold the GIL; the
-    collection runs on the event loop, ~17 ms with the demo models loaded."""
+    Small requests never cause a pass. A trim takes well under 1 ms when there is little to give
+    back (~20 ms after a burst of twenty 60 MB requests) and does not hold the GIL; a collection
+    runs on the event loop: 17-50 ms with the demo models loaded on this project's 2-core box."""
+
+    # Passes after the last large answer, in intervals since it: what is freed late (an aborted
+    # call's cycle is unreachable only once gRPC has finished with the call) is returned too.
+    QUIET_AT = (1, 2, 8, 32)
+    FAILED_WINDOW_S = 10.0  # how long after a large request failed passes collect (each collect_every_s)
 
     def __init__(self, answered_bytes: Callable[[], int], failed_bytes: Callable[[], int], *,
-                 interval_s: float = 0.25, trim: bool = True) -> None:
+                 interval_s: float = 0.25, collect_every_s: float = 1.0, trim: bool = True) -> None:
         self._answered = answered_bytes
         self._failed = failed_bytes
         self.interval_s = interval_s
+        self.collect_every_s = collect_every_s
         self._trim = trim
         self._seen = (answered_bytes(), failed_bytes())
-        self._again = self._collect_again = False
+        self._idle = self.QUIET_AT[-1]  # intervals since the last large answer (none pending at start)
+        self._collected_at = self._failed_at = -float("inf")
         self.passes = 0
+        self.collections = 0
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.interval_s)
-            now = (self._answered(), self._failed())
-            grew = now != self._seen
-            if not grew and not self._again:
-                continue
-            # A request is counted just before its answer is sent: it may free (or, aborted,
-            # make its cycle) after this pass, so the pass after a counted one comes what may.
-            failed = now[1] != self._seen[1]
-            self._again, collect = grew, failed or self._collect_again
-            self._collect_again = failed
-            self._seen = now
-            began = time.perf_counter()
-            freed = gc.collect() if collect else 0
-            collected = time.perf_counter()
-            if self._trim:
-                await loop.run_in_executor(None, malloc_trim)
-            self.passes += 1
-            log.debug("memory return: %d objects collected in %.1f ms, heaps trimmed in %.1f ms", freed,
-                      (collected - began) * 1e3, (time.perf_counter() - collected) * 1e3,
-                      extra={"event": "server.memory_return"})
+            await self.step()
+
+    async def step(self) -> bool:
+        """One interval's decision (and pass, when due); True when a pass ran."""
+        now = (self._answered(), self._failed())
+        if now != self._seen:
+            t = time.monotonic()
+            if now[1] != self._seen[1]:
+                self._failed_at = t
+            # a failed call's cycle may become unreachable well after it was counted: keep
+            # collecting for a while after failures, not only in the interval that saw them
+            collect = t - self._failed_at <= self.FAILED_WINDOW_S and t - self._collected_at >= self.collect_every_s
+            self._seen, self._idle = now, 0
+        elif self._idle < self.QUIET_AT[-1]:
+            self._idle += 1
+            if self._idle not in self.QUIET_AT:
+                return False
+            collect = True
+        else:
+            return False
+        began = time.perf_counter()
+        freed = 0
+        if collect:
+            freed = gc.collect()
+            self._collected_at = time.monotonic()
+            self.collections += 1
+        collected = time.perf_counter()
+        if self._trim:
+            await asyncio.get_running_loop().run_in_executor(None, malloc_trim)
+        self.passes += 1
+        log.debug("memory return: %d objects collected in %.1f ms, heaps trimmed in %.1f ms", freed,
+                  (collected - began) * 1e3, (time.perf_counter() - collected) * 1e3,
+                  extra={"event": "server.memory_return"})
+        return True

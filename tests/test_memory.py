@@ -63,37 +63,77 @@ def _cycle() -> weakref.ref:
     return weakref.ref(a)
 
 
-def test_passes_follow_large_requests_and_collect_only_after_failed_ones():
+def test_passes_follow_large_requests_and_collect_once_they_stop():
+    """Driven one interval at a time (``step``), as ``run`` does after each sleep."""
     answered, failed = [0], [0]
 
-    async def turns(n: int) -> None:
-        for _ in range(n):
-            await asyncio.sleep(0.005)
-
     async def main():
-        memory = MemoryReturn(lambda: answered[0], lambda: failed[0], interval_s=0.001)
-        task = asyncio.create_task(memory.run())
+        memory = MemoryReturn(lambda: answered[0], lambda: failed[0])
         gc.disable()                                   # only a pass may collect the cycle
         try:
+            assert [await memory.step() for _ in range(3)] == [False] * 3   # nothing large: no pass
             kept = _cycle()
-            await turns(10)
-            assert memory.passes == 0                  # nothing large answered: no pass at all
-            answered[0] += 1 << 20                     # a large request answered OK
-            for _ in range(200):
-                if memory.passes == 2:
-                    break
-                await turns(1)
-            await turns(10)
-            assert memory.passes == 2                  # its pass and one more, then none
-            assert kept() is not None                  # trims only: OK answers leave no cycles
-            answered[0] += 1 << 20
-            failed[0] += 1 << 20                       # a large request refused
-            for _ in range(200):
-                if kept() is None:
-                    break
-                await turns(1)
-            assert kept() is None
+            for _ in range(5):                         # large requests answered OK in every interval
+                answered[0] += 1 << 20
+                assert await memory.step()
+            assert kept() is not None and memory.collections == 0   # trims only while they go on
+            quiet = [await memory.step() for _ in range(2 * MemoryReturn.QUIET_AT[-1])]
+            assert [i + 1 for i, ran in enumerate(quiet) if ran] == list(MemoryReturn.QUIET_AT)
+            assert kept() is None and memory.collections == len(MemoryReturn.QUIET_AT)
+            assert memory.passes == 5 + len(MemoryReturn.QUIET_AT)
         finally:
             gc.enable()
+    asyncio.run(main())
+
+
+def test_while_large_requests_fail_passes_collect_at_most_every_collect_every_s():
+    answered, failed = [0], [0]
+
+    async def main():
+        memory = MemoryReturn(lambda: answered[0], lambda: failed[0], collect_every_s=3600)
+        gc.disable()
+        try:
+            kept = _cycle()
+            answered[0] += 1 << 20
+            failed[0] += 1 << 20                       # a large request refused
+            assert await memory.step()
+            assert kept() is None and memory.collections == 1      # collected while they go on
+            kept = _cycle()
+            for _ in range(3):                         # more refused, within collect_every_s
+                answered[0] += 1 << 20
+                failed[0] += 1 << 20
+                assert await memory.step()
+            assert kept() is not None and memory.collections == 1
+            memory.collect_every_s = 0
+            answered[0] += 1 << 20
+            failed[0] += 1 << 20
+            assert await memory.step()
+            assert kept() is None and memory.collections == 2
+            answered[0] += 1 << 20                     # answered OK, soon after the failures
+            assert await memory.step()
+            assert memory.collections == 3
+            memory.FAILED_WINDOW_S = -1.0              # long after them: OK answers only trim
+            answered[0] += 1 << 20
+            assert await memory.step()
+            assert memory.collections == 3
+        finally:
+            gc.enable()
+    asyncio.run(main())
+
+
+def test_run_steps_every_interval():
+    answered = [0]
+
+    async def main():
+        memory = MemoryReturn(lambda: answered[0], lambda: 0, interval_s=0.001, trim=False)
+        task = asyncio.create_task(memory.run())
+        try:
+            answered[0] = 1 << 20
+            for _ in range(1000):                      # bounded: 1000 loop turns of 1 ms at most
+                if memory.passes == 1 + len(MemoryReturn.QUIET_AT):
+                    break
+                await asyncio.sleep(0.001)
+            assert memory.passes == 1 + len(MemoryReturn.QUIET_AT)
+        finally:
             task.cancel()
     asyncio.run(main())
