@@ -11,10 +11,15 @@ off; blocks below it are still reused from the heaps (no system call per small a
 
 What the threshold cannot return: gRPC receives a message into many small buffers, so a burst
 of large requests leaves their freed space scattered through the heaps (only ``malloc_trim``
-gives that back), and a request refused with ``context.abort`` stays referenced from a
-reference cycle of grpc.aio's (its frames, with the request bytes) until the cyclic garbage
-collector's next full pass, which may be long in coming. :class:`MemoryReturn` does both after
-large requests only, off the request path.
+gives that back), and memory held in reference cycles waits for the cyclic garbage collector's
+next full pass, which may be long in coming (a request refused with ``context.abort`` stayed in
+one of grpc.aio's: the gRPC adapter sets the status instead). :class:`MemoryReturn` trims and
+collects after large requests only, off the request path.
+
+What no pass returns while a connection that carried large messages stays open: gRPC's threads
+allocate small blocks of their own among the buffers a burst was received into, and the pages
+they sit on stay resident (5-50 MB after twenty 60 MB requests over four connections, not
+growing with repeated bursts; freed when those connections close).
 """
 from __future__ import annotations
 
@@ -80,14 +85,14 @@ class MemoryReturn:
     ``large_payload_bytes``), and four more once they stop (:data:`QUIET_AT`: 0.25, 0.5, 2 and
     8 s after), each trimming the heaps on a worker thread. Those four also collect reference
     cycles, and so do passes within :data:`FAILED_WINDOW_S` of a large request failing
-    (``failed_bytes``: the data plane's ``large_failed_bytes``; an aborted gRPC call's cycle is
-    what holds its request), at most every ``collect_every_s``.
+    (``failed_bytes``: the data plane's ``large_failed_bytes``: a failed call's frames are
+    the likeliest to sit in a cycle), at most every ``collect_every_s``.
 
     Small requests never cause a pass. A trim takes well under 1 ms when there is little to give
     back (~20 ms after a burst of twenty 60 MB requests) and does not hold the GIL; a collection
     runs on the event loop: 17-50 ms with the demo models loaded on this project's 2-core box."""
 
-    # Passes after the last large answer, in intervals since it: what is freed late (an aborted
+    # Passes after the last large answer, in intervals since it: what is freed late (a failed
     # call's cycle is unreachable only once gRPC has finished with the call) is returned too.
     QUIET_AT = (1, 2, 8, 32)
     FAILED_WINDOW_S = 10.0  # how long after a large request failed passes collect (each collect_every_s)

@@ -53,7 +53,7 @@ def server(repo):
                 break
             except grpc.RpcError:
                 time.sleep(0.1)
-        yield proc, stubs
+        yield proc, stubs, channels, port
     finally:
         for c in channels:
             c.close()
@@ -72,7 +72,7 @@ def _request(model: str, rows: int, width: int, seed: int = 0) -> pb.PredictRequ
 
 @pytest.mark.slow
 def test_twenty_concurrent_60_mb_requests_are_bounded_and_the_memory_comes_back(server):
-    proc, stubs = server
+    proc, stubs, channels, port = server
     small = [_request("classifier", 1, 16), _request("regressor", 1, 8), _request("wide_mlp", 1, 256)]
     for i in range(300):
         stubs[0].Predict(small[i % 3], timeout=30)
@@ -105,15 +105,35 @@ def test_twenty_concurrent_60_mb_requests_are_bounded_and_the_memory_comes_back(
     assert all(served == "regressor@1" for code, _, served in outcomes if code == "OK")
 
     # The bound stated: gRPC holds each message as it arrives and hands its bytes over (twice
-    # what is on the wire at once, and a refused call's bytes until the memory return's next
-    # pass), plus what the one admitted request is decoded, run and answered with.
+    # what is on the wire at once), plus what the one admitted request is decoded, run and
+    # answered with. (A refused call ends with a status set, not context.abort, whose reference
+    # cycle kept each refused request's bytes until a full collection: peaks were twice these.)
     peak = _status_mib(proc.pid, "VmHWM")
-    assert peak - settled <= (3 * CONCURRENT * REQUEST_BYTES + 4 * 64 * MIB) / MIB, (settled, peak)
+    assert peak - settled <= (2 * CONCURRENT * REQUEST_BYTES + 4 * 64 * MIB) / MIB, (settled, peak)
+
+    def rss_settles_within(limit_mib: float) -> float:
+        for _ in range(200):                                 # the memory return runs every 0.25 s
+            rss = _status_mib(proc.pid, "VmRSS")
+            if rss <= limit_mib:
+                break
+            time.sleep(0.1)
+        return rss
 
     for i in range(30):                                      # everything else keeps working
         stubs[i % 4].Predict(small[i % 3], timeout=30)
-    for _ in range(200):                                     # the memory return runs every 0.25 s
-        if _status_mib(proc.pid, "VmRSS") <= 1.25 * settled:
-            break
-        time.sleep(0.1)
-    assert _status_mib(proc.pid, "VmRSS") <= 1.25 * settled, (settled, _status_mib(proc.pid, "VmRSS"))
+    # While the four connections that carried the burst stay open, gRPC's threads keep small
+    # allocations of theirs among the pages the burst's buffers were freed from: 5-49 MB stayed
+    # in twenty runs here, not growing over repeated bursts (gateway/memory.py).
+    rss = rss_settles_within(1.25 * settled + 64)
+    assert rss <= 1.25 * settled + 64, (settled, rss)
+
+    # Those connections closed, traffic small again on a new one: back within 1.25 x.
+    for c in channels:
+        c.close()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        for i in range(30):
+            stub.Predict(small[i % 3], timeout=30)
+        rss = rss_settles_within(1.25 * settled)
+        assert rss <= 1.25 * settled, (settled, rss)
+        assert stub.Predict(small[0], timeout=30).served_by == "classifier@1"
