@@ -75,7 +75,9 @@ class GatewayServer:
             else:
                 from .telemetry.otel.traces import SpanPipeline
 
-                spans = SpanPipeline(span_exporter, resource, self.calls, max_queue=t.span_queue, dropped=dropped)
+                head = sampler
+                spans = SpanPipeline(span_exporter, resource, self.calls, max_queue=t.span_queue, dropped=dropped,
+                                     on_health=lambda ok: head.set_paused(not ok))
         sampler_in_force = sampler.describe() if sampler is not None else None
         if sampler is None:  # no spans, but a client's traceparent still names the trace in log lines
             sampler = HeadSampler.ids_only()

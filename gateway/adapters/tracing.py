@@ -70,6 +70,7 @@ class HeadSampler:
         self.ratio = ratio
         # TraceIdRatioBased: sampled when the low 64 bits of the trace id are below the bound.
         self._bound = int(ratio * _MAX64)
+        self.paused = False
 
     @classmethod
     def configured(cls, name: str, ratio: float) -> "HeadSampler":
@@ -93,6 +94,11 @@ class HeadSampler:
     def never(self) -> bool:
         return self._bound == 0 and not self.parent_based
 
+    def set_paused(self, paused: bool) -> None:
+        """Paused, nothing is sampled (span export is failing: the spans would be dropped after
+        costing their building); a client's ``traceparent`` still names the trace in log lines."""
+        self.paused = paused
+
     def describe(self) -> str:
         """The sampler in force, as a log line states it (the ratio only where it decides)."""
         if self.name.endswith("traceidratio"):
@@ -115,10 +121,10 @@ class HeadSampler:
                 sampled = (trace_id & (_MAX64 - 1)) < self._bound
             span_id = _rand(64) or 1
             current_ids.set((f"{trace_id:032x}", f"{span_id:016x}"))
-            if not sampled:
+            if not sampled or self.paused:
                 return None
             return RequestTrace(trace_id, span_id, parent_span, parent_sampled)
-        if self._bound == 0:  # (a draw could never be below it)
+        if self._bound == 0 or self.paused:  # (a draw could never be below it)
             return None
         low = _rand(64)
         if low >= self._bound:

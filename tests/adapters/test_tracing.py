@@ -90,3 +90,16 @@ def test_describe_states_the_ratio_only_where_it_decides():
     assert HeadSampler("always_on", 0.5).describe() == "always_on"
     assert HeadSampler("parentbased_always_off").describe() == "parentbased_always_off"
     assert HeadSampler.configured("jaeger_remote", 0.2).describe() == "parentbased_traceidratio 0.2"
+
+
+@pytest.mark.parametrize("name", ["always_on", "parentbased_always_on", "traceidratio"])
+def test_a_paused_sampler_samples_nothing_and_still_names_a_clients_trace(name):
+    """Paused while span export fails: nothing sampled, continued or not, until resumed."""
+    sampler = HeadSampler(name, 1.0)
+    parent = (("traceparent", f"00-{TRACE}-{PARENT}-01"),)
+    sampler.set_paused(True)
+    assert all(sampler.start(()) is None for _ in range(100))
+    assert sampler.start(parent) is None
+    assert current_ids.get()[0] == TRACE                      # log lines still carry the client's trace
+    sampler.set_paused(False)
+    assert sampler.start(()) is not None and sampler.start(parent).trace_id == int(TRACE, 16)

@@ -122,3 +122,37 @@ def test_breaker_state_and_admission_limit_are_exported(make_gateway, repo):
     assert {k: float(v) for k, v in state.items()} == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
     assert any(line.startswith("gateway_admission_limit") and 'gateway_model_name="classifier"' in line
                for line in text.splitlines())
+
+
+class _DeadCollector(InMemorySpanExporter):
+    """Every export fails, as with a collector on a port nothing listens on; then it comes back."""
+
+    def __init__(self):
+        super().__init__()
+        self.dead = True
+
+    def export(self, spans):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.FAILURE if self.dead else super().export(spans)
+
+
+def test_a_dead_collector_pauses_sampling_until_it_answers_again(monkeypatch, make_gateway, demo_models):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    exporter = _DeadCollector()
+    gw = make_gateway(model_repository=demo_models, span_exporter=exporter, metric_exporter=MemoryMetricExporter())
+    pipeline = gw.server.export.spans
+    pipeline.probe_every_s = 0.0
+    predict(gw)
+    pipeline.export_pending()                              # as the span thread does every second
+    dropped = gw.server.export.dropped["spans"]
+    assert dropped == 4                                    # the one request's spans, and then paused:
+    for _ in range(20):
+        predict(gw)
+    assert len(pipeline._queue) == 0 and gw.server.export.dropped["spans"] == dropped   # nothing sampled
+    exporter.dead = False
+    pipeline.export_pending()                              # the probe answers: sampling resumes
+    predict(gw)
+    pipeline.export_pending()
+    assert len([s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]) == 1
+

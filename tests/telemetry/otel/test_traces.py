@@ -122,8 +122,51 @@ def test_a_full_queue_and_failed_exports_count_dropped_spans(caplog):
         _answer(spans, call, trace=RequestTrace(TRACE, 0xF, 0))
         assert spans.export_pending() == 4
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["span export failed; counting dropped spans until the collector is back",
-                        "span export recovered"]
+    assert messages == ["span export failed; sampling paused and spans counted as dropped until the "
+                        "collector is back (probed every 5 s)", "span export recovered; sampling resumed"]
+
+
+class _Probed(_Failing):
+    def __init__(self):
+        super().__init__()
+        self.exports: list[int] = []
+
+    def export(self, spans):
+        self.exports.append(len(spans))
+        return super().export(spans)
+
+
+def test_a_failing_collector_pauses_sampling_and_is_probed_until_it_answers():
+    health: list[bool] = []
+    exporter = _Probed()
+    spans, call = _pipeline(exporter, on_health=health.append, probe_every_s=0.0)
+    _answer(spans, call, trace=RequestTrace(TRACE, 0xA, 0))
+    assert spans.export_pending() == 0 and health == [False]           # told once
+    assert spans.export_pending() == 0 and exporter.exports == [4, 0]   # nothing queued: an empty probe
+    assert health == [False] and spans.probes == 1
+    spans.probe_every_s = 3600.0
+    assert spans.export_pending() == 0 and exporter.exports == [4, 0]   # not again within probe_every_s
+    spans.probe_every_s = 0.0
+    exporter.fail = False
+    assert spans.export_pending() == 0 and exporter.exports == [4, 0, 0] and health == [False, True]
+    assert spans.export_pending() == 0 and exporter.exports == [4, 0, 0]  # healthy: no probes
+    _answer(spans, call, trace=RequestTrace(TRACE, 0xB, 0))
+    assert spans.export_pending() == 4
+
+
+def test_a_raising_health_callback_changes_nothing(caplog):
+    def broken(ok):
+        raise RuntimeError("gate broke")
+
+    exporter = _Probed()
+    spans, call = _pipeline(exporter, on_health=broken)
+    with caplog.at_level(logging.ERROR, logger="gateway.telemetry"):
+        _answer(spans, call, trace=RequestTrace(TRACE, 0xA, 0))
+        assert spans.export_pending() == 0
+    assert any("health callback failed" in r.getMessage() for r in caplog.records)
+    exporter.fail = False
+    _answer(spans, call, trace=RequestTrace(TRACE, 0xB, 0))
+    assert spans.export_pending() == 4
 
 
 def test_stop_exports_what_is_queued():
