@@ -8,7 +8,7 @@ a SERVER span named after the RPC method, ``gateway.queue`` / ``gateway.batch`` 
 links between the sampled requests that shared a batch — and exports them. A full queue or
 a failed export drops spans and counts them; nothing here can block serving.
 
-A collector that cannot be reached costs serving nothing: once an export fails the pipeline
+A collector that cannot be reached costs serving little: once an export fails the pipeline
 tells ``on_health`` (the composition root pauses head sampling with it, so no request is
 sampled, queued or built into spans) and probes with an empty export every
 ``probe_every_s`` until one succeeds. Measured with ``always_on`` (bench/RESULTS.md, "A dead
