@@ -45,9 +45,43 @@ class ModelStatsSnapshot:
     mean_batch_size: float
     mean_confidence: float
     top_shifts: list[FeatureShift]
+    quality: QualitySnapshot | None = None  # from delayed labels (Feedback), where monitoring is on
+
+
+@dataclasses.dataclass(frozen=True)
+class QualitySnapshot:
+    """Online quality of one version from delayed labels (:mod:`gateway.monitoring.labels`).
+
+    Counts are totals since the version's first captured prediction; the metrics cover the last
+    ``window`` joined labels. Classifier metrics are NaN for regressors and regressor metrics
+    NaN for classifiers (and all are NaN while no label joined). Per-class lists follow
+    ``classes``; ``confusion`` is row-major ``classes x classes`` (row: true class, column:
+    predicted), empty above :data:`gateway.monitoring.labels.MAX_CONFUSION_CLASSES` classes."""
+
+    kind: str             # "classifier" or "regressor"
+    predictions: int      # captured for joining
+    joined: int
+    late: int             # labels whose prediction had left the store (TTL or capacity)
+    duplicate: int        # labels for a prediction already joined
+    invalid: int          # labels the prediction cannot take (unknown class, NaN target, wrong kind)
+    join_rate: float      # joined / predictions
+    window: int           # joined labels the metrics below cover
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    classes: tuple[str, ...] = ()
+    precision: tuple[float, ...] = ()
+    recall: tuple[float, ...] = ()
+    f1: tuple[float, ...] = ()
+    support: tuple[int, ...] = ()
+    confusion: tuple[int, ...] = ()
+    mae: float = float("nan")
+    rmse: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
 class Statistics:
     models: list[ModelStatsSnapshot]
     ring_drops: int       # request records the telemetry ring had to drop
+    feedback_unknown: int = 0  # labels naming a request id never captured (or forgotten)

@@ -1,0 +1,308 @@
+"""Online quality from delayed labels: predictions kept by request id until their label comes.
+
+:class:`PredictionStore` holds one prediction per request id — the model, the version, the
+predicted class index (classifiers) or value (regressors) and when it was made — for at most
+``ttl_s`` seconds and at most ``capacity`` entries, the oldest leaving first. A label
+(:meth:`PredictionStore.join`) is matched by request id and ends as one
+:class:`~gateway.api.feedback.Outcome`:
+
+- *joined*: it meets a stored prediction not joined before; the pair enters that version's
+  rolling window (the last ``window`` joined labels);
+- *duplicate*: the prediction was joined already (stored, or gone after being joined);
+- *late*: the prediction left the store (TTL or capacity) before any label came;
+- *unknown*: no prediction with that id was captured, or it left the store so long ago that the
+  store has forgotten it too;
+- *invalid*: the prediction cannot take it (a class the version does not have, a non-finite
+  target, a class for a regressor or a target for a classifier); the prediction stays open.
+
+Late and duplicate after eviction are told from unknown by a second bounded memory: each id
+that leaves the store leaves behind its 64-bit ``hash()`` (of this process) mapped to a small
+int (its version's slot and whether it had been joined), for the last ``forget_after`` evicted
+ids (default: ``capacity``). A label whose id hashes like a forgotten one that was never
+captured would be called late instead of unknown: with 64-bit hashes, about one in 10^13 per
+label at a million remembered ids.
+
+Insert, lookup and eviction are O(1): a dict by id plus a deque of ids in insertion order
+(predictions are stored with the clock's time, so the deque is in time order too; TTL eviction
+pops from its left). A request id captured again while its prediction is still stored keeps
+the first prediction (``reused_ids`` counts these): a label for an id that answered twice is
+ambiguous.
+
+Metrics (:meth:`PredictionStore.quality`), per (model, version), over its last ``window``
+joined labels, from a fixed ring of (truth, prediction) pairs (16 bytes a pair):
+
+- classifiers: accuracy; per class precision, recall, F1 and support; their macro means; the
+  confusion matrix (rows true, columns predicted). As scikit-learn computes them with
+  ``zero_division=0``: a class never predicted has precision 0, one never true recall 0, F1 is
+  ``2 tp / (2 tp + fp + fn)`` (0 when that is 0/0); the macro means average the classes that
+  occur in the window (as true or predicted), as ``precision_recall_fscore_support`` without
+  ``labels=`` does. Per-class lists and the matrix cover every class the version has.
+- regressors: MAE and RMSE.
+- both: predictions captured, joined, late, duplicate, invalid and the join rate (joined /
+  captured; predictions whose label has yet to come count as not joined).
+
+Memory: one stored prediction with a 32-character id costs about 230 bytes (a classifier's:
+the id string 88, the entry tuple 72, a float for its time 24, its dict slot ~40 and deque slot
+8) or 250 (a regressor's, whose value is a float object too); each remembered evicted id about
+100 (its hash, an int object, 32; dict slot ~55; deque slot 8). Measured with tracemalloc by
+tests/monitoring/test_labels.py (which fails above 280 and 110). With ``capacity`` 1,000,000
+and the default ``forget_after``, the store takes about 350 MB at most; the rings take 16
+bytes per pair of ``window`` per version.
+
+Thread-safe: one lock; predictions come from the answer path, labels from the event loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..api.feedback import FeedbackLabel, Outcome
+from ..api.stats import QualitySnapshot
+
+CLASSIFIER = "classifier"
+REGRESSOR = "regressor"
+MAX_CLASSES = 4096
+"""Class indices a version may have; a larger index is an invalid label (or not captured)."""
+MAX_CONFUSION_CLASSES = 64
+"""Above this many classes the confusion matrix is not reported (per-class metrics still are)."""
+
+
+class _Version:
+    """One (model, version): its counters and the ring of its last ``window`` joined pairs."""
+
+    __slots__ = ("slot", "model", "version", "kind", "labels", "classes", "index_of", "predictions",
+                 "joined", "late", "duplicate", "invalid", "truth", "pred", "filled", "pos")
+
+    def __init__(self, slot: int, model: str, version: str, kind: str, window: int) -> None:
+        self.slot = slot
+        self.model = model
+        self.version = version
+        self.kind = kind
+        self.labels: tuple[str, ...] = ()
+        self.classes = 0
+        self.index_of: dict[str, int] = {}
+        self.predictions = self.joined = self.late = self.duplicate = self.invalid = 0
+        self.truth = np.zeros(window, np.float64)
+        self.pred = np.zeros(window, np.float64)
+        self.filled = 0
+        self.pos = 0
+
+    def set_classes(self, labels: Sequence[str], classes: int) -> None:
+        labels = tuple(labels)
+        if labels != self.labels:
+            self.labels = labels
+            self.index_of = {name: i for i, name in enumerate(labels)}
+        self.classes = min(MAX_CLASSES, max(self.classes, classes, len(labels)))
+
+    def truth_of(self, label: FeedbackLabel) -> float | None:
+        """The label as this version's truth value, or None when it cannot take it."""
+        given = (label.label is not None) + (label.index is not None) + (label.target is not None)
+        if given != 1:
+            return None
+        if self.kind == REGRESSOR:
+            if label.target is None or not math.isfinite(label.target):
+                return None
+            return float(label.target)
+        if label.label is not None:
+            index = self.index_of.get(label.label)
+            if index is None and label.label.isdigit() and len(label.label) < 6:  # a version without labels
+                index = int(label.label)
+                if index < len(self.labels):  # that class has a name: the label should use it
+                    return None
+        else:
+            index = label.index
+        if index is None or not 0 <= index < self.classes:
+            return None
+        return float(index)
+
+    def add(self, truth: float, pred: float) -> None:
+        pos = self.pos
+        self.truth[pos] = truth
+        self.pred[pos] = pred
+        self.pos = (pos + 1) % len(self.truth)
+        self.filled = min(self.filled + 1, len(self.truth))
+
+    def snapshot(self) -> QualitySnapshot:
+        n = self.filled
+        truth, pred = self.truth[:n], self.pred[:n]
+        nan = math.nan
+        base = QualitySnapshot(kind=self.kind, predictions=self.predictions, joined=self.joined, late=self.late,
+                               duplicate=self.duplicate, invalid=self.invalid,
+                               join_rate=self.joined / self.predictions if self.predictions else nan, window=n,
+                               accuracy=nan, macro_precision=nan, macro_recall=nan, macro_f1=nan)
+        if self.kind == REGRESSOR:
+            err = truth - pred
+            return dataclasses.replace(base, mae=float(np.mean(np.abs(err))) if n else nan,
+                                       rmse=float(np.sqrt(np.mean(err * err))) if n else nan)
+        k = self.classes
+        cm = np.zeros((k, k), np.int64)
+        np.add.at(cm, (truth.astype(np.intp), pred.astype(np.intp)), 1)
+        tp = np.diag(cm)
+        predicted = cm.sum(axis=0)
+        true = cm.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(predicted > 0, tp / predicted, 0.0)
+            recall = np.where(true > 0, tp / true, 0.0)
+            denominator = predicted + true  # 2 tp + fp + fn
+            f1 = np.where(denominator > 0, 2 * tp / denominator, 0.0)
+        present = (predicted + true) > 0
+        names = tuple(self.labels[i] if i < len(self.labels) else str(i) for i in range(k))
+
+        def macro(values: np.ndarray) -> float:
+            return float(values[present].mean()) if n else nan
+
+        return dataclasses.replace(
+            base, accuracy=float(tp.sum() / n) if n else nan, macro_precision=macro(precision),
+            macro_recall=macro(recall), macro_f1=macro(f1), classes=names,
+            precision=tuple(precision.tolist()), recall=tuple(recall.tolist()), f1=tuple(f1.tolist()),
+            support=tuple(true.tolist()),
+            confusion=tuple(cm.ravel().tolist()) if k <= MAX_CONFUSION_CLASSES else ())
+
+
+class PredictionStore:
+    """See the module docstring. ``clock`` returns seconds (``time.monotonic`` by default);
+    every method also takes ``now`` from it, so tests can play time."""
+
+    def __init__(self, capacity: int, ttl_s: float, *, window: int = 1000, forget_after: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1 or not ttl_s > 0 or window < 1:
+            raise ValueError("capacity and window must be at least 1 and ttl_s more than 0")
+        self.capacity = capacity
+        self.ttl_s = float(ttl_s)
+        self.window = window
+        self.forget_after = capacity if forget_after is None else forget_after
+        self._clock = clock
+        self._lock = threading.Lock()
+        # request id -> (version, prediction, time, joined)
+        self._entries: dict[str, tuple[_Version, float | int, float, bool]] = {}
+        self._order: deque[str] = deque()
+        self._gone: dict[int, int] = {}          # hash(id) -> version slot * 2 + joined
+        self._gone_order: deque[int] = deque()
+        self._versions: dict[tuple[str, str], _Version] = {}
+        self._slots: list[_Version] = []
+        self.unknown = 0
+        self.reused_ids = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- predictions ----------------------------------------------------------------------
+    def put_class(self, request_id: str, model: str, version: str, index: int, *,
+                  labels: Sequence[str] = (), classes: int = 0, now: float | None = None) -> bool:
+        """Store a classifier's predicted class ``index`` (of ``classes`` classes, named by
+        ``labels`` where it has them). False when not stored (the id is already stored, or the
+        index is out of range)."""
+        if not 0 <= index < MAX_CLASSES:
+            return False
+        with self._lock:
+            v = self._version(model, version, CLASSIFIER)
+            if labels or classes > v.classes:
+                v.set_classes(labels, classes)
+            if index >= v.classes:
+                v.classes = index + 1
+            return self._put(request_id, v, index, self._clock() if now is None else now)
+
+    def put_value(self, request_id: str, model: str, version: str, value: float, *,
+                  now: float | None = None) -> bool:
+        """Store a regressor's predicted value (a non-finite one is not stored: False)."""
+        if not math.isfinite(value):
+            return False
+        with self._lock:
+            v = self._version(model, version, REGRESSOR)
+            return self._put(request_id, v, float(value), self._clock() if now is None else now)
+
+    def _version(self, model: str, version: str, kind: str) -> _Version:
+        key = (model, version)
+        v = self._versions.get(key)
+        if v is None or v.kind != kind:  # (a version that changed kind starts again)
+            v = _Version(len(self._slots), model, version, kind, self.window)
+            self._versions[key] = v
+            self._slots.append(v)
+        return v
+
+    def _put(self, request_id: str, v: _Version, prediction: float | int, now: float) -> bool:
+        self._expire(now)
+        entries = self._entries
+        if request_id in entries:
+            self.reused_ids += 1
+            return False
+        entries[request_id] = (v, prediction, now, False)
+        self._order.append(request_id)
+        v.predictions += 1
+        if len(entries) > self.capacity:
+            self._evict()
+        return True
+
+    def _expire(self, now: float) -> None:
+        order, entries = self._order, self._entries
+        oldest_kept = now - self.ttl_s
+        while order and entries[order[0]][2] <= oldest_kept:
+            self._evict()
+
+    def _evict(self) -> None:
+        request_id = self._order.popleft()
+        v, _, _, joined = self._entries.pop(request_id)
+        if self.forget_after:
+            h = hash(request_id)
+            self._gone[h] = v.slot * 2 + joined
+            self._gone_order.append(h)
+            if len(self._gone_order) > self.forget_after:
+                old = self._gone_order.popleft()
+                if old != h:  # (an id evicted twice keeps its latest)
+                    self._gone.pop(old, None)
+
+    # -- labels ---------------------------------------------------------------------------
+    def join(self, label: FeedbackLabel, *, now: float | None = None) -> Outcome:
+        with self._lock:
+            return self._join(label, self._clock() if now is None else now)
+
+    def join_many(self, labels: Sequence[FeedbackLabel], *, now: float | None = None) -> list[Outcome]:
+        """Join each label in order under one acquisition of the lock."""
+        with self._lock:
+            t = self._clock() if now is None else now
+            return [self._join(label, t) for label in labels]
+
+    def _join(self, label: FeedbackLabel, now: float) -> Outcome:
+        self._expire(now)
+        request_id = label.request_id
+        entry = self._entries.get(request_id)
+        if entry is None:
+            h = hash(request_id)
+            code = self._gone.get(h)
+            if code is None:
+                self.unknown += 1
+                return Outcome.UNKNOWN
+            v = self._slots[code >> 1]
+            if code & 1:
+                v.duplicate += 1
+                return Outcome.DUPLICATE
+            if v.truth_of(label) is None:
+                v.invalid += 1
+                return Outcome.INVALID
+            self._gone[h] = code | 1  # a second late copy of it is a duplicate
+            v.late += 1
+            return Outcome.LATE
+        v, prediction, t, joined = entry
+        if joined:
+            v.duplicate += 1
+            return Outcome.DUPLICATE
+        truth = v.truth_of(label)
+        if truth is None:
+            v.invalid += 1
+            return Outcome.INVALID
+        self._entries[request_id] = (v, prediction, t, True)
+        v.add(truth, float(prediction))
+        v.joined += 1
+        return Outcome.JOINED
+
+    # -- metrics --------------------------------------------------------------------------
+    def quality(self) -> dict[tuple[str, str], QualitySnapshot]:
+        """Every (model, version) that has had a prediction captured."""
+        with self._lock:
+            return {key: v.snapshot() for key, v in self._versions.items()}
