@@ -26,6 +26,8 @@ from .core.registry import ModelRegistry
 from .logs import AccessLog, FallbackEventLog
 from .memory import MemoryReturn, set_mmap_threshold
 from .monitoring import MeanShift
+from .monitoring.capture import PredictionCapture
+from .monitoring.labels import PredictionStore
 from .repository.manager import RepositoryManager
 from .telemetry import Telemetry
 from .telemetry.otel import ExportConfig, TelemetryExport, make_resource, otlp_exporters
@@ -89,6 +91,11 @@ class GatewayServer:
             observers.append(spans)
         if s.access_log:
             observers.append(AccessLog(s.access_log_sample_ratio, s.log_inputs))
+        # answers kept for delayed labels (Feedback), only with a store size set
+        self.predictions: PredictionStore | None = None
+        if s.feedback_store_entries:
+            self.predictions = PredictionStore(s.feedback_store_entries, s.feedback_ttl_s, window=s.feedback_window)
+            observers.append(PredictionCapture(self.predictions, self.registry))
         decisions = Decisions((FallbackEventLog(),) + ((spans,) if spans is not None else ()))
         self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
                                    statistics=self._statistics if self.telemetry is not None else None,

@@ -79,6 +79,14 @@ class GatewaySettings(BaseSettings):
     admin_port: int = Field(8002, ge=0, le=65535)
     """Admin HTTP port: ``/metrics`` (Prometheus text), ``/healthz``, ``/readyz`` (0 disables)."""
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    feedback_store_entries: int = Field(0, ge=0, le=10_000_000)
+    """Answers kept for delayed labels (the ``Feedback`` call; :mod:`gateway.monitoring.labels`):
+    at most this many, the oldest leaving first; about 250 bytes each, plus about 100 for each id
+    remembered after it leaves (as many again). 0 turns the capture and ``Feedback`` off."""
+    feedback_ttl_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    """How long an answer waits for its label; a label after that counts as late."""
+    feedback_window: int = Field(1000, ge=10, le=1_000_000)
+    """Joined labels per model version that the online quality metrics cover (the last N)."""
     allow_fault_injection: bool = False
     """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks
     only; each active block is logged as a WARNING at load). Off: such configs are rejected."""

@@ -179,8 +179,9 @@ class PredictionStore:
         self.forget_after = capacity if forget_after is None else forget_after
         self._clock = clock
         self._lock = threading.Lock()
-        # request id -> (version, prediction, time, joined)
-        self._entries: dict[str, tuple[_Version, float | int, float, bool]] = {}
+        # request id -> (version slot, prediction, time, joined): atoms only, so the cyclic
+        # collector untracks the tuples and a full store costs its passes nothing
+        self._entries: dict[str, tuple[int, float | int, float, bool]] = {}
         self._order: deque[str] = deque()
         self._gone: dict[int, int] = {}          # hash(id) -> version slot * 2 + joined
         self._gone_order: deque[int] = deque()
@@ -202,7 +203,7 @@ class PredictionStore:
             return False
         with self._lock:
             v = self._version(model, version, CLASSIFIER)
-            if labels or classes > v.classes:
+            if (labels and labels is not v.labels) or classes > v.classes:
                 v.set_classes(labels, classes)
             if index >= v.classes:
                 v.classes = index + 1
@@ -232,7 +233,7 @@ class PredictionStore:
         if request_id in entries:
             self.reused_ids += 1
             return False
-        entries[request_id] = (v, prediction, now, False)
+        entries[request_id] = (v.slot, prediction, now, False)
         self._order.append(request_id)
         v.predictions += 1
         if len(entries) > self.capacity:
@@ -247,10 +248,10 @@ class PredictionStore:
 
     def _evict(self) -> None:
         request_id = self._order.popleft()
-        v, _, _, joined = self._entries.pop(request_id)
+        slot, _, _, joined = self._entries.pop(request_id)
         if self.forget_after:
             h = hash(request_id)
-            self._gone[h] = v.slot * 2 + joined
+            self._gone[h] = slot * 2 + joined
             self._gone_order.append(h)
             if len(self._gone_order) > self.forget_after:
                 old = self._gone_order.popleft()
@@ -288,7 +289,8 @@ class PredictionStore:
             self._gone[h] = code | 1  # a second late copy of it is a duplicate
             v.late += 1
             return Outcome.LATE
-        v, prediction, t, joined = entry
+        slot, prediction, t, joined = entry
+        v = self._slots[slot]
         if joined:
             v.duplicate += 1
             return Outcome.DUPLICATE
@@ -296,7 +298,7 @@ class PredictionStore:
         if truth is None:
             v.invalid += 1
             return Outcome.INVALID
-        self._entries[request_id] = (v, prediction, t, True)
+        self._entries[request_id] = (slot, prediction, t, True)
         v.add(truth, float(prediction))
         v.joined += 1
         return Outcome.JOINED

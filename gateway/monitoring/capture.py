@@ -1,0 +1,104 @@
+"""The request observer that keeps answers for delayed labels (:mod:`.labels`).
+
+Only answers that can be joined unambiguously to one label are kept:
+
+- status OK and not degraded (a fallback's answer says nothing about the version asked for);
+- one row: a label names a request, so a request of several rows is not captured (its labels
+  count as unknown). Clients that want quality measured send rows one request each (a
+  ``PredictStream`` costs little per request);
+- classifiers (the answer carries the classifier head's ``predicted_label``): the predicted
+  class index, read back from the label through the version's labels (or the index itself,
+  where the version has no name for it); a row with no label (NaN scores) is not captured;
+- every other model is taken as a regressor: the first value of the answer's first output
+  (the model's first output, unless the request named others), when it is a finite number.
+
+Cost on the answer path: a few dict lookups and one locked insert. ``bench/feedback_capture.py``
+timed the observer alone at 1.6-3.2 µs per answer, and ``DataPlane.infer`` of a batch-1 demo
+request 7-12 µs slower with a full 100000-entry store than without (54 -> 61 µs classifier,
+39 -> 50 µs regressor; on a shared 2-core machine, where rounds vary by more than that).
+The composition root installs it only with ``feedback_store_entries`` above 0.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from ..api import InferRequest, InferResponse, Status
+from ..core.context import Attempt
+from ..core.registry import ModelRegistry, ModelVersion
+from .labels import MAX_CLASSES, PredictionStore
+
+log = logging.getLogger("gateway.monitoring")
+
+
+class _Classes:
+    __slots__ = ("version", "labels", "classes", "index_of")
+
+    def __init__(self, mv: ModelVersion) -> None:
+        self.version = mv
+        head = mv.head
+        self.labels: tuple[str, ...] = tuple(head.labels) if head is not None else tuple(mv.labels)
+        classes = len(self.labels)
+        if head is not None:
+            for spec in mv.model.outputs:
+                if spec.name == head.output and spec.shape and spec.shape[-1] > 0:
+                    classes = max(classes, spec.shape[-1])
+        self.classes = min(classes, MAX_CLASSES)
+        self.index_of = {name: i for i, name in enumerate(self.labels)}
+
+
+class PredictionCapture:
+    """A :class:`gateway.core.observers.RequestObserver` feeding a :class:`PredictionStore`."""
+
+    def __init__(self, store: PredictionStore, registry: ModelRegistry) -> None:
+        self.store = store
+        self._registry = registry
+        self._classes: dict[tuple[str, str], _Classes] = {}
+        self.skipped_rows = 0  # OK answers not captured because they had several rows
+
+    def on_answer(self, request: InferRequest, attempt: Attempt, status: Status,
+                  response: InferResponse | None, fallback_code: int, t_responded_ns: int) -> None:
+        if status is not Status.OK or response is None or response.degraded:
+            return
+        if response.confidence is not None:
+            labels = response.predicted_label
+            if len(labels) != 1:
+                self.skipped_rows += 1
+                return
+            label = labels[0]
+            if not label:
+                return
+            known = self._known(response.model, response.version)
+            if known is None:
+                return
+            index = known.index_of.get(label)
+            if index is None:
+                if not label.isdigit() or len(label) > 6:
+                    return
+                index = int(label)
+            self.store.put_class(response.request_id, response.model, response.version, index,
+                                 labels=known.labels, classes=known.classes)
+            return
+        outputs = response.outputs
+        if not outputs:
+            return
+        first = next(iter(outputs.values()))
+        if first.ndim == 0 or first.shape[0] != 1 or first.size == 0 or first.dtype.kind not in "fiu":
+            if first.ndim and first.shape[0] > 1:
+                self.skipped_rows += 1
+            return
+        value = float(first.flat[0])
+        if math.isfinite(value):
+            self.store.put_value(response.request_id, response.model, response.version, value)
+
+    def _known(self, model: str, version: str) -> _Classes | None:
+        """The version's class names and count, cached while the registry serves the same version."""
+        entry = self._registry.get(model)
+        mv = entry.versions.get(version) if entry is not None else None
+        if mv is None:
+            return None
+        key = (model, version)
+        known = self._classes.get(key)
+        if known is None or known.version is not mv:
+            known = self._classes[key] = _Classes(mv)
+        return known
