@@ -8,8 +8,8 @@ distribution, e.g. predicted-class counts ``[classes]`` or ``[1, classes]``, wor
 only means something where the bins are ordered; for classes use PSI or JS).
 
 Results have the shape of the inputs less the bins axis (``[features]``; a 1-D input gives a
-numpy scalar or 0-d array). A feature whose reference or current histogram holds no rows has NaN for every
-measure (no exception), and :func:`grade` calls it ``"unknown"``.
+numpy scalar or 0-d array). A feature whose reference or current histogram holds no rows has
+NaN for every measure (no exception), and :func:`grade` calls it ``"unknown"``.
 
 * :func:`psi` -- population stability index, natural log, empty bins floored at
   :data:`PSI_EPS`; in ``[0, (2 + bins * eps) * ln(1 / eps)]`` (about 18.4 for few bins).
@@ -122,13 +122,12 @@ def ks_binned(reference: npt.ArrayLike, current: npt.ArrayLike) -> tuple[FloatAr
 
     Returns ``(D, error)``. The raw-value statistic ``D_raw = sup_x |F_ref(x) - F_cur(x)|``
     (what ``scipy.stats.ks_2samp`` computes on the values that were binned: for FeatureStats
-    the finite ones) satisfies
-    ``D <= D_raw <= D + error``, where ``D + error`` is
+    the finite ones) satisfies ``D <= D_raw <= D + error``, where ``D + error`` is
 
         ``max(D, max_j max(R_j - C_{j-1}, C_j - R_{j-1}))``.
 
     Proof: every ``R_k - C_k`` is a value or a left limit of ``F_ref - F_cur`` (at the right
-    end of bin ``k``), so ``D <= D_raw``. Every ``x`` lies in some bin ``j``; the rows of the
+    end of bin ``k``; the last is 0), so ``D <= D_raw``. Every ``x`` lies in some bin ``j``; the rows of the
     bins before ``j`` are below ``x`` and those of the bins after it above, so (the empirical
     CDFs being non-decreasing) ``F_ref(x)`` lies in ``[R_{j-1}, R_j]`` and ``F_cur(x)`` in
     ``[C_{j-1}, C_j]``, hence ``F_ref(x) - F_cur(x)`` in ``[R_{j-1} - C_j, R_j - C_{j-1}]``.
@@ -184,11 +183,11 @@ class DriftThresholds:
     * KS (binned statistic): warn 0.1, alert 0.2. For two unit normals a mean shift of
       ``delta`` standard deviations gives ``KS = 2 * Phi(delta / 2) - 1`` and PSI about
       ``delta ** 2`` (binned, a little less): the alert 0.2 sits at a half-sigma shift
-      (KS 0.197), where PSI reaches its 0.25; the warn 0.1 at a quarter sigma (0.0995). Under no drift the statistic of a window of
-      ``n`` rows against a much larger reference stays below ``1.63 / sqrt(n)`` 99 % of the
-      time, i.e. below the warn level for windows of 266 rows or more; shorter windows warn by
-      chance. The binned statistic is a lower bound of the raw one (:func:`ks_binned`), so a
-      coarse binning grades low rather than high.
+      (KS 0.197), where PSI reaches its 0.25; the warn 0.1 at a quarter sigma (0.0995).
+      Under no drift the statistic of a window of ``n`` rows against a much larger reference
+      stays below ``1.63 / sqrt(n)`` 99 % of the time, i.e. below the warn level for windows
+      of 266 rows or more; shorter windows warn by chance. The binned statistic is a lower
+      bound of the raw one (:func:`ks_binned`), so a coarse binning grades low, not high.
     """
     psi: Threshold = Threshold(warn=0.1, alert=0.25)
     js: Threshold = Threshold(warn=None, alert=0.1)
@@ -247,8 +246,8 @@ class HistogramWindows:
     ``max_snapshots * max(min_interval_s, flush interval)`` seconds (defaults: 600 s, twice
     ``GetStats``' longest window). Memory: ``features * bins * 8`` bytes per snapshot (plus
     about 200 bytes of Python objects), so at most ``(max_snapshots + 1)`` times that, e.g.
-    601 * 16 * 12 * 8 B = 0.88 MiB for 16 features of 10 bins (+ under/overflow); :attr:`nbytes` says the current
-    figure.
+    601 * 16 * 12 * 8 B = 0.88 MiB for 16 features of 10 bins (+ under/overflow);
+    :attr:`nbytes` says the current figure.
 
     A window starts at a ring snapshot, so its length is as close to the asked one as the
     ring's spacing allows: :meth:`by_rows` returns ``N <= rows < N + g`` and :meth:`by_time`

@@ -298,7 +298,9 @@ def test_bad_input_raises():
 
 def test_default_thresholds_and_grades():
     t = DEFAULT_THRESHOLDS
-    assert (t.psi.warn, t.psi.alert, t.js.warn, t.js.alert, t.ks.warn, t.ks.alert) == (0.1, 0.25, None, 0.1, 0.1, 0.2)
+    assert (t.psi.warn, t.psi.alert) == (0.1, 0.25)
+    assert (t.js.warn, t.js.alert) == (None, 0.1)
+    assert (t.ks.warn, t.ks.alert) == (0.1, 0.2)
     assert [grade(v, t.psi) for v in (0.0, 0.0999, 0.1, 0.2499, 0.25, 3.0, math.nan)] == \
         ["ok", "ok", "warn", "warn", "alert", "alert", "unknown"]
     assert [grade(v, t.js) for v in (0.0999, 0.1, np.float64(0.5))] == ["ok", "alert", "alert"]
@@ -324,7 +326,8 @@ def test_windows_by_rows_and_time_by_hand():
     w.add(2 * S, 30, [[4, 20, 6]])
     w.add(4 * S, 35, [[4, 24, 7]])
     win = w.by_rows(5)               # exactly the last snapshot's 5 rows
-    assert win.rows == 5 and win.counts.tolist() == [[0, 4, 1]] and (win.start_t_ns, win.end_t_ns) == (2 * S, 4 * S)
+    assert win.rows == 5 and win.counts.tolist() == [[0, 4, 1]]
+    assert (win.start_t_ns, win.end_t_ns) == (2 * S, 4 * S)
     win = w.by_rows(6)               # 6 rows: the snapshot before holds 25
     assert win.rows == 25 and win.counts.tolist() == [[2, 19, 4]] and win.duration_s == 3.0
     assert w.by_rows(35).rows == 35 and w.by_rows(36) is None
@@ -354,7 +357,7 @@ def test_the_ring_is_bounded_and_thinned():
     win = w.by_time(1.0)             # from 12 s to 12.25 s is under 1 s: the 11 s snapshot
     assert win.start_t_ns == 11 * S and win.rows == 100 - 90 and win.counts.sum() == 3 * 10
     assert w.by_time(3.25).start_t_ns == 9 * S and w.by_time(3.3) is None   # 9 s is the oldest kept
-    assert w.by_rows(100 - 74) .rows == 100 - 74 and w.by_rows(100 - 73) is None
+    assert w.by_rows(100 - 74).rows == 100 - 74 and w.by_rows(100 - 73) is None
     # the snapshot is a copy: changing the caller's array later changes nothing held
     hist[:] = 10 ** 6
     assert w.latest.counts.max() < 10 ** 6
