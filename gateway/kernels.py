@@ -19,6 +19,7 @@ class KernelsMissing(ImportError):
 
 
 try:
+    from gateway._native.changepoint import ChangeDetector, cusum_arl, cusum_threshold
     from gateway._native.confidence import ConfidenceStats, top1
     from gateway._native.counters import WindowedCounters
     from gateway._native.featurestats import FeatureStats
@@ -33,5 +34,5 @@ except ModuleNotFoundError as exc:
         f"a source tree without built kernels. Run from outside the source tree to use the installed "
         f"package, or build in place: python setup.py build_ext --inplace", name="gateway._native") from exc
 
-__all__ = ["ConfidenceStats", "ExpHistogram", "FeatureStats", "KernelsMissing", "RECORD_DTYPE", "RequestRing",
-           "WindowedCounters", "top1"]
+__all__ = ["ChangeDetector", "ConfidenceStats", "ExpHistogram", "FeatureStats", "KernelsMissing", "RECORD_DTYPE",
+           "RequestRing", "WindowedCounters", "cusum_arl", "cusum_threshold", "top1"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODULES = ("confidence", "counters", "featurestats", "histogram", "ring")
+MODULES = ("changepoint", "confidence", "counters", "featurestats", "histogram", "ring")
 # The message of Cython's __Pyx_RaiseBufferIndexError, which is compiled into a module only
 # when some memoryview access in it is bounds-checked (memoryview objects' own indexing
 # raises "... (axis %zd)", present in every module).
@@ -34,6 +34,7 @@ def _is_debug_build(name: str) -> bool:
         return tracer
 
     calls = {
+        "changepoint": lambda m: m.ChangeDetector([0.0], [1.0]).state(),
         "confidence": lambda m: m.ConfidenceStats(3).state(),
         "counters": lambda m: m.WindowedCounters(4).totals(),
         "featurestats": lambda m: m.FeatureStats(2, value_range=(0.0, 1.0)).state(),
@@ -68,7 +69,7 @@ def test_bounds_checks_are_compiled_in_exactly_in_the_debug_build():
         binary = pathlib.Path(_native(name).__file__).read_bytes()
         if not debug:
             assert BOUNDS_MESSAGE not in binary, f"{name}: a release function keeps bounds checks"
-        elif name != "featurestats":   # featurestats' kernels use raw pointers, no memoryviews
+        elif name not in ("featurestats", "changepoint"):   # raw pointers, no memoryviews
             assert BOUNDS_MESSAGE in binary, f"{name}: the debug build has no bounds checks"
 
 
