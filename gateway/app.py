@@ -8,6 +8,7 @@ protocol adapters. ``start`` loads the repository and opens the ports; ``stop`` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pathlib
 import signal
@@ -99,7 +100,7 @@ class GatewayServer:
         decisions = Decisions((FallbackEventLog(),) + ((spans,) if spans is not None else ()))
         self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
                                    statistics=self._statistics if self.telemetry is not None else None,
-                                   max_inflight_bytes=s.max_inflight_bytes or 0)
+                                   max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions)
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,
@@ -124,7 +125,13 @@ class GatewayServer:
     def _statistics(self, window_s: float) -> Statistics:
         telemetry = self.telemetry
         assert telemetry is not None  # (the data plane gets this only with telemetry on)
-        return Statistics(telemetry.snapshot(window_s, shifts=self.shifts.top_shifts), telemetry.ring_drops)
+        models = telemetry.snapshot(window_s, shifts=self.shifts.top_shifts)
+        store = self.predictions
+        if store is None:
+            return Statistics(models, telemetry.ring_drops)
+        quality = store.quality()
+        models = [dataclasses.replace(m, quality=quality.get((m.model, m.version))) for m in models]
+        return Statistics(models, telemetry.ring_drops, feedback_unknown=store.unknown)
 
     async def start(self) -> int:
         s = self.settings

@@ -231,7 +231,22 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         for f in m.top_shifts:
             print(f"    input {f.input}[{f.feature}]: mean {f.mean:.4g} std {f.std:.4g} "
                   f"shift {f.shift_score:+.2f} sd, NaN {f.nan_count}")
+        if m.HasField("quality"):
+            print(_quality_line(m.quality))
+    if stats.feedback_unknown:
+        print(f"# feedback labels naming no answer kept (unknown): {stats.feedback_unknown}")
     return 0
+
+
+def _quality_line(q) -> str:
+    """One version's online quality from delayed labels, in one line."""
+    rate = "-" if math.isnan(q.join_rate) else f"{100 * q.join_rate:.1f} %"
+    counts = (f"    labels: joined {q.joined} of {q.predictions} kept ({rate}), late {q.late}, "
+              f"duplicate {q.duplicate}, invalid {q.invalid}; last {q.window}:")
+    if q.kind == "regressor":
+        return f"{counts} MAE {_num(q.mae, 0, 4)} RMSE {_num(q.rmse, 0, 4)}"
+    return (f"{counts} accuracy {_num(q.accuracy, 0, 3)} macro precision {_num(q.macro_precision, 0, 3)} "
+            f"recall {_num(q.macro_recall, 0, 3)} F1 {_num(q.macro_f1, 0, 3)}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

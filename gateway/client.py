@@ -52,3 +52,20 @@ class GatewayClient:
 
     def stats(self, model: str = "", window_s: float = 10.0, timeout_s: float = 5.0) -> pb.StatsResponse:
         return self.stub.GetStats(pb.GetStatsRequest(model=model, window_s=window_s), timeout=timeout_s)
+
+    def feedback(self, labels: list[pb.Label], timeout_s: float = 30.0) -> pb.FeedbackResponse:
+        """Send delayed labels (at most 10000 per call; see :meth:`feedback_all` for more)."""
+        return self.stub.Feedback(pb.FeedbackRequest(labels=labels), timeout=timeout_s)
+
+    def feedback_all(self, labels: list[pb.Label], *, per_call: int = 10_000,
+                     timeout_s: float = 30.0) -> pb.FeedbackResponse:
+        """Send any number of labels, ``per_call`` at a time; the counts summed over the calls."""
+        total = pb.FeedbackResponse()
+        for start in range(0, len(labels), per_call):
+            reply = self.feedback(labels[start:start + per_call], timeout_s)
+            total.accepted += reply.accepted
+            total.unknown += reply.unknown
+            total.late += reply.late
+            total.duplicate += reply.duplicate
+            total.invalid += reply.invalid
+        return total

@@ -1,5 +1,6 @@
 """The core's whole API for protocol adapters: infer, liveness, readiness, model readiness and
-metadata, the repository index and statistics — all in plain types (:mod:`gateway.api`).
+metadata, the repository index, statistics and delayed labels (``feedback``) — all in plain
+types (:mod:`gateway.api`).
 
 :meth:`DataPlane.infer` runs the pipeline (:mod:`.pipeline`) and then tells every request
 observer, once, whatever the outcome. A request whose deadline passed ends DEADLINE_EXCEEDED,
@@ -17,7 +18,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ..api import (
     GatewayError,
@@ -29,6 +31,7 @@ from ..api import (
     VersionState,
     invalid,
 )
+from ..api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult, Outcome
 from ..api.stats import MAX_WINDOW_S, ModelStatsSnapshot, Statistics
 from ..policy import deadlines
 from .context import NO_ATTEMPT, Attempt
@@ -39,6 +42,15 @@ from .registry import ModelRegistry, version_key
 log = logging.getLogger("gateway.core")
 
 StatsSource = Callable[[float], Statistics]
+
+
+class FeedbackSink(Protocol):
+    """Where delayed labels go (``gateway.monitoring.labels.PredictionStore``)."""
+
+    def join_many(self, labels: Sequence[FeedbackLabel]) -> list[Outcome]: ...
+
+
+FEEDBACK_CHUNK = 1000  # labels joined between yields to the event loop (~1-2 ms)
 
 # Requests at least this large feed (answered OK) the estimate of how long payload bytes stay
 # in flight (the retry delay given to a request refused for bytes; small ones would only dilute
@@ -53,11 +65,12 @@ class DataPlane:
 
     def __init__(self, registry: ModelRegistry, *, observers: tuple[RequestObserver, ...] = (),
                  decisions: Decisions | None = None, statistics: StatsSource | None = None,
-                 max_inflight_bytes: int = 0) -> None:
+                 max_inflight_bytes: int = 0, feedback: FeedbackSink | None = None) -> None:
         self.registry = registry
         self._pipeline = Pipeline(registry, decisions or Decisions())
         self._observers = observers
         self._statistics = statistics
+        self._feedback = feedback
         self._accepting = False
         self.in_flight = 0
         self.max_inflight_bytes = max_inflight_bytes  # 0: no bound
@@ -214,8 +227,35 @@ class DataPlane:
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
         if model:
             models: list[ModelStatsSnapshot] = [s for s in stats.models if s.model == model]
-            stats = Statistics(models, stats.ring_drops)
+            stats = Statistics(models, stats.ring_drops, stats.feedback_unknown)
         return stats
+
+    # -- delayed labels ---------------------------------------------------------------------
+    async def feedback(self, labels: Sequence[FeedbackLabel]) -> FeedbackResult:
+        """Join each label to the answer its request id names; counts of what became of them.
+
+        A label with an empty request id, or with no truth or more than one, is invalid (the
+        others still count). INVALID_ARGUMENT for more than MAX_LABELS_PER_CALL labels (none
+        is joined); FAILED_PRECONDITION where the gateway keeps no answers for labels."""
+        if self._feedback is None:
+            raise GatewayError(Status.FAILED_PRECONDITION, "feedback is off: this gateway keeps no answers to join "
+                               "labels to (feedback_store_entries=0)")
+        if len(labels) > MAX_LABELS_PER_CALL:
+            raise invalid(f"{len(labels)} labels in one call, more than the {MAX_LABELS_PER_CALL} allowed")
+        outcomes: list[Outcome] = []
+        for start in range(0, len(labels), FEEDBACK_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # (a long call does not hold the loop)
+            chunk = labels[start:start + FEEDBACK_CHUNK]
+            formed = [label for label in chunk if _well_formed(label)]
+            joined = iter(self._feedback.join_many(formed))
+            outcomes.extend(next(joined) if _well_formed(label) else Outcome.INVALID for label in chunk)
+        return FeedbackResult.of(outcomes)
+
+
+def _well_formed(label: FeedbackLabel) -> bool:
+    return bool(label.request_id) and \
+        (label.label is not None) + (label.index is not None) + (label.target is not None) == 1
 
 
 def _timeline(attempts: list[Attempt]) -> Attempt:

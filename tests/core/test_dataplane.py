@@ -363,3 +363,24 @@ def test_the_retry_delay_follows_how_long_large_requests_take(tmp_path):
         assert (plane.large_payload_bytes, plane.large_failed_bytes) == (5 * large, 2 * large)
         assert plane.inflight_bytes == 0
     run(tmp_path, body, allow_fault_injection=True)
+
+
+def test_feedback_joins_through_the_sink_and_counts_malformed_labels_invalid(tmp_path):
+    from gateway.api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult
+    from gateway.core.dataplane import DataPlane
+    from gateway.monitoring.labels import PredictionStore
+
+    async def body(s):
+        off = await _error(s.dataplane.feedback([FeedbackLabel("a", index=0)]))
+        assert off.status is Status.FAILED_PRECONDITION and "feedback_store_entries=0" in off.message
+        store = PredictionStore(capacity=10, ttl_s=60.0)
+        store.put_class("a", "m", "1", 0, classes=2)
+        store.put_class("b", "m", "1", 1, classes=2)
+        plane = DataPlane(s.registry, feedback=store)
+        labels = [FeedbackLabel("a", index=0), FeedbackLabel("", index=0), FeedbackLabel("b"),
+                  FeedbackLabel("b", index=1, label="x"), FeedbackLabel("zz", index=0), FeedbackLabel("a", index=0)]
+        assert await plane.feedback(labels) == FeedbackResult(accepted=1, unknown=1, duplicate=1, invalid=3)
+        assert await plane.feedback([FeedbackLabel("b", index=1)] * 2500) == FeedbackResult(accepted=1, duplicate=2499)
+        too_many = await _error(plane.feedback([FeedbackLabel("a", index=0)] * (MAX_LABELS_PER_CALL + 1)))
+        assert too_many.status is Status.INVALID_ARGUMENT and str(MAX_LABELS_PER_CALL) in too_many.message
+    run(tmp_path, body)

@@ -27,6 +27,8 @@ from google.protobuf.message import DecodeError, Message
 from ..._proto import gateway_pb2 as pb
 from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
 from ...api import dims, dtype_name, invalid, quote
+from ...api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult
+from ...api.stats import QualitySnapshot
 from .dtypes import NUMPY_TO_WIRE, WIRE_TO_NUMPY
 
 
@@ -46,6 +48,7 @@ PRESCAN_ABOVE_BYTES = 64 * 1024
 PRESCAN_MAX_FIELDS = 16 * 1024  # scanned at most (an unpacked shape is one field per dimension)
 _MAX_VARINT_BYTES = 10
 _REQUEST = pb.PredictRequest.DESCRIPTOR.full_name
+_FEEDBACK = pb.FeedbackRequest.DESCRIPTOR.full_name
 _INPUTS, _OUTPUT_NAMES, _PARAMETERS = 4, 5, 6   # PredictRequest field numbers
 _SHAPE = 3                                       # Tensor.shape
 _M = TypeVar("_M", bound=Message)
@@ -70,6 +73,47 @@ def parse_message(kind: type[_M], data: bytes) -> _M:
                       f"{(reason if sep else str(exc)) or 'the wire format is corrupt'}") from None
 
 
+def parse_feedback(data: bytes) -> list[FeedbackLabel]:
+    """The labels of a ``gateway.v1.FeedbackRequest`` from its wire bytes. INVALID_ARGUMENT when
+    they do not parse or hold more than :data:`~gateway.api.feedback.MAX_LABELS_PER_CALL` labels
+    (counted before the parse for messages over :data:`PRESCAN_ABOVE_BYTES`: a 2-byte empty label
+    would take ~70 parsed). A label without a truth, or with an empty request id, is kept as it
+    is: the data plane counts it invalid, the others still count."""
+    if len(data) > PRESCAN_ABOVE_BYTES:
+        scan = _Prescan(data, _FEEDBACK)
+        pos, end, labels = 0, len(data), 0
+        try:
+            while pos < end:
+                field, wire, _, pos = scan.field(pos, end)
+                if field == 1 and wire == 2:
+                    labels += 1
+                    if labels > MAX_LABELS_PER_CALL:
+                        raise _too_many("labels", MAX_LABELS_PER_CALL)
+        except IndexError:
+            pass  # malformed: the parse names it
+    msg = parse_message(pb.FeedbackRequest, data)
+    if len(msg.labels) > MAX_LABELS_PER_CALL:
+        raise _too_many("labels", MAX_LABELS_PER_CALL)
+    out = []
+    for label in msg.labels:
+        which = label.WhichOneof("truth")
+        request_id = label.request_id
+        if which == "class_label":
+            out.append(FeedbackLabel(request_id, label=label.class_label))
+        elif which == "class_index":
+            out.append(FeedbackLabel(request_id, index=label.class_index))
+        elif which == "target":
+            out.append(FeedbackLabel(request_id, target=label.target))
+        else:
+            out.append(FeedbackLabel(request_id))
+    return out
+
+
+def feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
+    return pb.FeedbackResponse(accepted=result.accepted, unknown=result.unknown, late=result.late,
+                               duplicate=result.duplicate, invalid=result.invalid)
+
+
 def _too_many(what: str, limit: int) -> GatewayError:
     return invalid(f"request has more than {limit} {what}")
 
@@ -79,8 +123,9 @@ class _Prescan:
     module docstring). Malformed wire data ends the scan: the parse that follows names the
     problem, having allocated no more than the entries scanned so far allow."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, kind: str = _REQUEST) -> None:
         self.data = data
+        self.kind = kind
         self.fields_left = PRESCAN_MAX_FIELDS  # bounds the scan's own work
 
     def request(self) -> None:
@@ -134,7 +179,7 @@ class _Prescan:
         elif wire == 5:
             start, stop = pos, pos + 4
         else:  # proto3 never writes groups (3, 4); 6 and 7 are no wire types
-            raise invalid(f"request is not a valid {_REQUEST}: field {key >> 3} has wire type {wire}, "
+            raise invalid(f"request is not a valid {self.kind}: field {key >> 3} has wire type {wire}, "
                           "which gateway.v1 never uses")
         if stop > end:
             raise IndexError("field runs past the end")
@@ -288,6 +333,17 @@ def stats_response(stats) -> pb.StatsResponse:
         degraded_share=s.degraded_share, mean_batch_size=s.mean_batch_size,
         mean_confidence=s.mean_confidence,
         top_shifts=[pb.FeatureShift(input=f.input, feature=f.feature, mean=f.mean, std=f.std,
-                                    shift_score=f.shift_score, nan_count=f.nan_count) for f in s.top_shifts])
+                                    shift_score=f.shift_score, nan_count=f.nan_count) for f in s.top_shifts],
+        quality=_quality(s.quality) if s.quality is not None else None)
         for s in stats.models]
-    return pb.StatsResponse(models=models, ring_drops=stats.ring_drops)
+    return pb.StatsResponse(models=models, ring_drops=stats.ring_drops, feedback_unknown=stats.feedback_unknown)
+
+
+def _quality(q: QualitySnapshot) -> pb.Quality:
+    return pb.Quality(
+        kind=q.kind, predictions=q.predictions, joined=q.joined, late=q.late, duplicate=q.duplicate,
+        invalid=q.invalid, join_rate=q.join_rate, window=q.window, accuracy=q.accuracy,
+        macro_precision=q.macro_precision, macro_recall=q.macro_recall, macro_f1=q.macro_f1,
+        classes=[pb.ClassQuality(label=name, precision=p, recall=r, f1=f, support=n)
+                 for name, p, r, f, n in zip(q.classes, q.precision, q.recall, q.f1, q.support)],
+        confusion=q.confusion, mae=q.mae, rmse=q.rmse)

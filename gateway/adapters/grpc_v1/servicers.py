@@ -77,6 +77,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             "GetStats": grpc.unary_unary_rpc_method_handler(
                 _parsing(pb.GetStatsRequest, self.GetStats), request_deserializer=None,
                 response_serializer=pb.StatsResponse.SerializeToString),
+            "Feedback": grpc.unary_unary_rpc_method_handler(
+                self.Feedback, request_deserializer=None,
+                response_serializer=pb.FeedbackResponse.SerializeToString),
         }
 
     async def _predict(self, msg: pb.PredictRequest, context, call: int) -> pb.PredictResponse:
@@ -184,6 +187,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             _fail(context, exc)
             return None
         return converters.stats_response(stats)
+
+    async def Feedback(self, request: bytes, context):
+        """Parses its own bytes: a message of many labels is counted before it is parsed."""
+        try:
+            labels = converters.parse_feedback(request)
+            result = await self.dataplane.feedback(labels)
+        except GatewayError as exc:
+            _fail(context, exc)
+            return None
+        return converters.feedback_response(result)
 
 
 def _new_id() -> str:

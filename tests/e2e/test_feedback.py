@@ -1,0 +1,137 @@
+"""Delayed labels end to end: answers over gRPC, then Feedback (late, out of order, duplicated,
+unknown, invalid), and the online quality GetStats reports equals scikit-learn's."""
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_fscore_support,
+)
+
+from gateway import cli
+from gateway._proto import gateway_pb2 as pb
+
+LABELS = ["approve", "review", "decline"]  # the demo classifier's
+
+
+def _stream(gw, requests):
+    return {r.request_id: r.response for r in gw.stub.PredictStream(iter(requests), timeout=60)}
+
+
+def test_quality_from_delayed_labels_equals_sklearn(make_gateway, demo_models, capsys):
+    # 340 classifier + 60 regressor answers in a store of 360: the first 40 leave before their labels
+    gw = make_gateway(model_repository=demo_models, feedback_store_entries=360, feedback_window=1000)
+    rng = np.random.default_rng(3)
+    clf_ids = [f"c{i}" for i in range(340)]
+    reg_ids = [f"r{i}" for i in range(60)]
+    clf = _stream(gw, [pb.PredictRequest(model="classifier", request_id=rid, inputs=[pb.Tensor(
+        name="features", dtype=pb.DATA_TYPE_FLOAT32, shape=[1, 16],
+        data=rng.standard_normal((1, 16)).astype(np.float32).tobytes())]) for rid in clf_ids])
+    reg = _stream(gw, [pb.PredictRequest(model="regressor", request_id=rid, inputs=[pb.Tensor(
+        name="features", dtype=pb.DATA_TYPE_FLOAT32, shape=[1, 8],
+        data=rng.standard_normal((1, 8)).astype(np.float32).tobytes())]) for rid in reg_ids])
+    predicted = {rid: LABELS.index(clf[rid].predicted_label[0]) for rid in clf_ids}
+    value = {rid: float(np.frombuffer(reg[rid].outputs[0].data, np.float32)[0]) for rid in reg_ids}
+
+    truth = {rid: int(rng.integers(0, 3)) for rid in clf_ids}
+    target = {rid: value[rid] + float(rng.normal(scale=0.3)) for rid in reg_ids}
+    labels = [pb.Label(request_id=rid, class_label=LABELS[truth[rid]]) if i % 2 else
+              pb.Label(request_id=rid, class_index=truth[rid]) for i, rid in enumerate(clf_ids)]
+    labels += [pb.Label(request_id=rid, target=target[rid]) for rid in reg_ids]
+    labels = [labels[i] for i in rng.permutation(len(labels))]  # out of order
+    first, rest = labels[:150], labels[150:]
+    bad = [pb.Label(request_id="c100", class_label="nope"), pb.Label(request_id="c101", class_index=7),
+           pb.Label(request_id="r5", class_index=1), pb.Label(request_id="r6", target=math.nan),
+           pb.Label(request_id="c102"), pb.Label(class_index=0)]
+    unknown = [pb.Label(request_id=f"never-{j}", class_index=0) for j in range(7)]
+
+    reply = gw.stub.Feedback(pb.FeedbackRequest(labels=bad + first + unknown), timeout=10)
+    late_in_first = sum(1 for lab in first if lab.request_id in clf_ids[:40])
+    assert (reply.invalid, reply.unknown, reply.late, reply.duplicate) == (6, 7, late_in_first, 0)
+    assert reply.accepted == 150 - late_in_first
+    duplicates = first[:50]
+    reply = gw.stub.Feedback(pb.FeedbackRequest(labels=rest + duplicates), timeout=10)
+    assert reply.duplicate == 50 and reply.late == 40 - late_in_first and reply.unknown == 0
+    assert reply.accepted == len(rest) - (40 - late_in_first)
+
+    stats = gw.stub.GetStats(pb.GetStatsRequest(), timeout=10)
+    assert stats.feedback_unknown == 7
+    by_version = {(m.model, m.version): m for m in stats.models}
+    q = by_version[("classifier", "1")].quality
+    joined = clf_ids[40:]
+    y_true = [truth[rid] for rid in joined]
+    y_pred = [predicted[rid] for rid in joined]
+    assert (q.kind, q.predictions, q.joined, q.late, q.invalid) == ("classifier", 340, 300, 40, 2)  # (c102: no truth, not looked up)
+    assert q.duplicate == sum(1 for lab in duplicates if lab.request_id.startswith("c"))
+    assert q.join_rate == pytest.approx(300 / 340) and q.window == 300
+    assert q.accuracy == pytest.approx(accuracy_score(y_true, y_pred))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2], zero_division=0)
+    assert [c.label for c in q.classes] == LABELS
+    assert [c.precision for c in q.classes] == pytest.approx(list(p))
+    assert [c.recall for c in q.classes] == pytest.approx(list(r))
+    assert [c.f1 for c in q.classes] == pytest.approx(list(f))
+    assert [c.support for c in q.classes] == list(s)
+    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    assert (q.macro_precision, q.macro_recall, q.macro_f1) == pytest.approx((mp, mr, mf))
+    assert list(q.confusion) == confusion_matrix(y_true, y_pred, labels=[0, 1, 2]).ravel().tolist()
+
+    rq = by_version[("regressor", "1")].quality
+    assert (rq.kind, rq.predictions, rq.joined, rq.invalid) == ("regressor", 60, 60, 2)
+    t = [target[rid] for rid in reg_ids]
+    v = [value[rid] for rid in reg_ids]
+    assert rq.mae == pytest.approx(mean_absolute_error(t, v))
+    assert rq.rmse == pytest.approx(math.sqrt(mean_squared_error(t, v)))
+    assert math.isnan(rq.accuracy) and math.isnan(q.mae)
+    assert not by_version[("wide_mlp", "1")].HasField("quality")  # nothing of it was kept
+
+    assert cli.main(["stats", "--address", gw.address]) == 0
+    out = capsys.readouterr().out
+    assert f"joined 300 of 340 kept (88.2 %), late 40" in out and f"accuracy {q.accuracy:.3f}" in out
+    assert f"MAE {rq.mae:.4f} RMSE {rq.rmse:.4f}" in out
+    assert "(unknown): 7" in out
+
+
+def test_a_label_after_the_ttl_is_late(make_gateway, demo_models):
+    gw = make_gateway(model_repository=demo_models, feedback_store_entries=100, feedback_ttl_s=0.3)
+    x = np.zeros((1, 8), np.float32)
+    gw.predict("regressor", {"features": x}, request_id="early")
+    time.sleep(0.4)
+    gw.predict("regressor", {"features": x}, request_id="fresh")
+    reply = gw.stub.Feedback(pb.FeedbackRequest(labels=[pb.Label(request_id="early", target=1.0),
+                                                        pb.Label(request_id="fresh", target=1.0)]), timeout=10)
+    assert (reply.accepted, reply.late) == (1, 1)
+
+
+def test_bad_feedback_calls_get_invalid_argument_and_feedback_off_failed_precondition(make_gateway, demo_models):
+    gw = make_gateway(model_repository=demo_models, feedback_store_entries=10)
+    too_many = pb.FeedbackRequest(labels=[pb.Label(request_id="x", class_index=0)] * 10_001)
+    with pytest.raises(grpc.RpcError) as info:
+        gw.stub.Feedback(too_many, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "request has more than 10000 labels"
+    # empty labels: 2 bytes each on the wire, refused before they are parsed
+    empty = b"\x0a\x00" * 40_000
+    raw = gw.channel.unary_unary("/gateway.v1.Gateway/Feedback", request_serializer=None,
+                                 response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        raw(empty, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "10000 labels" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        raw(b"\x0a\x05\x0a", timeout=10)  # a label running past the end
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("request is not a valid gateway.v1.FeedbackRequest (3 bytes)")
+    assert gw.stub.Feedback(pb.FeedbackRequest(), timeout=10).accepted == 0
+
+    off = make_gateway(model_repository=demo_models)
+    with pytest.raises(grpc.RpcError) as info:
+        off.stub.Feedback(pb.FeedbackRequest(labels=[pb.Label(request_id="x", class_index=0)]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "feedback_store_entries=0" in info.value.details()
