@@ -171,6 +171,127 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+LABEL_FIELDS = ("label", "class_index", "target")
+
+
+class LabelFileError(ValueError):
+    """A ``--file`` of labels that cannot be used; the message names the file, line and problem."""
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} chars)"
+
+
+def _label(path: pathlib.Path, line: int, request_id, values: dict):
+    """One ``pb.Label`` from a row: a request id and exactly one of LABEL_FIELDS."""
+    from ._proto import gateway_pb2 as pb
+
+    where = f"{path} line {line}"
+    if not isinstance(request_id, str) or not request_id:
+        raise LabelFileError(f"{where}: no request_id (a non-empty string)")
+    given = {k: v for k, v in values.items() if v not in (None, "")}
+    if len(given) != 1:
+        raise LabelFileError(f"{where}: needs exactly one of {', '.join(LABEL_FIELDS)}, got "
+                             f"{', '.join(given) or 'none'}")
+    (field, value), = given.items()
+    if field == "label":
+        if not isinstance(value, str):
+            raise LabelFileError(f"{where}: label must be a class name (a string; class_index takes numbers), "
+                                 f"got {_quoted(json.dumps(value))}")
+        return pb.Label(request_id=request_id, class_label=value)
+    if field == "class_index":
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise LabelFileError(f"{where}: class_index {_quoted(value)} is not a whole number") from None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 63:
+            raise LabelFileError(f"{where}: class_index must be a whole number of 0 or more, "
+                                 f"got {_quoted(json.dumps(value))}")
+        return pb.Label(request_id=request_id, class_index=value)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise LabelFileError(f"{where}: target {_quoted(value)} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LabelFileError(f"{where}: target must be a finite number, got {_quoted(json.dumps(value))}")
+    return pb.Label(request_id=request_id, target=float(value))
+
+
+def _load_labels(path: pathlib.Path) -> list:
+    """Labels from a .csv (a header naming request_id and any of label, class_index, target;
+    each row filling one of those) or a .jsonl / .ndjson file (one object a line with the same
+    keys). The whole file is checked before anything is sent."""
+    import csv
+
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
+        raise LabelFileError(f"{path}: expected a .csv or .jsonl file of request_id and label, class_index "
+                             f"or target")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LabelFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise LabelFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    labels = []
+    if suffix == ".csv":
+        reader = csv.reader(text.splitlines())
+        header = [h.strip() for h in next(reader, [])]
+        if "request_id" not in header or not set(LABEL_FIELDS) & set(header):
+            raise LabelFileError(f"{path}: the first line must name the columns: request_id and one or more of "
+                                 f"{', '.join(LABEL_FIELDS)}; got {_quoted(','.join(header))}")
+        unknown = [h for h in header if h not in ("request_id", *LABEL_FIELDS)]
+        if unknown or len(set(header)) != len(header):
+            raise LabelFileError(f"{path}: line 1: columns must be request_id, {', '.join(LABEL_FIELDS)} "
+                                 f"(each once); got {_quoted(','.join(header))}")
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise LabelFileError(f"{path} line {line}: {len(row)} fields, the header names {len(header)}")
+            values = dict(zip(header, (v.strip() for v in row)))
+            labels.append(_label(path, line, values.pop("request_id"), values))
+        return labels
+    for line, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise LabelFileError(f"{path} line {line}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(obj, dict):
+            raise LabelFileError(f"{path} line {line}: expected a JSON object, got {type(obj).__name__}")
+        unknown = sorted(set(obj) - {"request_id", *LABEL_FIELDS})
+        if unknown:
+            raise LabelFileError(f"{path} line {line}: unknown key {_quoted(unknown[0])} (keys: request_id, "
+                                 f"{', '.join(LABEL_FIELDS)})")
+        labels.append(_label(path, line, obj.get("request_id"), {k: obj.get(k) for k in LABEL_FIELDS}))
+    return labels
+
+
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .client import GatewayClient
+
+    try:
+        labels = _load_labels(pathlib.Path(args.file))
+    except LabelFileError as exc:
+        print(f"gateway feedback: {exc}", file=sys.stderr)
+        return 2
+    with GatewayClient(args.address) as client:
+        try:
+            reply = client.feedback_all(labels, timeout_s=args.timeout_s)
+        except grpc.RpcError as exc:
+            return _rpc_failure("feedback", args.address, exc)
+    print(f"{len(labels)} labels: accepted {reply.accepted}, unknown {reply.unknown}, late {reply.late}, "
+          f"duplicate {reply.duplicate}, invalid {reply.invalid}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     import grpc
 
@@ -294,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--window-s", type=_window_s, default=10.0,
                        help=f"seconds the figures cover, up to {MAX_WINDOW_S} (default 10)")
     stats.set_defaults(func=_cmd_stats)
+
+    feedback = sub.add_parser("feedback", help="send delayed labels (request_id -> label, class index or target)")
+    feedback.add_argument("--file", required=True, help=".csv with a header (request_id and label, class_index "
+                          "or target) or .jsonl, one {\"request_id\": ..., \"label\": ...} object a line")
+    feedback.add_argument("--address", default=address, help=address_help)
+    feedback.add_argument("--timeout-s", type=float, default=30.0, help="per call of up to 10000 labels")
+    feedback.set_defaults(func=_cmd_feedback)
 
     demo = sub.add_parser("demo-repository", help="write the demo model repository to a directory")
     demo.add_argument("directory")

@@ -83,3 +83,57 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out == f"gateway {__version__}\n"
+
+
+def test_feedback_files_csv_and_jsonl_become_labels(tmp_path):
+    csv = tmp_path / "labels.csv"
+    csv.write_text("request_id,label,class_index,target\na,approve,,\nb,,2,\n\nc,,,1.5\n")
+    jsonl = tmp_path / "labels.jsonl"
+    jsonl.write_text('{"request_id": "a", "label": "approve"}\n\n{"request_id": "b", "class_index": 2}\n'
+                     '{"request_id": "c", "target": -1}\n')
+    expected = [pb.Label(request_id="a", class_label="approve"), pb.Label(request_id="b", class_index=2),
+                pb.Label(request_id="c", target=1.5)]
+    assert cli._load_labels(csv) == expected
+    expected[2].target = -1.0
+    assert cli._load_labels(jsonl) == expected
+    only = tmp_path / "t.csv"
+    only.write_text("target,request_id\n0.5,x\n")
+    assert cli._load_labels(only) == [pb.Label(request_id="x", target=0.5)]
+
+
+@pytest.mark.parametrize("name,content,what", [
+    ("x.txt", "", "expected a .csv or .jsonl file"),
+    ("x.csv", "id,label\na,b\n", "the first line must name the columns"),
+    ("x.csv", "request_id,label,color\na,b,c\n", "line 1: columns must be request_id"),
+    ("x.csv", "request_id,label\na,b,c\n", "line 2: 3 fields, the header names 2"),
+    ("x.csv", "request_id,label,target\na,b,1\n", "line 2: needs exactly one of label, class_index, target, "
+                                                  "got label, target"),
+    ("x.csv", "request_id,class_index\na,1.5\n", "line 2: class_index '1.5' is not a whole number"),
+    ("x.csv", "request_id,target\na,nan\n", "line 2: target must be a finite number"),
+    ("x.csv", "request_id,target\n,1\n", "line 2: no request_id"),
+    ("x.jsonl", '{"request_id": "a", "label": 1}\n', "line 1: label must be a class name"),
+    ("x.jsonl", '\n{"request_id": "a", "class_index": -1}\n', "line 2: class_index must be a whole number of 0"),
+    ("x.jsonl", '{"request_id": "a", "target": true}\n', "line 1: target must be a finite number"),
+    ("x.jsonl", '{"request_id": "a", "colour": 1}\n', "line 1: unknown key 'colour'"),
+    ("x.jsonl", '[1]\n', "line 1: expected a JSON object, got list"),
+    ("x.jsonl", '{"request_id": \n', "line 1: not valid JSON"),
+    ("x.jsonl", '{"request_id": 3, "target": 1}\n', "line 1: no request_id"),
+])
+def test_feedback_file_errors_name_the_file_line_and_problem(tmp_path, capsys, name, content, what):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(cli.LabelFileError) as info:
+        cli._load_labels(path)
+    assert str(info.value).startswith(str(path)) and what in str(info.value)
+    # the command says so and exits 2 before connecting to anything
+    assert cli.main(["feedback", "--file", str(path), "--address", "127.0.0.1:1"]) == 2
+    assert what in capsys.readouterr().err
+
+
+def test_a_feedback_file_that_cannot_be_read_is_named(tmp_path):
+    with pytest.raises(cli.LabelFileError, match="cannot read"):
+        cli._load_labels(tmp_path / "missing.csv")
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(cli.LabelFileError, match="not UTF-8"):
+        cli._load_labels(binary)

@@ -135,3 +135,20 @@ def test_bad_feedback_calls_get_invalid_argument_and_feedback_off_failed_precond
         off.stub.Feedback(pb.FeedbackRequest(labels=[pb.Label(request_id="x", class_index=0)]), timeout=10)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "feedback_store_entries=0" in info.value.details()
+
+
+def test_gateway_feedback_sends_a_file_in_calls_of_at_most_10000(make_gateway, demo_models, tmp_path, capsys):
+    gw = make_gateway(model_repository=demo_models, feedback_store_entries=100)
+    x = np.zeros((1, 8), np.float32)
+    for rid in ("a", "b"):
+        gw.predict("regressor", {"features": x}, request_id=rid)
+    path = tmp_path / "labels.jsonl"
+    lines = ['{"request_id": "a", "target": 0.5}', '{"request_id": "b", "label": "approve"}']
+    lines += [f'{{"request_id": "u{i}", "target": 1}}' for i in range(10_500)]  # two calls
+    lines += ['{"request_id": "a", "target": 0.5}']
+    path.write_text("\n".join(lines) + "\n")
+    assert cli.main(["feedback", "--file", str(path), "--address", gw.address]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "10503 labels: accepted 1, unknown 10500, late 0, duplicate 1, invalid 1"
+    assert cli.main(["feedback", "--file", str(path), "--address", "127.0.0.1:1"]) == 1
+    assert "cannot reach a gateway at 127.0.0.1:1" in capsys.readouterr().err
