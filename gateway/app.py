@@ -104,7 +104,9 @@ class GatewayServer:
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,
-                                      sampler=sampler_in_force)
+                                      sampler=sampler_in_force,
+                                      quality=self.predictions.quality if self.predictions is not None else None,
+                                      feedback_unknown=self._feedback_unknown)
         assembler = Assembler(self.executor, AssemblyOptions(
             batching=s.batching, inline_execution_below_us=s.inline_execution_below_us,
             allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)
@@ -121,6 +123,9 @@ class GatewayServer:
         self._poller: asyncio.Task | None = None
         self._memory_return: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
+
+    def _feedback_unknown(self) -> int:
+        return self.predictions.unknown if self.predictions is not None else 0
 
     def _statistics(self, window_s: float) -> Statistics:
         telemetry = self.telemetry

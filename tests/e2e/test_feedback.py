@@ -92,6 +92,16 @@ def test_quality_from_delayed_labels_equals_sklearn(make_gateway, demo_models, c
     assert math.isnan(rq.accuracy) and math.isnan(q.mae)
     assert not by_version[("wide_mlp", "1")].HasField("quality")  # nothing of it was kept
 
+    text = gw.server.export.prometheus_text()  # (the same instruments go out over OTLP)
+    clf_attrs = 'gateway_model_name="classifier",gateway_model_version="1"'
+    reg_attrs = 'gateway_model_name="regressor",gateway_model_version="1"'
+    for line in (f"gateway_quality_accuracy_ratio{{{clf_attrs}}} {q.accuracy!r}",
+                 f"gateway_quality_macro_f1_ratio{{{clf_attrs}}} {q.macro_f1!r}",
+                 f"gateway_quality_mae{{{reg_attrs}}} {rq.mae!r}", f"gateway_quality_rmse{{{reg_attrs}}} {rq.rmse!r}",
+                 f'gateway_feedback_labels_total{{{clf_attrs},gateway_feedback_outcome="late"}} 40',
+                 f"gateway_feedback_predictions_total{{{clf_attrs}}} 340", "gateway_feedback_unknown_total 7"):
+        assert line in text.splitlines(), line
+    assert f"gateway_quality_mae{{{clf_attrs}}}" not in text  # (NaN: not a regressor)
     assert cli.main(["stats", "--address", gw.address]) == 0
     out = capsys.readouterr().out
     assert f"joined 300 of 340 kept (88.2 %), late 40" in out and f"accuracy {q.accuracy:.3f}" in out

@@ -1,4 +1,5 @@
-"""SDK observable instruments: in-flight requests, queue depth, process CPU/memory, GPU (NVML).
+"""SDK observable instruments: in-flight requests, queue depth, online quality from delayed labels,
+process CPU/memory, GPU (NVML).
 
 Callbacks run only when a reader collects (on the export thread or a ``/metrics`` scrape),
 never on the request path.
@@ -6,10 +7,14 @@ never on the request path.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource as _resource
+from collections.abc import Callable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from ...api.stats import QualitySnapshot
 
 log = logging.getLogger("gateway.telemetry")
 
@@ -68,6 +73,47 @@ def register_gateway_instruments(meter: Meter, dataplane) -> None:
     meter.create_observable_gauge(
         "gateway.queue.depth", [queue_depth], unit="{request}",
         description="Requests waiting in a model version's batch queue.")
+
+
+def register_quality_instruments(meter: Meter, quality: Callable[[], Mapping[tuple[str, str], QualitySnapshot]],
+                                 unknown: Callable[[], int]) -> None:
+    """Online quality from delayed labels per model version (``quality``: the prediction store's
+    snapshot, ``gateway.monitoring.labels``): accuracy and macro F1 (classifiers), MAE and RMSE
+    (regressors) over each version's window, and the label outcomes as totals."""
+    def attrs(key: tuple[str, str]) -> dict:
+        return {"gateway.model.name": key[0], "gateway.model.version": key[1]}
+
+    def gauge(field: str):
+        def observe(_: CallbackOptions):
+            return [Observation(value, attrs(key)) for key, q in quality().items()
+                    if not math.isnan(value := getattr(q, field))]
+        return observe
+
+    def labels(_: CallbackOptions):
+        return [Observation(getattr(q, outcome), {**attrs(key), "gateway.feedback.outcome": outcome})
+                for key, q in quality().items() for outcome in ("joined", "late", "duplicate", "invalid")]
+
+    def predictions(_: CallbackOptions):
+        return [Observation(q.predictions, attrs(key)) for key, q in quality().items()]
+
+    for field, what in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1")):
+        meter.create_observable_gauge(
+            f"gateway.quality.{field}", [gauge(field)], unit="1",
+            description=f"{what} of a classifier version over its last feedback_window joined labels.")
+    for field, what in (("mae", "Mean absolute error"), ("rmse", "Root mean squared error")):
+        meter.create_observable_gauge(
+            f"gateway.quality.{field}", [gauge(field)], unit="",
+            description=f"{what} of a regressor version over its last feedback_window joined labels "
+                        "(in the model's output units).")
+    meter.create_observable_counter(
+        "gateway.feedback.labels", [labels], unit="{label}",
+        description="Feedback labels per version by outcome (joined, late, duplicate, invalid).")
+    meter.create_observable_counter(
+        "gateway.feedback.predictions", [predictions], unit="{answer}",
+        description="Answers kept for delayed labels.")
+    meter.create_observable_counter(
+        "gateway.feedback.unknown", [lambda _: [Observation(unknown())]], unit="{label}",
+        description="Feedback labels naming no answer kept.")
 
 
 def register_process_instruments(meter: Meter) -> None:
