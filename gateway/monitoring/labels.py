@@ -28,6 +28,9 @@ pops from its left). A request id captured again while its prediction is still s
 the first prediction (``reused_ids`` counts these): a label for an id that answered twice is
 ambiguous.
 
+Class indices are the version's as the answer was made: a reload that renames a version's
+classes (its ``labels``) renames them in its metrics too, pairs already joined included.
+
 Metrics (:meth:`PredictionStore.quality`), per (model, version), over its last ``window``
 joined labels, from a fixed ring of (truth, prediction) pairs (16 bytes a pair):
 
