@@ -1,4 +1,4 @@
-"""``gateway serve | predict | models | stats | demo-repository``."""
+"""``gateway serve | predict | models | stats | profile build | demo-repository``."""
 from __future__ import annotations
 
 import argparse
@@ -370,6 +370,55 @@ def _quality_line(q) -> str:
             f"recall {_num(q.macro_recall, 0, 3)} F1 {_num(q.macro_f1, 0, 3)}")
 
 
+def _cmd_profile_build(args: argparse.Namespace) -> int:
+    from .config.model import load_model_config
+    from .config.profile import PROFILE_FILE
+    from .config.settings import SettingsError
+    from .core.registry import version_key
+    from .demo import demo_repository
+    from .monitoring.profile import ProfileDataError, build_profile, read_data, read_labels, sha256_of
+    from .repository.scanner import scan
+    from .runtime.session import ModelLoadError, OnnxModel
+
+    root = pathlib.Path(args.model_repository) if args.model_repository else demo_repository()
+    try:
+        entry = scan(root).get(args.model)
+    except OSError as exc:
+        print(f"gateway: cannot read model repository {root}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if entry is None or not entry.versions:
+        print(f"gateway: no model {args.model!r} with a <version>/model.onnx under {root}", file=sys.stderr)
+        return 2
+    version = args.version or max(entry.versions, key=version_key)
+    if version not in entry.versions:
+        print(f"gateway: model {args.model} has no version {args.version!r} "
+              f"(versions: {', '.join(sorted(entry.versions, key=version_key))})", file=sys.stderr)
+        return 2
+    data_path = pathlib.Path(args.data)
+    try:
+        config = load_model_config(entry.config_path)
+        model = OnnxModel(entry.model_path(version), entry.name, version, config, ["cpu"])
+        data, labels = read_data(data_path, [s.name for s in model.inputs], label_column=args.label_column)
+        if args.labels:
+            labels = read_labels(pathlib.Path(args.labels))
+        profile = build_profile(model, data, labels=labels, class_names=config.labels,
+                                logits=bool(config.classifier and config.classifier.logits), bins=args.bins,
+                                source_file=data_path.name, source_sha256=sha256_of(data_path))
+    except (SettingsError, ModelLoadError, ProfileDataError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    target = entry.path / version / PROFILE_FILE
+    profile.save(target)
+    quality = ""
+    if profile.accuracy is not None:
+        quality = f", accuracy {profile.accuracy:.4f} on {profile.labels_rows} labels"
+    elif profile.mae is not None:
+        quality = f", MAE {profile.mae:.4g} RMSE {profile.rmse:.4g} on {profile.labels_rows} targets"
+    print(f"{target}: {profile.rows} rows of {entry.name}@{version}, {profile.bins} bins per feature, "
+          f"output {profile.output.kind}{quality}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import write_demo_repository
 
@@ -415,6 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--window-s", type=_window_s, default=10.0,
                        help=f"seconds the figures cover, up to {MAX_WINDOW_S} (default 10)")
     stats.set_defaults(func=_cmd_stats)
+
+    profile = sub.add_parser("profile", help="reference profiles of model versions (drift is measured against them)")
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True)
+    build = profile_sub.add_parser(
+        "build", help="run a model version over reference data and store its profile beside the version")
+    build.add_argument("--model", required=True)
+    build.add_argument("--version", default="", help="default: the latest")
+    build.add_argument("--data", required=True, help=".npy (single-input models), .npz (an array per input "
+                       "name, optionally 'labels') or .csv (the single input's columns)")
+    build.add_argument("--labels", help="labels or targets, one per row (.npy, or text with one per line)")
+    build.add_argument("--label-column", help="the .csv column (header name or number) holding labels")
+    build.add_argument("--bins", type=int, default=10, help="histogram bins per feature (default 10)")
+    build.add_argument("--model-repository", help="default: the bundled demo models")
+    build.set_defaults(func=_cmd_profile_build)
 
     feedback = sub.add_parser("feedback", help="send delayed labels (request_id -> label, class index or target)")
     feedback.add_argument("--file", required=True, help=".csv with a header (request_id and label, class_index "

@@ -1,5 +1,5 @@
 """The CLI's own parts, in-process: reading ``gateway predict --input`` files against a model's
-metadata, the address default and ``--version``. (Commands against a server: tests/e2e/test_cli.py.)"""
+metadata, the address default, ``--version`` and ``gateway profile build``. (Commands against a server: tests/e2e/test_cli.py.)"""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,8 @@ import pytest
 from gateway import cli
 from gateway._proto import gateway_pb2 as pb
 from gateway._version import __version__
+from gateway.cli import main
+from gateway.config.profile import load_profile
 
 META = pb.ModelMetadata(name="mixed", inputs=[
     pb.TensorSpec(name="features", dtype=pb.DATA_TYPE_FLOAT32, shape=[-1, 2]),
@@ -137,3 +139,33 @@ def test_a_feedback_file_that_cannot_be_read_is_named(tmp_path):
     binary.write_bytes(b"\xff\xfe")
     with pytest.raises(cli.LabelFileError, match="not UTF-8"):
         cli._load_labels(binary)
+
+
+def test_profile_build_writes_a_profile_beside_the_version(repo, capsys):
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    rows = "\n".join(",".join(f"{v:.6f}" for v in r) + f",{['approve', 'review', 'decline'][i % 3]}"
+                     for i, r in enumerate(x))
+    (repo / "ref.csv").write_text(",".join(f"f{i}" for i in range(16)) + ",outcome\n" + rows + "\n")
+    assert main(["profile", "build", "--model", "classifier", "--data", str(repo / "ref.csv"),
+                 "--label-column", "outcome", "--bins", "12", "--model-repository", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert f"{repo / 'classifier' / '1' / 'profile.npz'}: 300 rows of classifier@1, 12 bins per feature, " \
+           "output classifier, accuracy " in out
+    profile = load_profile(repo / "classifier" / "1" / "profile.npz")
+    assert profile.rows == 300 and profile.labels_rows == 300 and profile.source_file == "ref.csv"
+    assert profile.inputs["features"].edges.shape == (16, 13) and len(profile.source_sha256) == 64
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--model", "nope", "--data", "x.npy"], "no model 'nope' with a <version>/model.onnx under"),
+    (["--model", "classifier", "--version", "9", "--data", "x.npy"], "has no version '9' (versions: 1)"),
+    (["--model", "classifier", "--data", "absent.npy"], "cannot read"),
+    (["--model", "regressor", "--data", "x.npy"], "16 values a row, the model takes 8"),
+    (["--model", "classifier", "--data", "x.npy", "--bins", "0"], "bins must be in [1, 4096]"),
+])
+def test_profile_build_errors_are_one_line(repo, capsys, argv, what):
+    np.save(repo / "x.npy", np.zeros((10, 16), np.float32))
+    argv = [a if not a.endswith(".npy") else str(repo / a) for a in argv]
+    assert main(["profile", "build", *argv, "--model-repository", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert what in err and err.count("\n") == 1 and not list(repo.glob("*/1/profile.npz"))

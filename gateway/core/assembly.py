@@ -7,6 +7,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from ..config.model import ModelConfig
+from ..config.profile import ReferenceProfile
 from ..policy import faults as fault_injection
 from ..policy.state import ModelPolicy
 from .batching import DynamicBatcher
@@ -51,8 +52,9 @@ class Assembler:
         except ValueError as exc:
             raise InvalidPolicy(str(exc)) from None
 
-    def build(self, model: Runtime, config: ModelConfig) -> ModelVersion:
-        """Everything but the session; starts the version's batcher (call on the event loop)."""
+    def build(self, model: Runtime, config: ModelConfig, *, profile: ReferenceProfile | None = None) -> ModelVersion:
+        """Everything but the session; starts the version's batcher (call on the event loop).
+        ``profile``: the version's reference profile (None: captured from its first rows)."""
         options = self._options
         if options.allow_fault_injection:
             model = fault_injection.FaultyModel(model, fault_injection.FaultInjector(config.faults))
@@ -71,7 +73,8 @@ class Assembler:
                 classes = spec.shape[-1] if spec.shape[-1] > 0 else None
             telemetry_id = self._observers.register(
                 model.name, model.version, inputs={s.name: _features(s.shape) for s in model.inputs},
-                classes=classes, logits=logits, labels=list(labels) or None, input_stats=config.input_stats)
+                classes=classes, logits=logits, labels=list(labels) or None, input_stats=config.input_stats,
+                profile=profile)
             observer = self._observers.batch_observer(telemetry_id, model.classifier_output, logits)
         batching = config.batching
         batcher = DynamicBatcher(

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from ..api import InferRequest, InferResponse, Status
+from ..config.profile import ReferenceProfile
 from .context import Attempt
 
 log = logging.getLogger("gateway.core")
@@ -43,8 +44,10 @@ class ModelObservers(Protocol):
     """Per-model-version hooks a telemetry backend offers when a version is assembled."""
 
     def register(self, name: str, version: str, *, inputs: dict[str, int], classes: int | None,
-                 logits: bool, labels: list[str] | None, input_stats: object) -> int:
-        """Register a version; returns its telemetry id (stamped into its records)."""
+                 logits: bool, labels: list[str] | None, input_stats: object,
+                 profile: ReferenceProfile | None = None) -> int:
+        """Register a version; returns its telemetry id (stamped into its records). With a
+        reference ``profile`` its input statistics bin by the profile's edges."""
         ...
 
     def batch_observer(self, telemetry_id: int, classifier_output: str | None,

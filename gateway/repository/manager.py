@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
 from ..config.model import ModelConfig, load_model_config
+from ..config.profile import ProfileError, ReferenceProfile, load_profile
 from ..config.settings import SettingsError
 from ..core.assembly import Assembler, InvalidPolicy
 from ..core.registry import ModelEntry, ModelRegistry, ModelVersion, version_key
@@ -193,8 +194,11 @@ class RepositoryManager:
         model = await loop.run_in_executor(
             self._loader, OnnxModel, model_dir.model_path(version), model_dir.name, version, config,
             self._default_providers)
+        profile = None
+        if model_dir.versions[version][1] is not None:
+            profile = await loop.run_in_executor(self._loader, _profile_for, model_dir.profile_path(version), model)
         try:
-            return self._assembler.build(model, config)
+            return self._assembler.build(model, config, profile=profile)
         except InvalidPolicy as exc:
             raise ModelLoadError(str(exc)) from None
 
@@ -222,3 +226,31 @@ class RepositoryManager:
             except Exception:  # a bug in one pass must not end polling for good
                 log.exception("repository reload failed; polling goes on")
 
+
+def _profile_for(path: pathlib.Path, model: OnnxModel) -> ReferenceProfile | None:
+    """The version's reference profile, or None when it is unusable: the version serves
+    regardless (monitoring never decides what is served), with a reference captured from its
+    first rows instead, and the reason logged."""
+    try:
+        profile = load_profile(path)
+        for spec in model.inputs:
+            fp = profile.inputs.get(spec.name)
+            if fp is None:
+                raise ProfileError(f"{path}: no statistics of input {spec.name!r}")
+            width = 1
+            for d in spec.shape[1:]:
+                width = width * d if d >= 0 and width >= 0 else -1
+            if width >= 0 and fp.features != width:
+                raise ProfileError(f"{path}: input {spec.name!r} has {fp.features} features in the profile, "
+                                   f"{width} in the model")
+        unknown = sorted(set(profile.inputs) - {s.name for s in model.inputs})
+        if unknown:
+            raise ProfileError(f"{path}: the model has no input {unknown[0][:100]!r}")
+    except ProfileError as exc:
+        log.error("model %s: reference profile rejected, capturing one from its first rows instead: %s",
+                  model.served_by, exc, extra={"event": "model.profile_rejected", "model": model.name,
+                                               "version": model.version})
+        return None
+    log.info("model %s: reference profile of %d rows loaded from %s", model.served_by, profile.rows, path,
+             extra={"event": "model.profile_loaded", "model": model.name, "version": model.version})
+    return profile

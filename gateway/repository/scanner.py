@@ -1,8 +1,11 @@
-"""Reads ``<root>/<model>/<version>/model.onnx`` (+ optional ``<root>/<model>/config.yaml``)."""
+"""Reads ``<root>/<model>/<version>/model.onnx`` (+ optional ``<root>/<model>/config.yaml`` and
+``<root>/<model>/<version>/profile.npz``, the version's reference profile)."""
 from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
+
+from ..config.profile import PROFILE_FILE
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
@@ -21,7 +24,9 @@ class ModelDir:
     name: str
     path: pathlib.Path
     config_fingerprint: tuple[int, int] | None
-    versions: dict[str, tuple[int, int]] = field(default_factory=dict)  # version -> model file fingerprint
+    # version -> fingerprints of its model file and of its profile (None: no profile): a
+    # changed profile reloads the version like a changed model
+    versions: dict[str, tuple[tuple[int, int], tuple[int, int] | None]] = field(default_factory=dict)
 
     @property
     def config_path(self) -> pathlib.Path:
@@ -29,6 +34,9 @@ class ModelDir:
 
     def model_path(self, version: str) -> pathlib.Path:
         return self.path / version / MODEL_FILE
+
+    def profile_path(self, version: str) -> pathlib.Path:
+        return self.path / version / PROFILE_FILE
 
 
 def scan(root: pathlib.Path) -> dict[str, ModelDir]:
@@ -39,6 +47,6 @@ def scan(root: pathlib.Path) -> dict[str, ModelDir]:
         for version_path in sorted(p for p in model_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
             fp = _fingerprint(version_path / MODEL_FILE)
             if fp is not None:
-                entry.versions[version_path.name] = fp
+                entry.versions[version_path.name] = (fp, _fingerprint(version_path / PROFILE_FILE))
         found[entry.name] = entry
     return found

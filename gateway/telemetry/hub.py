@@ -3,6 +3,7 @@ readers, wired together. ``gateway.app`` builds one when ``telemetry.enabled`` (
 there is none, and nothing is recorded)."""
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from ..api import CallTable
 from ..api.stats import MAX_WINDOW_S
+from ..config.profile import ReferenceProfile
 from .aggregator import Aggregator, drain_into
 from .models import BatchStats, InputBinning, ModelTelemetry
 from .readers import ShiftSource, StatsHistory, histogram_points, model_stats
@@ -77,11 +79,21 @@ class Telemetry:
             return model_id
 
     def register(self, name: str, version: str, *, inputs: dict[str, int], classes: int | None,
-                 logits: bool, labels: list[str] | None, input_stats) -> int:
-        """:meth:`register_model` from a model's ``input_stats`` config."""
-        return self.register_model(name, version, inputs=inputs, classifier_classes=classes, logits=logits,
-                                   labels=labels, input_binning=InputBinning(
-                                       input_stats.bins, input_stats.warmup_rows, dict(input_stats.ranges)))
+                 logits: bool, labels: list[str] | None, input_stats, profile: ReferenceProfile | None = None) -> int:
+        """:meth:`register_model` from a model's ``input_stats`` config and reference profile."""
+        edges = {n: fp.edges for n, fp in profile.inputs.items()} if profile is not None else {}
+        ident = ""  # the edges' digest: other edges restart the statistics, the same ones do not
+        if profile is not None:
+            digest = hashlib.sha1(usedforsecurity=False)
+            for n in sorted(edges):
+                digest.update(n.encode() + b"\0" + edges[n].tobytes())
+            ident = digest.hexdigest()
+        model_id = self.register_model(name, version, inputs=inputs, classifier_classes=classes, logits=logits,
+                                       labels=labels, input_binning=InputBinning(
+                                           input_stats.bins, input_stats.warmup_rows, dict(input_stats.ranges),
+                                           edges, ident))
+        self._models[model_id].reference = profile
+        return model_id
 
     def batch_observer(self, telemetry_id: int, classifier_output: str | None, logits: bool) -> BatchStats:
         return BatchStats(self._models[telemetry_id], classifier_output)

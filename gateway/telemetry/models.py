@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import kernels
+from ..config.profile import ReferenceProfile
 from ..api.stats import MAX_WINDOW_S
 
 LATENCY_KINDS = ("e2e", "queue", "compute")
@@ -16,11 +17,16 @@ LATENCY_KINDS = ("e2e", "queue", "compute")
 
 @dataclasses.dataclass(frozen=True)
 class InputBinning:
-    """Histogram bins of a model's input statistics: uniform over ``ranges[input]`` where
-    given, else edges from the quantiles of the first ``warmup_rows`` rows."""
+    """Histogram bins of a model's input statistics: the reference profile's edges where it
+    has the input (``edges[input]``, [features, bins + 1]), else uniform over
+    ``ranges[input]`` where given, else edges from the quantiles of the first ``warmup_rows``
+    rows (the reference is then captured, not given). ``profile`` names the profile the edges
+    came from (two binnings compare equal when all else and it are equal)."""
     bins: int = 10
     warmup_rows: int = 1024
     ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    edges: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, compare=False)
+    profile: str = ""
 
 
 class ModelTelemetry:
@@ -53,10 +59,15 @@ class ModelTelemetry:
         self.outcomes: dict[tuple[int, int], int] = {}
         self.conf_sum = 0.0
         self.conf_n = 0
+        # The version's reference profile (None: captured from its first rows: see InputBinning)
+        self.reference: ReferenceProfile | None = None
 
     def new_feature_stats(self, name: str, width: int) -> kernels.FeatureStats:
         """Statistics of one input of ``width`` features, binned as configured."""
         b = self.binning
+        edges = b.edges.get(name)
+        if edges is not None and edges.shape[0] == width:
+            return kernels.FeatureStats(width, edges=edges, sample_every=self.sample_every)
         value_range = b.ranges.get(name)
         if value_range is not None:
             return kernels.FeatureStats(width, value_range=value_range, n_bins=b.bins,

@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 
 from gateway.api import GatewayError, Status
+from gateway.config.profile import OutputProfile, ReferenceProfile
+from gateway.monitoring.profile import feature_profile
 from gateway.core.assembly import Assembler, AssemblyOptions
 from gateway.core.context import Attempt
 from gateway.core.registry import ModelRegistry
 from gateway.policy.breaker import BreakerState
 from gateway.repository.manager import RepositoryManager
+from gateway.telemetry import Telemetry
 from tests.conftest import save_model
 from tests.core.serving import LABELS, echo, request, rows
 
@@ -40,14 +43,15 @@ def _model(root: pathlib.Path, name: str, version: str = "1", graph=None) -> Non
     save_model(root / name / version / "model.onnx", graph or echo())
 
 
-def manage(tmp_path, body, *, allow_fault_injection=False, on_reloaded=None):
+def manage(tmp_path, body, *, allow_fault_injection=False, on_reloaded=None, observers=None):
     root = tmp_path / "models"
     root.mkdir()
 
     async def main():
         executor = ThreadPoolExecutor(2)
         registry = ModelRegistry()
-        assembler = Assembler(executor, AssemblyOptions(allow_fault_injection=allow_fault_injection))
+        assembler = Assembler(executor, AssemblyOptions(allow_fault_injection=allow_fault_injection),
+                              observers=observers)
         manager = RepositoryManager(root, registry, assembler, default_providers=["cpu"],
                                     allow_fault_injection=allow_fault_injection, on_reloaded=on_reloaded)
         try:
@@ -318,3 +322,69 @@ def test_the_hook_runs_after_every_pass_with_the_registry_updated(tmp_path):
         await manager.reload()
     manage(tmp_path, body, on_reloaded=hook)
     assert seen == [[], ["echo"], []]
+
+
+def _profile(path: pathlib.Path, seed: int = 0) -> ReferenceProfile:
+    x = np.random.default_rng(seed).normal(size=(500, 3))
+    profile = ReferenceProfile(model="echo", version="1", rows=500, inputs={"features": feature_profile(x, 6)},
+                               output=OutputProfile("classifier", "probabilities",
+                                                    class_counts=np.array([200, 200, 100]),
+                                                    top1_histogram=np.zeros(20, np.int64)))
+    profile.save(path)
+    return profile
+
+
+def test_a_profile_beside_a_version_bins_its_input_statistics_and_follows_the_file(tmp_path, caplog):
+    telemetry = Telemetry()
+
+    def stats(mv):
+        st = telemetry.model(mv.telemetry_id)
+        return st, st.features["features"]
+
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        given = _profile(root / "echo" / "1" / "profile.npz")
+        with caplog.at_level(logging.INFO, logger="gateway.repository"):
+            await manager.reload()
+            st, fs = stats(registry.resolve("echo"))
+            assert st.reference is not None and st.reference.rows == 500
+            assert np.array_equal(fs.edges, given.inputs["features"].edges)        # binned by the profile
+            assert "model echo@1: reference profile of 500 rows loaded" in caplog.text
+
+            before = registry.resolve("echo")
+            other = _profile(root / "echo" / "1" / "profile.npz", seed=1)           # changed: reloaded
+            os.utime(root / "echo" / "1" / "profile.npz", ns=(1, 10**18))
+            await manager.reload()
+            assert registry.resolve("echo") is not before
+            st, fs = stats(registry.resolve("echo"))
+            assert np.array_equal(fs.edges, other.inputs["features"].edges)
+
+            (root / "echo" / "1" / "profile.npz").write_bytes(b"garbage")           # unusable: still serving
+            await manager.reload()
+            await manager.reload()
+            st, fs = stats(registry.resolve("echo"))
+            assert st.reference is None and fs.edges is None                         # captured from first rows
+            assert not registry.get("echo").errors
+            assert np.allclose((await _infer(registry)).outputs["probabilities"], [[0.1, 0.7, 0.2]])
+            rejected = [r for r in caplog.records if "reference profile rejected" in r.getMessage()]
+            assert len(rejected) == 1 and "not a profile archive" in rejected[0].getMessage()
+
+            (root / "echo" / "1" / "profile.npz").unlink()
+            await manager.reload()
+            assert stats(registry.resolve("echo"))[0].reference is None
+    manage(tmp_path, body, observers=telemetry)
+
+
+def test_a_profile_that_does_not_fit_the_model_is_rejected(tmp_path, caplog):
+    telemetry = Telemetry()
+
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        x = np.random.default_rng(0).normal(size=(50, 4))                          # 4 features, the model 3
+        ReferenceProfile(model="echo", version="1", rows=50, inputs={"features": feature_profile(x, 4)},
+                         output=OutputProfile("none")).save(root / "echo" / "1" / "profile.npz")
+        with caplog.at_level(logging.INFO, logger="gateway.repository"):
+            await manager.reload()
+        assert telemetry.model(registry.resolve("echo").telemetry_id).reference is None
+        assert "input 'features' has 4 features in the profile, 3 in the model" in caplog.text
+    manage(tmp_path, body, observers=telemetry)

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from gateway.config.profile import PROFILE_FILE
 from gateway.repository.scanner import CONFIG_FILE, MODEL_FILE, scan
 
 
@@ -27,7 +28,7 @@ def test_models_versions_and_configs_are_found_and_the_rest_ignored(tmp_path):
     assert list(found) == ["a", "b", "empty"]
     b = found["b"]
     assert (b.name, b.path) == ("b", tmp_path / "b") and sorted(b.versions) == ["1", "10"]
-    assert b.versions["10"][1] == 2                           # (mtime_ns, size)
+    assert b.versions["10"][0][1] == 2 and b.versions["10"][1] is None   # ((mtime_ns, size), no profile)
     assert b.config_fingerprint is not None and found["a"].config_fingerprint is None
     assert b.config_path == tmp_path / "b" / CONFIG_FILE and b.model_path("10") == tmp_path / "b" / "10" / MODEL_FILE
     assert found["empty"].versions == {}
@@ -41,7 +42,10 @@ def test_a_rewritten_file_changes_its_fingerprint(tmp_path):
     stat = model.stat()
     os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     after = scan(tmp_path)["m"].versions["1"]
-    assert after != before and after[1] == 5
+    assert after != before and after[0][1] == 5
+    _touch(tmp_path / "m" / "1" / PROFILE_FILE, b"1234567")      # a profile beside it: a change too
+    with_profile = scan(tmp_path)["m"].versions["1"]
+    assert with_profile[0] == after[0] and with_profile[1][1] == 7
 
 
 def test_a_missing_root_raises(tmp_path):
