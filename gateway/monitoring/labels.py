@@ -18,7 +18,8 @@ predicted class index (classifiers) or value (regressors) and when it was made â
 Late and duplicate after eviction are told from unknown by a second bounded memory: each id
 that leaves the store leaves behind its 64-bit ``hash()`` (of this process) mapped to a small
 int (its version's slot and whether it had been joined), for the last ``forget_after`` evicted
-ids (default: ``capacity``). A label whose id hashes like a forgotten one that was never
+evictions (default: ``capacity``; an id evicted again is remembered until its last eviction
+leaves). A label whose id hashes like a forgotten one that was never
 captured would be called late instead of unknown: with 64-bit hashes, about one in 10^13 per
 label at a million remembered ids.
 
@@ -188,6 +189,7 @@ class PredictionStore:
         self._order: deque[str] = deque()
         self._gone: dict[int, int] = {}          # hash(id) -> version slot * 2 + joined
         self._gone_order: deque[int] = deque()
+        self._gone_copies: dict[int, int] = {}  # hashes in the order more than once (reused ids only)
         self._versions: dict[tuple[str, str], _Version] = {}
         self._slots: list[_Version] = []
         self.unknown = 0
@@ -254,12 +256,20 @@ class PredictionStore:
         slot, _, _, joined = self._entries.pop(request_id)
         if self.forget_after:
             h = hash(request_id)
-            self._gone[h] = slot * 2 + joined
+            gone = self._gone
+            if h in gone:  # an id captured again after it left, and left again: a second copy in the order
+                self._gone_copies[h] = self._gone_copies.get(h, 1) + 1
+            gone[h] = slot * 2 + joined
             self._gone_order.append(h)
             if len(self._gone_order) > self.forget_after:
                 old = self._gone_order.popleft()
-                if old != h:  # (an id evicted twice keeps its latest)
-                    self._gone.pop(old, None)
+                copies = self._gone_copies.get(old)
+                if copies is None:
+                    del gone[old]
+                elif copies == 2:
+                    del self._gone_copies[old]
+                else:
+                    self._gone_copies[old] = copies - 1
 
     # -- labels ---------------------------------------------------------------------------
     def join(self, label: FeedbackLabel, *, now: float | None = None) -> Outcome:

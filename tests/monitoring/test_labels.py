@@ -237,3 +237,76 @@ def test_bad_sizes_are_refused():
         PredictionStore(capacity=0, ttl_s=1.0)
     with pytest.raises(ValueError):
         PredictionStore(capacity=1, ttl_s=math.nan)
+
+
+class NaiveStore:
+    """The store's rules written the slow, obvious way (lists, scans) to check the O(1) one."""
+
+    def __init__(self, capacity, ttl_s, forget_after):
+        self.capacity, self.ttl_s, self.forget_after = capacity, ttl_s, forget_after
+        self.live = []   # [id, t, joined], oldest first
+        self.evictions = []  # ids as they were evicted, oldest first: the last forget_after
+        self.gone = {}   # id -> joined, while one of its evictions is among those
+
+    def _evict_one(self):
+        rid, _, joined = self.live.pop(0)
+        if not self.forget_after:
+            return
+        self.evictions.append(rid)
+        self.gone[rid] = joined
+        if len(self.evictions) > self.forget_after:
+            old = self.evictions.pop(0)
+            if old not in self.evictions:
+                del self.gone[old]
+
+    def _expire(self, now):
+        while self.live and self.live[0][1] <= now - self.ttl_s:
+            self._evict_one()
+
+    def put(self, rid, now):
+        self._expire(now)
+        if any(e[0] == rid for e in self.live):
+            return False
+        self.live.append([rid, now, False])
+        if len(self.live) > self.capacity:
+            self._evict_one()
+        return True
+
+    def join(self, rid, now):
+        self._expire(now)
+        for e in self.live:
+            if e[0] == rid:
+                if e[2]:
+                    return Outcome.DUPLICATE
+                e[2] = True
+                return Outcome.JOINED
+        if rid in self.gone:
+            if self.gone[rid]:
+                return Outcome.DUPLICATE
+            self.gone[rid] = True
+            return Outcome.LATE
+        return Outcome.UNKNOWN
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OPS = st.lists(st.tuples(st.sampled_from(["put", "join", "wait"]), st.integers(0, 15)), max_size=150)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_OPS, capacity=st.integers(1, 6), forget_after=st.integers(0, 6))
+def test_outcomes_follow_the_rules_whatever_the_order(ops, capacity, forget_after):
+    clock = Clock()
+    store = PredictionStore(capacity=capacity, ttl_s=5.0, forget_after=forget_after, clock=clock)
+    naive = NaiveStore(capacity, 5.0, forget_after)
+    for op, n in ops:
+        rid = f"r{n}"
+        if op == "put":
+            assert store.put_value(rid, "reg", "1", 1.0) == naive.put(rid, clock.t)
+        elif op == "join":
+            assert store.join(FeedbackLabel(rid, target=1.0)) is naive.join(rid, clock.t)
+        else:
+            clock.t += n / 3
+        assert len(store) == len(naive.live) <= capacity
+        assert len(store._gone_copies) <= len(store._gone) <= len(store._gone_order) <= forget_after
