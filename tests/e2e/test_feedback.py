@@ -69,7 +69,8 @@ def test_quality_from_delayed_labels_equals_sklearn(make_gateway, demo_models, c
     joined = clf_ids[40:]
     y_true = [truth[rid] for rid in joined]
     y_pred = [predicted[rid] for rid in joined]
-    assert (q.kind, q.predictions, q.joined, q.late, q.invalid) == ("classifier", 340, 300, 40, 2)  # (c102: no truth, not looked up)
+    # (c102's label has no truth: invalid before any lookup, so no version's)
+    assert (q.kind, q.predictions, q.joined, q.late, q.invalid) == ("classifier", 340, 300, 40, 2)
     assert q.duplicate == sum(1 for lab in duplicates if lab.request_id.startswith("c"))
     assert q.join_rate == pytest.approx(300 / 340) and q.window == 300
     assert q.accuracy == pytest.approx(accuracy_score(y_true, y_pred))
