@@ -1,0 +1,199 @@
+"""Where drift is decided: which recent window of each model version is compared with which
+reference, on the telemetry aggregator's thread (never the request path).
+
+For every registered version :class:`DriftMonitor` keeps, per input, the per-feature
+histograms' recent windows (:class:`~gateway.monitoring.drift.HistogramWindows` over the
+cumulative state of the native input statistics), and likewise for a classifier's predicted
+class counts and top-1 probability histogram. The reference is the version's profile where it
+has one (``given``: the live statistics bin by its edges) or else what the first rows showed
+(``captured``: the input histograms when the statistics' warm-up froze their edges, the
+predicted classes and confidence of the first ``capture_rows`` rows). Each
+``every_s`` it grades the last ``window_s`` seconds (and, where ``window_rows`` is set and
+more recent, the last ``window_rows`` rows) against the reference with PSI, JS distance and
+binned KS (:func:`~gateway.monitoring.drift.feature_drift`); a window of fewer than
+``min_window_rows`` rows is not graded (by chance alone, the KS statistic of 200 rows
+against a large reference passes 0.115 one time in a hundred).
+
+Memory: per version and input, one reference ``[features, bins + 2]`` int64 and at most
+``max_snapshots + 1`` snapshots of the same size (:class:`HistogramWindows`' bound: 16
+features of 10 bins, 600 snapshots, about 0.9 MiB), plus the same for class counts and the
+20-bin confidence histogram.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from ..telemetry.models import ModelTelemetry
+from .drift import DEFAULT_THRESHOLDS, DriftThresholds, FeatureDrift, HistogramWindows, Window, feature_drift
+
+Source = Literal["given", "captured", "capturing"]
+
+
+@dataclass(frozen=True)
+class InputDrift:
+    """One input's features graded against the reference over ``window``."""
+    input: str
+    features: list[FeatureDrift]
+
+
+@dataclass(frozen=True)
+class VersionDrift:
+    """What the monitor last decided for one version (plain values: readers copy nothing)."""
+    model: str
+    version: str
+    source: Source                       # where the reference came from
+    reference_rows: int                  # rows the input reference holds (0 while capturing)
+    window_rows: int                     # rows in the window graded
+    window_s: float                      # its length
+    inputs: list[InputDrift] = field(default_factory=list)
+    predicted_class: FeatureDrift | None = None
+    confidence: FeatureDrift | None = None
+
+    def worst(self, n: int) -> list[tuple[str, FeatureDrift]]:
+        """The ``n`` features with the highest PSI (NaN last), as (input, drift)."""
+        rows = [(d.input, f) for d in self.inputs for f in d.features]
+        rows.sort(key=lambda r: -r[1].psi if r[1].psi == r[1].psi else float("inf"))
+        return rows[:n]
+
+
+class _Tracked:
+    """The windows of one histogram and the reference they are graded against."""
+
+    __slots__ = ("stats", "windows", "reference", "source")
+
+    def __init__(self, stats: object, windows: HistogramWindows) -> None:
+        self.stats = stats                      # the kernel object the state comes from
+        self.windows = windows
+        self.reference: np.ndarray | None = None
+        self.source: Source = "capturing"
+
+
+class DriftMonitor:
+    def __init__(self, *, window_s: float = 60.0, window_rows: int = 0, min_window_rows: int = 200,
+                 every_s: float = 1.0, capture_rows: int = 1024, thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
+                 max_snapshots: int = 600) -> None:
+        if not window_s > 0:
+            raise ValueError("window_s must be > 0")
+        self.window_s = window_s
+        self.window_rows = window_rows
+        self.min_window_rows = min_window_rows
+        self.every_ns = int(every_s * 1e9)
+        self.capture_rows = capture_rows
+        self.thresholds = thresholds
+        self.max_snapshots = max_snapshots
+        # how often a window start is kept: enough for window_s in max_snapshots
+        self._min_interval_s = min(1.0, window_s / 8)
+        self._tracked: dict[tuple[int, str], _Tracked] = {}
+        self._results: dict[int, VersionDrift] = {}
+        self._lock = threading.Lock()
+        self._last_ns: int | None = None
+        self.ticks = 0
+
+    # -- the aggregator's thread ------------------------------------------------------------
+    def tick(self, models: Sequence[ModelTelemetry], now_ns: int) -> None:
+        if self._last_ns is not None and now_ns - self._last_ns < self.every_ns:
+            return
+        self._last_ns = now_ns
+        self.ticks += 1
+        results = {}
+        for st in models:
+            if not st.model:  # id 0: requests that named no version
+                continue
+            results[st.model_id] = self._version(st, now_ns)
+        with self._lock:
+            self._results = results
+
+    def _track(self, key: tuple[int, str], stats: object) -> _Tracked:
+        tr = self._tracked.get(key)
+        if tr is None or tr.stats is not stats:   # new, or the statistics were restarted
+            tr = self._tracked[key] = _Tracked(stats, HistogramWindows(self.max_snapshots, self._min_interval_s))
+        return tr
+
+    def _grade(self, tr: _Tracked, now_ns: int, counts: np.ndarray, rows: int,
+               edges: np.ndarray | None = None) -> tuple[list[FeatureDrift], Window | None]:
+        if tr.windows.add(now_ns, rows, counts, edges):
+            tr.reference, tr.source = None, "capturing"  # (a reset the stats object did not show)
+        if tr.reference is None:
+            return [], None
+        window = tr.windows.by_time(self.window_s)
+        if self.window_rows:
+            by_rows = tr.windows.by_rows(self.window_rows)
+            if by_rows is not None and (window is None or by_rows.start_t_ns > window.start_t_ns):
+                window = by_rows
+        if window is None or window.rows < self.min_window_rows:
+            return [], None
+        return feature_drift(tr.reference, window.counts, self.thresholds), window
+
+    def _version(self, st: ModelTelemetry, now_ns: int) -> VersionDrift:
+        profile = st.reference
+        inputs: list[InputDrift] = []
+        sources: set[Source] = set()
+        reference_rows = 0
+        window_rows = 0
+        window_s = 0.0
+        with st.feature_lock:
+            states = {name: (fs, fs.state()) for name, fs in st.features.items()}
+            conf = st.confidence
+            conf_state = conf.state() if conf is not None else None
+        for name, (fs, state) in states.items():
+            tr = self._track((st.model_id, name), fs)
+            edges = state["edges"]
+            hist = state["histogram"]
+            if edges is None:           # still warming up: no bins yet
+                sources.add("capturing")
+                continue
+            if tr.reference is None:
+                given = profile.inputs.get(name) if profile is not None else None
+                if given is not None and given.edges.shape == edges.shape and np.array_equal(given.edges, edges):
+                    tr.reference, tr.source = given.histogram.astype(np.int64), "given"
+                else:           # the rows the warm-up froze the edges on (windows start after them)
+                    tr.reference, tr.source = hist.astype(np.int64, copy=True), "captured"
+                    tr.windows.clear()
+            sources.add(tr.source)
+            reference_rows = max(reference_rows, int(tr.reference.sum(axis=1).max(initial=0)))
+            graded, window = self._grade(tr, now_ns, hist, int(hist.sum(axis=1).max(initial=0)), edges)
+            if window is not None:
+                window_rows = max(window_rows, window.rows)
+                window_s = max(window_s, window.duration_s)
+                inputs.append(InputDrift(name, graded))
+        predicted = confidence = None
+        if conf is not None and conf_state is not None:
+            rows = int(conf_state["rows"]) - int(conf_state["invalid_rows"])
+            predicted = self._output(st, ("classes", conf), conf_state["class_counts"], rows, now_ns,
+                                     profile.output.class_counts if profile is not None else None)
+            confidence = self._output(st, ("top1", conf), conf_state["top1_hist"], rows, now_ns,
+                                      profile.output.top1_histogram if profile is not None else None)
+        if not sources:
+            sources.add("given" if profile is not None else "capturing")
+        source: Source = "given" if sources == {"given"} else ("capturing" if "capturing" in sources else "captured")
+        return VersionDrift(st.model, st.version, source, reference_rows, window_rows, window_s, inputs,
+                            predicted, confidence)
+
+    def _output(self, st: ModelTelemetry, what: tuple[str, object], counts: np.ndarray, rows: int, now_ns: int,
+                given: np.ndarray | None) -> FeatureDrift | None:
+        tr = self._track((st.model_id, what[0]), what[1])
+        counts = counts.reshape(1, -1)
+        if tr.reference is None:
+            if given is not None and given.size == counts.size:
+                tr.reference, tr.source = given.astype(np.int64).reshape(1, -1), "given"
+            elif rows >= self.capture_rows:
+                tr.reference, tr.source = counts.astype(np.int64, copy=True), "captured"
+                tr.windows.clear()
+            else:
+                return None
+        graded, _ = self._grade(tr, now_ns, counts, rows)
+        return graded[0] if graded else None
+
+    # -- readers ----------------------------------------------------------------------------
+    def drift(self, telemetry_id: int) -> VersionDrift | None:
+        with self._lock:
+            return self._results.get(telemetry_id)
+
+    def all(self) -> list[VersionDrift]:
+        with self._lock:
+            return list(self._results.values())

@@ -1,0 +1,102 @@
+"""The drift monitor on the real telemetry state: rows fed through the native input statistics
+as executed batches are, the aggregator's ticks simulated with explicit times."""
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.config.profile import OutputProfile, ReferenceProfile
+from gateway.monitoring.monitor import DriftMonitor
+from gateway.monitoring.profile import feature_profile
+from gateway.telemetry import Telemetry
+
+S = 1_000_000_000
+
+
+class Stream:
+    """Rows into one registered version and the monitor's ticks, one simulated second apart."""
+
+    def __init__(self, monitor: DriftMonitor, *, profile: ReferenceProfile | None = None, classes: int | None = None):
+        self.hub = Telemetry()
+        self.monitor = monitor
+        self.id = self.hub.register("m", "1", inputs={"features": 16}, classes=classes, logits=False, labels=None,
+                                    input_stats=_InputStats(), profile=profile)
+        self.st = self.hub.model(self.id)
+        self.t_ns = 10 * S
+        self.rng = np.random.default_rng(7)
+
+    def seconds(self, n: int, rows_per_s: int, shift: float = 0.0, feature: int = 3) -> None:
+        for _ in range(n):
+            x = self.rng.normal(size=(rows_per_s, 16))
+            x[:, feature] += shift
+            self.st.observe_inputs("features", x)
+            if self.st.confidence is not None:
+                scores = np.abs(self.rng.normal(size=(rows_per_s, 3))) + np.array([1.0, 0.5 + shift, 0.2])
+                self.st.observe_scores(scores / scores.sum(1, keepdims=True))
+            self.t_ns += S
+            self.monitor.tick(self.hub.models(), self.t_ns)
+
+    @property
+    def drift(self):
+        return self.monitor.drift(self.id)
+
+
+class _InputStats:
+    bins = 10
+    warmup_rows = 1024
+    ranges: dict = {}
+
+
+def _grades(d) -> dict[int, str]:
+    return {f.feature: f.grade for f in d.inputs[0].features}
+
+
+def test_a_captured_reference_then_a_half_sigma_shift_in_one_of_16_features_alerts_on_that_one_only():
+    s = Stream(DriftMonitor(window_s=30.0))
+    s.seconds(1, 500)
+    assert s.drift.source == "capturing" and not s.drift.inputs        # warming up: no edges yet
+    s.seconds(40, 100)
+    d = s.drift
+    assert d.source == "captured" and d.reference_rows >= 1024
+    assert 3000 <= d.window_rows <= 3200 and 30 <= d.window_s < 32
+    assert set(_grades(d).values()) == {"ok"}, _grades(d)
+    s.seconds(31, 100, shift=0.5)                                         # one window of shifted rows
+    grades = _grades(s.drift)
+    assert grades.pop(3) == "alert" and set(grades.values()) == {"ok"}, grades
+    f3 = s.drift.inputs[0].features[3]
+    assert f3.psi >= 0.25 and f3.ks >= 0.15 and max(s.drift.worst(1))[1].feature == 3
+
+
+def test_a_given_profile_is_the_reference_from_the_first_row():
+    ref = np.random.default_rng(1).normal(size=(20_000, 16))
+    profile = ReferenceProfile("m", "1", 20_000, {"features": feature_profile(ref, 10)}, OutputProfile("none"))
+    s = Stream(DriftMonitor(window_s=10.0), profile=profile)
+    assert np.array_equal(s.st.features["features"].edges, profile.inputs["features"].edges)
+    s.seconds(11, 100)
+    d = s.drift
+    assert d.source == "given" and d.reference_rows == 20_000 and set(_grades(d).values()) == {"ok"}
+    s.seconds(11, 100, shift=-0.6, feature=9)
+    grades = _grades(s.drift)
+    assert grades.pop(9) == "alert" and set(grades.values()) <= {"ok", "warn"}
+
+
+def test_predicted_classes_and_confidence_drift_for_a_classifier():
+    s = Stream(DriftMonitor(window_s=10.0, capture_rows=1000), classes=3)
+    s.seconds(25, 100)
+    d = s.drift
+    assert d.predicted_class is not None and d.predicted_class.grade == "ok"
+    assert d.confidence is not None and d.confidence.grade == "ok"
+    s.seconds(11, 100, shift=1.0)                                         # class 1 wins more often now
+    assert s.drift.predicted_class.grade == "alert" and s.drift.confidence.psi > 2 * d.confidence.psi
+
+
+def test_too_few_rows_are_not_graded_and_a_restart_captures_again():
+    s = Stream(DriftMonitor(window_s=10.0, min_window_rows=200))
+    s.seconds(25, 100)
+    assert s.drift.inputs
+    s2 = Stream(DriftMonitor(window_s=10.0, min_window_rows=200))
+    s2.seconds(25, 100)
+    s2.seconds(11, 10)                                                    # 110 rows in the last 10 s
+    assert not s2.drift.inputs
+    s.st.rebin(s.st.binning)                                              # the statistics restarted
+    s.seconds(1, 100)
+    assert s.drift.source == "capturing"
