@@ -27,6 +27,7 @@ from .core.registry import ModelRegistry
 from .logs import AccessLog, FallbackEventLog
 from .memory import MemoryReturn, set_mmap_threshold
 from .monitoring import MeanShift
+from .monitoring.monitor import DriftMonitor
 from .monitoring.capture import PredictionCapture
 from .monitoring.labels import PredictionStore
 from .repository.manager import RepositoryManager
@@ -55,11 +56,13 @@ class GatewayServer:
             self.repository = demo_repository()
         self.calls = CallTable()
         self.shifts = MeanShift()
+        self.drift = DriftMonitor(window_s=s.telemetry.drift_window_s, window_rows=s.telemetry.drift_window_rows,
+                                  min_window_rows=s.telemetry.drift_min_window_rows)
         t = s.telemetry
         self.telemetry = Telemetry(
             ring_capacity=t.ring_capacity, histogram_max_buckets=t.histogram_max_buckets,
             input_stats_sample_every=t.input_stats_sample_every, aggregate_interval_s=t.aggregate_interval_s,
-            calls=self.calls, periodic=(self.shifts.tick,)) if t.enabled else None
+            calls=self.calls, periodic=(self.shifts.tick, self.drift.tick)) if t.enabled else None
         self.registry = ModelRegistry()
         self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx")
 
@@ -106,7 +109,8 @@ class GatewayServer:
                                       max_features=t.export_max_features, dropped=dropped,
                                       sampler=sampler_in_force,
                                       quality=self.predictions.quality if self.predictions is not None else None,
-                                      feedback_unknown=self._feedback_unknown)
+                                      feedback_unknown=self._feedback_unknown,
+                                      drift=self.drift.all if self.telemetry is not None else None)
         assembler = Assembler(self.executor, AssemblyOptions(
             batching=s.batching, inline_execution_below_us=s.inline_execution_below_us,
             allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)
@@ -131,6 +135,8 @@ class GatewayServer:
         telemetry = self.telemetry
         assert telemetry is not None  # (the data plane gets this only with telemetry on)
         models = telemetry.snapshot(window_s, shifts=self.shifts.top_shifts)
+        drift = self.drift.snapshots()
+        models = [dataclasses.replace(m, drift=drift.get((m.model, m.version))) for m in models]
         store = self.predictions
         if store is None:
             return Statistics(models, telemetry.ring_drops)

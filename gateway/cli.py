@@ -352,11 +352,30 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         for f in m.top_shifts:
             print(f"    input {f.input}[{f.feature}]: mean {f.mean:.4g} std {f.std:.4g} "
                   f"shift {f.shift_score:+.2f} sd, NaN {f.nan_count}")
+        if m.HasField("drift"):
+            print(_drift_line(m.drift))
+            for f in m.drift.features:
+                if f.grade in ("warn", "alert"):
+                    print(f"      {f.grade:<5} input {f.input}[{f.feature}]: PSI {f.psi:.3f} JS {f.js:.3f} "
+                          f"KS {f.ks:.3f} (+{f.ks_error:.3f})")
         if m.HasField("quality"):
             print(_quality_line(m.quality))
     if stats.feedback_unknown:
         print(f"# feedback labels naming no answer kept (unknown): {stats.feedback_unknown}")
     return 0
+
+
+def _drift_line(d) -> str:
+    """One version's drift against its reference, in one line."""
+    head = f"    drift vs {d.reference} reference ({d.reference_rows} rows)"
+    if not d.window_rows:
+        return f"{head}: no window graded yet"
+    line = (f"{head}, last {d.window_rows} rows / {d.window_s:.0f} s: features alert {d.features_alert}, "
+            f"warn {d.features_warn}, ok {d.features_ok}")
+    for name, m in (("predicted class", d.predicted_class), ("confidence", d.confidence)):
+        if m.window_rows:
+            line += f"; {name} {m.grade} (PSI {m.psi:.3f})"
+    return line
 
 
 def _quality_line(q) -> str:

@@ -46,6 +46,43 @@ class ModelStatsSnapshot:
     mean_confidence: float
     top_shifts: list[FeatureShift]
     quality: QualitySnapshot | None = None  # from delayed labels (Feedback), where monitoring is on
+    drift: DriftSnapshot | None = None      # against the reference, where telemetry is on
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftMeasure:
+    """One feature's (or the predicted class's, or the confidence's) drift over the window:
+    PSI, JS distance (base 2), binned KS with its error bound (the raw KS lies in
+    ``[ks, ks + ks_error]``) and the worst of their grades ("ok", "warn", "alert", "unknown")."""
+
+    input: str            # the input's name; "" for an output distribution
+    feature: int
+    psi: float
+    js: float
+    ks: float
+    ks_error: float
+    grade: str
+    window_rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftSnapshot:
+    """A version's drift against its reference (:mod:`gateway.monitoring.monitor`)."""
+
+    reference: str        # "given" (the version's profile), "captured" (its first rows), "capturing"
+    reference_rows: int
+    window_rows: int
+    window_s: float
+    features: tuple[DriftMeasure, ...]  # the highest PSI first, at most DRIFT_TOP
+    features_alert: int
+    features_warn: int
+    features_ok: int
+    predicted_class: DriftMeasure | None = None
+    confidence: DriftMeasure | None = None
+
+
+DRIFT_TOP = 10
+"""Features a drift snapshot lists (the highest PSI first); the counts cover all."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,12 @@ class TelemetrySettings(BaseModel):
     """Per input, how many features' statistics are exported as metrics (the first N)."""
     span_queue: int = Field(2048, ge=16, le=1 << 20)
     """Sampled requests waiting for span export; beyond it spans are dropped and counted."""
+    drift_window_s: float = Field(60.0, gt=0, le=3600)
+    """Drift is graded over the last this many seconds of each version's rows."""
+    drift_window_rows: int = Field(0, ge=0, le=100_000_000)
+    """And over the last this many rows where those are more recent (0: by time only)."""
+    drift_min_window_rows: int = Field(200, ge=1, le=100_000_000)
+    """A window of fewer rows is not graded."""
 
 
 class GatewaySettings(BaseSettings):

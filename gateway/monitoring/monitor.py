@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..api.stats import DRIFT_TOP, DriftMeasure, DriftSnapshot
 from ..telemetry.models import ModelTelemetry
 from .drift import DEFAULT_THRESHOLDS, DriftThresholds, FeatureDrift, HistogramWindows, Window, feature_drift
 
@@ -59,6 +60,19 @@ class VersionDrift:
         rows = [(d.input, f) for d in self.inputs for f in d.features]
         rows.sort(key=lambda r: -r[1].psi if r[1].psi == r[1].psi else float("inf"))
         return rows[:n]
+
+    def snapshot(self, top: int = DRIFT_TOP) -> DriftSnapshot:
+        grades = [f.grade for d in self.inputs for f in d.features]
+        return DriftSnapshot(
+            self.source, self.reference_rows, self.window_rows, self.window_s,
+            tuple(_measure(name, f) for name, f in self.worst(top)),
+            grades.count("alert"), grades.count("warn"), grades.count("ok"),
+            _measure("", self.predicted_class) if self.predicted_class is not None else None,
+            _measure("", self.confidence) if self.confidence is not None else None)
+
+
+def _measure(name: str, f: FeatureDrift) -> DriftMeasure:
+    return DriftMeasure(name, f.feature, f.psi, f.js, f.ks, f.ks_error, f.grade, f.window_rows)
 
 
 class _Tracked:
@@ -197,3 +211,7 @@ class DriftMonitor:
     def all(self) -> list[VersionDrift]:
         with self._lock:
             return list(self._results.values())
+
+    def snapshots(self) -> dict[tuple[str, str], DriftSnapshot]:
+        """Every version's drift as ``GetStats`` reports it, by (model, version)."""
+        return {(d.model, d.version): d.snapshot() for d in self.all()}

@@ -28,7 +28,7 @@ from ..._proto import gateway_pb2 as pb
 from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
 from ...api import dims, dtype_name, invalid, quote
 from ...api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult
-from ...api.stats import QualitySnapshot
+from ...api.stats import DriftMeasure, DriftSnapshot, QualitySnapshot
 from .dtypes import NUMPY_TO_WIRE, WIRE_TO_NUMPY
 
 
@@ -334,9 +334,24 @@ def stats_response(stats) -> pb.StatsResponse:
         mean_confidence=s.mean_confidence,
         top_shifts=[pb.FeatureShift(input=f.input, feature=f.feature, mean=f.mean, std=f.std,
                                     shift_score=f.shift_score, nan_count=f.nan_count) for f in s.top_shifts],
-        quality=_quality(s.quality) if s.quality is not None else None)
+        quality=_quality(s.quality) if s.quality is not None else None,
+        drift=_drift(s.drift) if s.drift is not None else None)
         for s in stats.models]
     return pb.StatsResponse(models=models, ring_drops=stats.ring_drops, feedback_unknown=stats.feedback_unknown)
+
+
+def _measure(m: DriftMeasure) -> pb.DriftMeasure:
+    return pb.DriftMeasure(input=m.input, feature=m.feature, psi=m.psi, js=m.js, ks=m.ks, ks_error=m.ks_error,
+                           grade=m.grade, window_rows=m.window_rows)
+
+
+def _drift(d: DriftSnapshot) -> pb.Drift:
+    return pb.Drift(
+        reference=d.reference, reference_rows=d.reference_rows, window_rows=d.window_rows, window_s=d.window_s,
+        features=[_measure(m) for m in d.features], features_alert=d.features_alert,
+        features_warn=d.features_warn, features_ok=d.features_ok,
+        predicted_class=_measure(d.predicted_class) if d.predicted_class is not None else None,
+        confidence=_measure(d.confidence) if d.confidence is not None else None)
 
 
 def _quality(q: QualitySnapshot) -> pb.Quality:

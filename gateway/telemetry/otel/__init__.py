@@ -54,14 +54,16 @@ class TelemetryExport:
     since the data plane it observes is built after it). ``dropped`` counts what the export
     path dropped, per signal, shared with ``spans``; ``sampler`` describes the head sampler in
     force for the start line. ``quality`` (a callable returning the prediction store's
-    :class:`~gateway.api.stats.QualitySnapshot` per version) and ``feedback_unknown`` export online quality."""
+    :class:`~gateway.api.stats.QualitySnapshot` per version) and ``feedback_unknown`` export online quality;
+    ``drift`` (the drift monitor's per-version results) exports drift."""
 
     def __init__(self, telemetry, *, config: ExportConfig, resource, metric_exporter=None, spans=None,
                  dataplane=None, max_features: int = 32, dropped: dict[str, int] | None = None,
-                 sampler: str | None = None, quality=None, feedback_unknown=None) -> None:
+                 sampler: str | None = None, quality=None, feedback_unknown=None, drift=None) -> None:
         from .metrics import MetricsPipeline
         from .system import (register_gateway_instruments, register_gpu_instruments,
-                             register_process_instruments, register_quality_instruments)
+                             register_drift_instruments, register_process_instruments,
+                             register_quality_instruments)
 
         self.config = cfg = config
         self.resource = resource
@@ -74,6 +76,8 @@ class TelemetryExport:
                 register_gateway_instruments(meter, dataplane)
             if quality is not None:
                 register_quality_instruments(meter, quality, feedback_unknown or (lambda: 0))
+            if drift is not None:
+                register_drift_instruments(meter, drift, max_features)
             register_process_instruments(meter)
             register_gpu_instruments(meter)
 

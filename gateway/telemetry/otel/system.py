@@ -1,5 +1,5 @@
 """SDK observable instruments: in-flight requests, queue depth, online quality from delayed labels,
-process CPU/memory, GPU (NVML).
+drift against the reference, process CPU/memory, GPU (NVML).
 
 Callbacks run only when a reader collects (on the export thread or a ``/metrics`` scrape),
 never on the request path.
@@ -114,6 +114,50 @@ def register_quality_instruments(meter: Meter, quality: Callable[[], Mapping[tup
     meter.create_observable_counter(
         "gateway.feedback.unknown", [lambda _: [Observation(unknown())]], unit="{label}",
         description="Feedback labels naming no answer kept.")
+
+
+def register_drift_instruments(meter: Meter, drift: Callable[[], list], max_features: int) -> None:
+    """Drift against the reference per model version (``drift``: the drift monitor's
+    :class:`~gateway.monitoring.monitor.VersionDrift` list): PSI, JS distance and binned KS of
+    the first ``max_features`` features of each input (a stable set of series) and of a
+    classifier's predicted class and confidence, and the features at each grade."""
+    def attrs(d) -> dict:
+        return {"gateway.model.name": d.model, "gateway.model.version": d.version,
+                "gateway.drift.reference": d.source}
+
+    def gauge(field: str):
+        def observe(_: CallbackOptions):
+            out = []
+            for d in drift():
+                a = attrs(d)
+                for inp in d.inputs:
+                    for f in inp.features[:max_features]:
+                        if not math.isnan(value := getattr(f, field)):
+                            out.append(Observation(value, {**a, "gateway.input.name": inp.input,
+                                                           "gateway.input.feature": f.feature}))
+                for name, f in (("predicted_class", d.predicted_class), ("confidence", d.confidence)):
+                    if f is not None and not math.isnan(value := getattr(f, field)):
+                        out.append(Observation(value, {**a, "gateway.drift.distribution": name}))
+            return out
+        return observe
+
+    def graded(_: CallbackOptions):
+        out = []
+        for d in drift():
+            grades = [f.grade for inp in d.inputs for f in inp.features]
+            out += [Observation(grades.count(g), {**attrs(d), "gateway.drift.grade": g})
+                    for g in ("ok", "warn", "alert")]
+        return out
+
+    for field, what in (("psi", "Population stability index"), ("js", "Jensen-Shannon distance (base 2)"),
+                        ("ks", "Kolmogorov-Smirnov statistic of the binned distributions")):
+        meter.create_observable_gauge(
+            f"gateway.drift.{field}", [gauge(field)], unit="1",
+            description=f"{what} of a version's recent window against its reference, per input feature "
+                        "(or output distribution).")
+    meter.create_observable_gauge(
+        "gateway.drift.features", [graded], unit="{feature}",
+        description="Input features of a version at each drift grade (ok, warn, alert).")
 
 
 def register_process_instruments(meter: Meter) -> None:
