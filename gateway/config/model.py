@@ -68,6 +68,14 @@ class InputStatsConfig(_Strict):
         return ranges
 
 
+class MonitoringConfig(_Strict):
+    """Model monitoring of this model's versions."""
+    enabled: bool = True
+    """Input and confidence statistics, drift against the reference, answers kept for delayed
+    labels. Off: none of them run for this model (nothing is observed per batch or per answer;
+    its latency, throughput and errors are still recorded)."""
+
+
 class ModelConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     execution_providers: list[Literal["cuda", "cpu"]] | None = None
@@ -84,6 +92,7 @@ class ModelConfig(_Strict):
     """Set (or give labels) to report per-row confidence and predicted labels."""
     input_stats: InputStatsConfig = Field(default_factory=InputStatsConfig)
     """Binning of the per-feature input statistics (see docs/telemetry.md)."""
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """Deadlines, admission limits, circuit breaker, output guard and fallback chain."""
     faults: FaultInjectionConfig | None = None

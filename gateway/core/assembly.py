@@ -66,7 +66,13 @@ class Assembler:
             if model.classifier_output is not None else None
         telemetry_id = 0
         observer = None
-        if self._observers is not None:
+        monitored = config.monitoring.enabled
+        if self._observers is not None and not monitored:
+            # latency, throughput and errors only: no statistics per batch, no reference
+            telemetry_id = self._observers.register(
+                model.name, model.version, inputs={}, classes=None, logits=logits, labels=list(labels) or None,
+                input_stats=config.input_stats)
+        elif self._observers is not None:
             classes = None
             if model.classifier_output is not None:
                 spec = next(s for s in model.outputs if s.name == model.classifier_output)
@@ -88,7 +94,8 @@ class Assembler:
             # injected latency must never sleep on the event loop
             inline_below_us=0 if options.allow_fault_injection else options.inline_execution_below_us)
         batcher.start()
-        return ModelVersion(model.name, model.version, model, batcher, policy, head, labels, telemetry_id)
+        return ModelVersion(model.name, model.version, model, batcher, policy, head, labels, telemetry_id,
+                            monitored)
 
 
 def _features(shape: tuple[int, ...]) -> int:

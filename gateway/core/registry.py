@@ -53,6 +53,7 @@ class ModelVersion:
     head: ClassifierHead | None = None  # classifiers only
     labels: tuple[str, ...] = ()
     telemetry_id: int = 0
+    monitored: bool = True  # its config's monitoring.enabled: input/confidence statistics, drift, capture
 
     @property
     def served_by(self) -> str:

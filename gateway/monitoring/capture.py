@@ -82,6 +82,10 @@ class PredictionCapture:
         outputs = response.outputs
         if not outputs:
             return
+        entry = self._registry.get(response.model)
+        mv = entry.versions.get(response.version) if entry is not None else None
+        if mv is None or not mv.monitored:
+            return
         first = next(iter(outputs.values()))
         if first.ndim == 0 or first.shape[0] != 1 or first.size == 0 or first.dtype.kind not in "fiu":
             if first.ndim and first.shape[0] > 1:
@@ -95,7 +99,7 @@ class PredictionCapture:
         """The version's class names and count, cached while the registry serves the same version."""
         entry = self._registry.get(model)
         mv = entry.versions.get(version) if entry is not None else None
-        if mv is None:
+        if mv is None or not mv.monitored:
             return None
         key = (model, version)
         known = self._classes.get(key)

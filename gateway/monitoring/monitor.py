@@ -118,6 +118,8 @@ class DriftMonitor:
         for st in models:
             if not st.model:  # id 0: requests that named no version
                 continue
+            if not st.inputs and st.confidence is None:  # monitoring off for it: nothing to grade
+                continue
             results[st.model_id] = self._version(st, now_ns)
         with self._lock:
             self._results = results

@@ -84,3 +84,24 @@ def test_without_a_profile_the_reference_is_captured_and_says_so(make_gateway, r
     d = _wait(gw, rng, lambda d: d.window_s >= WINDOW_S and d.window_rows >= 1000)
     assert d.reference == "captured" and d.reference_rows >= 1024
     assert d.features_alert == 0
+
+
+def test_monitoring_off_for_a_model_observes_nothing_of_it(make_gateway, repo):
+    config = repo / "classifier" / "config.yaml"
+    config.write_text(config.read_text() + "monitoring:\n  enabled: false\n")
+    rng = np.random.default_rng(13)
+    gw = make_gateway(model_repository=repo, feedback_store_entries=100, telemetry={"drift_window_s": 1.0})
+    mv = gw.server.registry.resolve("classifier")
+    assert not mv.monitored and mv.batcher._observer is None      # nothing runs per batch
+    for i in range(20):
+        reply = gw.predict("classifier", {"features": rng.standard_normal((1, 16)).astype(np.float32)},
+                           request_id=f"q{i}")
+        assert reply.predicted_label                                 # answers are the same
+        gw.predict("regressor", {"features": rng.standard_normal((1, 8)).astype(np.float32)}, request_id=f"r{i}")
+    time.sleep(1.5)
+    st = gw.server.telemetry.model(mv.telemetry_id)
+    assert st.features == {} and st.confidence is None
+    stats = {m.model: m for m in gw.stub.GetStats(pb.GetStatsRequest(), timeout=10).models}
+    assert not stats["classifier"].HasField("drift") and not stats["classifier"].HasField("quality")
+    assert stats["classifier"].requests == 20 and stats["classifier"].latency.count == 20
+    assert stats["regressor"].HasField("quality") and stats["regressor"].quality.predictions == 20
