@@ -62,6 +62,7 @@ class GatewayServer:
         self.telemetry = Telemetry(
             ring_capacity=t.ring_capacity, histogram_max_buckets=t.histogram_max_buckets,
             input_stats_sample_every=t.input_stats_sample_every, aggregate_interval_s=t.aggregate_interval_s,
+            change_ert_rows=t.change_expected_rows_between_false_alarms,
             calls=self.calls, periodic=(self.shifts.tick, self.drift.tick)) if t.enabled else None
         self.registry = ModelRegistry()
         self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx")

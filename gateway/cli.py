@@ -358,6 +358,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 if f.grade in ("warn", "alert"):
                     print(f"      {f.grade:<5} input {f.input}[{f.feature}]: PSI {f.psi:.3f} JS {f.js:.3f} "
                           f"KS {f.ks:.3f} (+{f.ks_error:.3f})")
+            if m.drift.change_alarms:
+                c = m.drift.changes[0]
+                where = f"input {c.input}[{c.feature}]" if c.input else "confidence"
+                print(f"    changes: {m.drift.change_alarms} alarms; newest {where} {c.side} at row {c.row}, "
+                      f"{c.age_s:.0f} s ago")
         if m.HasField("quality"):
             print(_quality_line(m.quality))
     if stats.feedback_unknown:

@@ -79,6 +79,22 @@ class DriftSnapshot:
     features_ok: int
     predicted_class: DriftMeasure | None = None
     confidence: DriftMeasure | None = None
+    change_alarms: int = 0                  # sequential change detector alarms so far
+    changes: tuple[ChangeEvent, ...] = ()   # the newest, at most DRIFT_TOP, newest first
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeEvent:
+    """A sequential change detector's alarm: ``input`` ("" for the top-1 confidence), its
+    feature, ``side`` ("up": the values rose, "down"), the ``row`` of the detector's stream it
+    came on, the CUSUM statistic (reference standard deviations) and how long ago."""
+
+    input: str
+    feature: int
+    side: str
+    row: int
+    statistic: float
+    age_s: float
 
 
 DRIFT_TOP = 10

@@ -26,6 +26,7 @@ key                        type                what
 ``output_class_counts``    int64 [K]           classifiers: rows per predicted class
 ``output_top1_histogram``  int64 [20]          classifiers: top-1 probability, 20 bins on
                                                [0, 1] (as the live confidence statistics)
+``output_top1_moments``    float64 [2]         classifiers: its mean and std (optional)
 ``output_edges``           float64 [M, B + 1]  regressors: edges of the first output's M
                                                values a row (and ``output_histogram``,
                                                ``_count``, ``_mean``... as for an input)
@@ -87,6 +88,7 @@ class OutputProfile:
     name: str = ""
     class_counts: np.ndarray | None = None      # classifier
     top1_histogram: np.ndarray | None = None    # classifier
+    top1_moments: np.ndarray | None = None      # classifier: mean, std of the top-1 probability
     values: FeatureProfile | None = None        # regressor: the first output, one "feature"
 
 
@@ -125,6 +127,8 @@ class ReferenceProfile:
             arrays["output_class_counts"] = out.class_counts
         if out.top1_histogram is not None:
             arrays["output_top1_histogram"] = out.top1_histogram
+        if out.top1_moments is not None:
+            arrays["output_top1_moments"] = out.top1_moments
         if out.values is not None:
             arrays.update(_feature_arrays("output", out.values))
         tmp = path.with_name(f".{path.name}.tmp")
@@ -206,7 +210,11 @@ def load_profile(path: pathlib.Path) -> ReferenceProfile:
         if top1 is None or top1.dtype != np.int64 or top1.shape != (CONFIDENCE_BINS,):
             raise ProfileError(f"{where}: a classifier's profile needs int64 output_top1_histogram "
                                f"[{CONFIDENCE_BINS}]")
-        output = OutputProfile(kind, output_name, class_counts=counts, top1_histogram=top1)
+        moments = arrays.get("output_top1_moments")
+        if moments is not None and (moments.dtype != np.float64 or moments.shape != (2,)
+                                    or not np.isfinite(moments).all() or moments[1] < 0):
+            raise ProfileError(f"{where}: output_top1_moments must be float64 [2]: a finite mean and std >= 0")
+        output = OutputProfile(kind, output_name, class_counts=counts, top1_histogram=top1, top1_moments=moments)
     elif kind == "regressor":
         output = OutputProfile(kind, output_name, values=_feature_profile(where, arrays, "output"))
 

@@ -37,6 +37,9 @@ class TelemetrySettings(BaseModel):
     """And over the last this many rows where those are more recent (0: by time only)."""
     drift_min_window_rows: int = Field(200, ge=1, le=100_000_000)
     """A window of fewer rows is not graded."""
+    change_expected_rows_between_false_alarms: float = Field(1e7, ge=0, le=1e15)
+    """Sequential change detection per input (all its features and both directions together)
+    and for a classifier's top-1 confidence: rows expected between two false alarms (0: off)."""
 
 
 class GatewaySettings(BaseSettings):

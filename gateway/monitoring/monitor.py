@@ -28,8 +28,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..api.stats import DRIFT_TOP, DriftMeasure, DriftSnapshot
-from ..telemetry.models import ModelTelemetry
+from ..api.stats import DRIFT_TOP, ChangeEvent, DriftMeasure, DriftSnapshot
+from ..telemetry.models import ChangeAlarm, ModelTelemetry
 from .drift import DEFAULT_THRESHOLDS, DriftThresholds, FeatureDrift, HistogramWindows, Window, feature_drift
 
 Source = Literal["given", "captured", "capturing"]
@@ -54,6 +54,9 @@ class VersionDrift:
     inputs: list[InputDrift] = field(default_factory=list)
     predicted_class: FeatureDrift | None = None
     confidence: FeatureDrift | None = None
+    change_alarms: int = 0                                   # the change detectors', so far
+    changes: list[ChangeAlarm] = field(default_factory=list)  # the newest DRIFT_TOP, newest first
+    at_ns: int = 0                                           # when this was decided
 
     def worst(self, n: int) -> list[tuple[str, FeatureDrift]]:
         """The ``n`` features with the highest PSI (NaN last), as (input, drift)."""
@@ -68,7 +71,10 @@ class VersionDrift:
             tuple(_measure(name, f) for name, f in self.worst(top)),
             grades.count("alert"), grades.count("warn"), grades.count("ok"),
             _measure("", self.predicted_class) if self.predicted_class is not None else None,
-            _measure("", self.confidence) if self.confidence is not None else None)
+            _measure("", self.confidence) if self.confidence is not None else None,
+            self.change_alarms,
+            tuple(ChangeEvent(c.input, c.feature, c.side, c.row, c.statistic,
+                              max(0.0, (self.at_ns - c.t_ns) / 1e9)) for c in self.changes[:top]))
 
 
 def _measure(name: str, f: FeatureDrift) -> DriftMeasure:
@@ -156,6 +162,8 @@ class DriftMonitor:
             states = {name: (fs, fs.state()) for name, fs in st.features.items()}
             conf = st.confidence
             conf_state = conf.state() if conf is not None else None
+            change_alarms = st.change_alarms
+            changes = list(st.changes)[-DRIFT_TOP:][::-1]
         for name, (fs, state) in states.items():
             tr = self._track((st.model_id, name), fs)
             edges = state["edges"]
@@ -188,7 +196,7 @@ class DriftMonitor:
             sources.add("given" if profile is not None else "capturing")
         source: Source = "given" if sources == {"given"} else ("capturing" if "capturing" in sources else "captured")
         return VersionDrift(st.model, st.version, source, reference_rows, window_rows, window_s, inputs,
-                            predicted, confidence)
+                            predicted, confidence, change_alarms, changes, now_ns)
 
     def _output(self, st: ModelTelemetry, what: tuple[str, object], counts: np.ndarray, rows: int, now_ns: int,
                 given: np.ndarray | None) -> FeatureDrift | None:

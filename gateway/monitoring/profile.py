@@ -98,10 +98,12 @@ def build_profile(model: ProfiledModel, data: dict[str, np.ndarray], *, labels: 
     accuracy = mae = rmse = None
     if head is not None:
         conf = kernels.ConfidenceStats(out.shape[1], CONFIDENCE_BINS)
-        _, predicted = conf.observe(np.ascontiguousarray(out, dtype=np.float32), logits)
+        top1, predicted = conf.observe(np.ascontiguousarray(out, dtype=np.float32), logits)
         st = conf.state()
+        valid = top1[np.isfinite(top1)].astype(np.float64)
+        moments = np.array([valid.mean(), valid.std(ddof=1)]) if valid.size > 1 else None
         output = OutputProfile("classifier", out_name, class_counts=st["class_counts"].astype(np.int64),
-                               top1_histogram=st["top1_hist"].astype(np.int64))
+                               top1_histogram=st["top1_hist"].astype(np.int64), top1_moments=moments)
         if labels is not None:
             truth = _class_indices(labels, out.shape[1], class_names)
             accuracy = float(np.mean(predicted == truth)) if rows else None

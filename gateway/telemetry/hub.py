@@ -34,9 +34,11 @@ class Telemetry:
 
     def __init__(self, *, ring_capacity: int = 65536, histogram_max_buckets: int = 160,
                  input_stats_sample_every: int = 1, aggregate_interval_s: float = 0.2,
+                 change_ert_rows: float = 0.0,
                  calls: CallTable | None = None, periodic: Sequence[Periodic] = ()) -> None:
         self._max_buckets = histogram_max_buckets
         self._sample_every = input_stats_sample_every
+        self._change_ert_rows = change_ert_rows  # sequential change detection per input (0: off)
         self._calls = calls
         self._periodic = tuple(periodic)
         self._models: list[ModelTelemetry] = []
@@ -74,7 +76,7 @@ class Telemetry:
             model_id = len(self._models)
             self._models.append(ModelTelemetry(
                 model_id, model, version, inputs, classifier_classes, logits, labels,
-                self._max_buckets, self._sample_every, time.monotonic_ns(), binning))
+                self._max_buckets, self._sample_every, time.monotonic_ns(), binning, self._change_ert_rows))
             self._ids[key] = model_id
             return model_id
 

@@ -2,8 +2,11 @@
 statistics the aggregator and the batch observer fold into, and what readers read."""
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
 import threading
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,6 +32,37 @@ class InputBinning:
     profile: str = ""
 
 
+CHANGES_KEPT = 256  # change alarms a version keeps (the newest), for readers
+UNWATCHED_STD = 1e300  # the scale given to a feature the detector must not watch (only |x| > 1e300 alarms)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeAlarm:
+    """A sequential change detector's alarm: ``input`` ("" for the top-1 confidence), its
+    ``feature``, ``side`` ("up" / "down"), the ``row`` it came on (rows the detector had seen),
+    the CUSUM statistic in reference standard deviations and when (monotonic ns)."""
+    t_ns: int
+    input: str
+    feature: int
+    side: str
+    row: int
+    statistic: float
+
+
+class _Watch:
+    """The change detector of one input (or of the confidence) and how its reference is got."""
+
+    __slots__ = ("stats", "detector", "rows", "source", "unwatched", "sum", "sum_sq")
+
+    def __init__(self, stats: kernels.FeatureStats | kernels.ConfidenceStats) -> None:
+        self.stats = stats          # the statistics object it follows (a new one: a new watch)
+        self.detector: kernels.ChangeDetector | None = None
+        self.rows = 0               # rows seen before the detector started
+        self.source = ""            # "given" or "captured" once it started
+        self.unwatched = 0          # features it does not watch (constant in the reference)
+        self.sum = self.sum_sq = 0.0  # the confidence's first rows (its reference moments)
+
+
 class ModelTelemetry:
     """One registered (model, version). Histograms, counters and outcomes are written by the
     aggregator thread under the hub's lock; features and confidence by executor threads under
@@ -36,7 +70,8 @@ class ModelTelemetry:
 
     def __init__(self, model_id: int, model: str, version: str, inputs: dict[str, int],
                  classifier_classes: int | None, logits: bool, labels: list[str] | None,
-                 max_buckets: int, sample_every: int, now_ns: int, binning: InputBinning) -> None:
+                 max_buckets: int, sample_every: int, now_ns: int, binning: InputBinning,
+                 change_ert_rows: float = 0.0) -> None:
         self.model_id = model_id
         self.model = model
         self.version = version
@@ -61,6 +96,11 @@ class ModelTelemetry:
         self.conf_n = 0
         # The version's reference profile (None: captured from its first rows: see InputBinning)
         self.reference: ReferenceProfile | None = None
+        # Sequential change detection (0: off): expected rows between false alarms, per input
+        self.change_ert_rows = change_ert_rows
+        self._watches: dict[str, _Watch] = {}
+        self.changes: collections.deque[ChangeAlarm] = collections.deque(maxlen=CHANGES_KEPT)
+        self.change_alarms = 0      # all alarms so far (the deque keeps the newest)
 
     def new_feature_stats(self, name: str, width: int) -> kernels.FeatureStats:
         """Statistics of one input of ``width`` features, binned as configured."""
@@ -81,6 +121,7 @@ class ModelTelemetry:
             self.binning = binning
             self.features = {name: self.new_feature_stats(name, fs.n_features)
                              for name, fs in self.features.items()}
+            self._watches = {}      # the detectors restart with the statistics they follow
 
     def reclassify(self, classes: int | None, logits: bool, labels: list[str] | None) -> None:
         """A reloaded config with other classifier settings (``classifier:``, ``labels``): rows
@@ -131,11 +172,71 @@ class ModelTelemetry:
         with self.feature_lock:
             for name, batch in feeds.items():
                 fs = self._stats_for(name, batch)
-                if fs is not None:
-                    fs.observe(batch)
+                if fs is not None and fs.observe(batch) and self.change_ert_rows:
+                    self._watch(name, fs, batch)
             if scores is not None and self.confidence is not None and \
                     (confidence is None or confidence is self.confidence):
-                self.confidence.observe(scores, self.logits)
+                top1, _ = self.confidence.observe(scores, self.logits)
+                if self.change_ert_rows:
+                    self._watch("", self.confidence, top1)
+
+    # -- change detection (executor threads, feature_lock held) ------------------------------
+    def _watch(self, name: str, stats, batch: np.ndarray) -> None:
+        w = self._watches.get(name)
+        if w is None or w.stats is not stats:
+            w = self._watches[name] = _Watch(stats)
+        det = w.detector
+        if det is None:
+            w.rows += len(batch)
+            if not name:    # the top-1 confidence: its reference moments from its own first rows
+                finite = batch[np.isfinite(batch)].astype(np.float64)
+                w.sum += float(finite.sum())
+                w.sum_sq += float((finite * finite).sum())
+            det = self._start_detector(name, w)
+            if det is None:
+                return
+        alarms = det.observe(batch if name else batch.reshape(-1, 1))
+        if alarms:
+            now = time.monotonic_ns()
+            self.change_alarms += len(alarms)
+            self.changes.extend(ChangeAlarm(now, name, f, side, row, stat) for f, side, row, stat in alarms)
+
+    def _start_detector(self, name: str, w: _Watch) -> kernels.ChangeDetector | None:
+        """The detector once its reference moments are known: the profile's at once, else those
+        of the first ``warmup_rows`` rows (the confidence: of its first rows' histogram)."""
+        profile = self.reference
+        mean = std = None
+        if name:
+            given = profile.inputs.get(name) if profile is not None else None
+            fs = w.stats
+            assert isinstance(fs, kernels.FeatureStats)
+            if given is not None and given.features == fs.n_features:
+                mean, std, w.source = given.mean, given.std, "given"
+            elif w.rows >= self.binning.warmup_rows and fs.edges is not None:
+                st = fs.state()
+                mean, std, w.source = st["mean"], np.sqrt(st["variance"]), "captured"
+        else:
+            moments = profile.output.top1_moments if profile is not None else None
+            if moments is not None:
+                mean, std, w.source = moments[:1], moments[1:], "given"
+            elif w.rows >= self.binning.warmup_rows:
+                n = w.rows
+                m = w.sum / n
+                var = max(w.sum_sq / n - m * m, 0.0) * n / max(n - 1, 1)
+                mean, std, w.source = np.array([m]), np.array([math.sqrt(var)]), "captured"
+            else:
+                return None
+        if mean is None or std is None:
+            return None
+        # A feature constant in the reference (std 0) or without finite moments is not watched:
+        # any other value would be an infinite departure, an alarm on every row. Its drift
+        # measures still show a change (its values leave the reference's bins).
+        watched = np.isfinite(mean) & np.isfinite(std) & (std > 0)
+        mean = np.where(watched, mean, 0.0)
+        std = np.where(watched, std, UNWATCHED_STD)
+        w.unwatched = int((~watched).sum())
+        w.detector = kernels.ChangeDetector(mean, std, expected_rows_between_false_alarms=self.change_ert_rows)
+        return w.detector
 
     def observe_inputs(self, name: str, batch: np.ndarray) -> None:
         self.observe_batch({name: batch}, None)

@@ -24,7 +24,8 @@ def _classifier_profile() -> ReferenceProfile:
     return ReferenceProfile(
         model="m", version="2", rows=100, inputs={"features": _features(), "extra:0": _features(1, 4, 1)},
         output=OutputProfile("classifier", "probabilities", class_counts=np.array([60, 30, 10]),
-                             top1_histogram=np.arange(CONFIDENCE_BINS, dtype=np.int64)),
+                             top1_histogram=np.arange(CONFIDENCE_BINS, dtype=np.int64),
+                             top1_moments=np.array([0.7, 0.1])),
         labels_rows=100, accuracy=0.9, source_file="ref.npz", source_sha256="ab" * 32, created_unix_s=1.5)
 
 
@@ -45,6 +46,7 @@ def test_a_classifier_profile_reads_back_as_written(tmp_path):
     assert q.output.kind == "classifier" and q.output.name == "probabilities"
     assert np.array_equal(q.output.class_counts, [60, 30, 10])
     assert np.array_equal(q.output.top1_histogram, np.arange(CONFIDENCE_BINS))
+    assert q.output.top1_moments.tolist() == [0.7, 0.1]
     assert not list(tmp_path.glob(".*.tmp"))          # written through a temporary file, renamed
 
 
@@ -92,6 +94,8 @@ def _meta(**changes) -> np.ndarray:
     ({"input0_histogram": -np.ones((3, 6), np.int64)}, "must not be negative"),
     ({"output_class_counts": None}, "needs int64 output_class_counts"),
     ({"output_top1_histogram": np.zeros(5, np.int64)}, "needs int64 output_top1_histogram"),
+    ({"output_top1_moments": np.array([0.5, -1.0])}, "output_top1_moments must be float64 [2]"),
+    ({"output_top1_moments": np.array([0.5])}, "output_top1_moments must be float64 [2]"),
 ])
 def test_an_unusable_profile_is_refused_saying_what_is_wrong(tmp_path, changes, what):
     path = tmp_path / "profile.npz"

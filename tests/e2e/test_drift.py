@@ -53,6 +53,7 @@ def test_a_half_sigma_shift_in_one_of_16_features_is_named_by_getstats_the_cli_a
     assert d.reference == "given" and d.reference_rows == 20_000
     assert (d.features_alert, d.features_warn, d.features_ok) == (0, 0, 16), d
     assert d.predicted_class.window_rows > 0 and d.predicted_class.grade == "ok"
+    assert d.change_alarms == 0
 
     # feature 5 moves by half a standard deviation: within one window (plus the monitor's 1 s
     # between gradings) it alerts, alone
@@ -61,11 +62,13 @@ def test_a_half_sigma_shift_in_one_of_16_features_is_named_by_getstats_the_cli_a
     assert d.features[0].input == "features" and d.features[0].feature == 5 and d.features[0].grade == "alert"
     assert d.features[0].psi >= 0.2 and d.features[0].ks >= 0.15     # (binned PSI of 0.5 sd: about 0.24)
     assert d.features_alert == 1 and all(f.grade == "ok" for f in d.features[1:]), d
+    # the sequential detector (the profile's moments) saw it too, on that feature only
+    assert d.change_alarms >= 1 and {(c.input, c.feature, c.side) for c in d.changes} == {("features", 5, "up")}
 
     assert cli.main(["stats", "--address", gw.address, "--model", "classifier"]) == 0
     out = capsys.readouterr().out
     assert "drift vs given reference (20000 rows)" in out and "features alert 1" in out
-    assert "alert input features[5]: PSI" in out
+    assert "alert input features[5]: PSI" in out and "newest input features[5] up at row" in out
 
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
         text = r.read().decode()

@@ -67,6 +67,7 @@ def test_a_classifier_profile_counts_its_answers_and_scores_its_labels(demo_mode
     assert np.array_equal(p.output.class_counts, np.bincount(predicted, minlength=3))
     top1 = scores.max(1)
     assert np.array_equal(p.output.top1_histogram, np.histogram(np.minimum(top1, np.nextafter(1, 0)), 20, (0, 1))[0])
+    assert np.allclose(p.output.top1_moments, [top1.mean(), top1.std(ddof=1)])
     assert p.accuracy == pytest.approx(np.mean(labels == predicted)) and p.labels_rows == 2500
     names = np.array(model.config.labels)[labels]               # label names work as well as indices
     assert build_profile(model, {"features": x}, labels=names, class_names=model.config.labels).accuracy == p.accuracy

@@ -78,3 +78,83 @@ def test_the_hub_registers_through_the_same_state():
     observer.observe_batch({"x": np.ones((2, 3))}, {"p": np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)})
     (conf,) = t.confidence_stats()
     assert conf.labels == ["no", "yes"] and conf.class_counts.tolist() == [1, 1]
+
+
+def _watched(ert: float = 1e7, profile=None, classes=None) -> ModelTelemetry:
+    st = ModelTelemetry(1, "m", "1", {"features": 16}, classes, False, None, 64, 1, 0, InputBinning(), ert)
+    st.reference = profile
+    return st
+
+
+def test_a_half_sigma_shift_in_one_of_16_features_alarms_on_it_within_a_few_hundred_rows_and_alone():
+    st = _watched()
+    rng = np.random.default_rng(5)
+    for _ in range(100_000 // 50):                      # 10^5 rows in distribution, batches of 50
+        st.observe_inputs("features", rng.standard_normal((50, 16)).astype(np.float32))
+    assert st.change_alarms == 0                        # ERT 10^7: ~0.01 false alarms expected here
+    shifted = 0
+    while not st.change_alarms and shifted < 2000:
+        x = rng.standard_normal((10, 16)).astype(np.float32)
+        x[:, 3] += 0.5
+        st.observe_inputs("features", x)
+        shifted += 10
+    assert st.change_alarms == 1 and shifted <= 400, shifted
+    (alarm,) = st.changes
+    assert (alarm.input, alarm.feature, alarm.side) == ("features", 3, "up")
+    # the detector started with the batch that completed the 1024 reference rows (the 21st of 50)
+    assert 100_000 - 1000 < alarm.row <= 100_000 - 1000 + shifted
+
+
+def test_a_profile_s_moments_start_the_detector_at_once():
+    ref = np.random.default_rng(6).standard_normal((5000, 16)) * 2.0 + 1.0
+    from gateway.config.profile import OutputProfile, ReferenceProfile
+    from gateway.monitoring.profile import feature_profile
+    profile = ReferenceProfile("m", "1", 5000, {"features": feature_profile(ref, 10)}, OutputProfile("none"))
+    st = _watched(profile=profile)
+    rng = np.random.default_rng(7)
+    st.observe_inputs("features", (rng.standard_normal((300, 16)) * 2.0 + 1.0).astype(np.float32))
+    assert st.change_alarms == 0 and st._watches["features"].source == "given"
+    st.observe_inputs("features", (rng.standard_normal((300, 16)) * 2.0 - 1.0).astype(np.float32))  # -1 sd
+    assert st.change_alarms >= 16 and {a.side for a in st.changes} == {"down"}
+
+
+def test_the_confidence_has_a_detector_too_and_change_detection_can_be_off():
+    st = _watched(classes=3)
+    rng = np.random.default_rng(8)
+
+    def scores(n, boost):
+        s = np.abs(rng.standard_normal((n, 3))) + np.array([boost, 0.5, 0.5])
+        return (s / s.sum(1, keepdims=True)).astype(np.float32)
+
+    for _ in range(40):
+        st.observe_scores(scores(50, 0.5))
+    assert st.change_alarms == 0 and st._watches[""].source == "captured"
+    for _ in range(20):
+        st.observe_scores(scores(50, 3.0))                  # far more confident now
+    assert st.change_alarms >= 1 and st.changes[0].input == "" and st.changes[0].side == "up"
+    off = _watched(ert=0.0, classes=3)
+    for _ in range(40):
+        off.observe_scores(scores(50, 3.0))
+    assert off.change_alarms == 0 and off._watches == {}
+
+
+def test_rebin_restarts_the_detectors():
+    st = _watched()
+    rng = np.random.default_rng(9)
+    st.observe_inputs("features", rng.standard_normal((2000, 16)))
+    assert st._watches["features"].detector is not None
+    st.rebin(InputBinning(bins=5))
+    assert st._watches == {}
+
+
+def test_a_feature_constant_in_the_reference_is_not_watched_and_floods_nothing():
+    st = _watched(classes=3)
+    x = np.random.default_rng(10).standard_normal((2000, 16))
+    x[:, 7] = 1.0                                             # constant while the reference is taken
+    st.observe_inputs("features", x)
+    st.observe_scores(np.full((2000, 3), 1 / 3, np.float32))  # a constant confidence: not watched either
+    assert st._watches["features"].unwatched == 1 and st._watches[""].unwatched == 1
+    y = np.random.default_rng(11).standard_normal((5000, 16))  # feature 7 varies now
+    st.observe_inputs("features", y)
+    st.observe_scores(np.full((5000, 3), 1 / 3, np.float32))
+    assert st.change_alarms == 0

@@ -351,7 +351,10 @@ def _drift(d: DriftSnapshot) -> pb.Drift:
         features=[_measure(m) for m in d.features], features_alert=d.features_alert,
         features_warn=d.features_warn, features_ok=d.features_ok,
         predicted_class=_measure(d.predicted_class) if d.predicted_class is not None else None,
-        confidence=_measure(d.confidence) if d.confidence is not None else None)
+        confidence=_measure(d.confidence) if d.confidence is not None else None,
+        change_alarms=d.change_alarms,
+        changes=[pb.ChangeAlarm(input=c.input, feature=c.feature, side=c.side, row=c.row, statistic=c.statistic,
+                                age_s=c.age_s) for c in d.changes])
 
 
 def _quality(q: QualitySnapshot) -> pb.Quality:
