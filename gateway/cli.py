@@ -358,6 +358,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 if f.grade in ("warn", "alert"):
                     print(f"      {f.grade:<5} input {f.input}[{f.feature}]: PSI {f.psi:.3f} JS {f.js:.3f} "
                           f"KS {f.ks:.3f} (+{f.ks_error:.3f})")
+            for f in m.drift.data_quality:
+                print(f"      input {f.input}[{f.feature}]: NaN {100 * f.nan_rate:.2f} %, Inf "
+                      f"{100 * f.inf_rate:.2f} %, outside the reference's range {100 * f.out_of_range_rate:.2f} %")
             if m.drift.change_alarms:
                 c = m.drift.changes[0]
                 where = f"input {c.input}[{c.feature}]" if c.input else "confidence"

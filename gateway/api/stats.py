@@ -63,6 +63,11 @@ class DriftMeasure:
     ks_error: float
     grade: str
     window_rows: int
+    # data quality over the window (input features; NaN for an output distribution): the
+    # shares of its values that were NaN, infinite, or finite outside the reference's range
+    nan_rate: float = float("nan")
+    inf_rate: float = float("nan")
+    out_of_range_rate: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +86,9 @@ class DriftSnapshot:
     confidence: DriftMeasure | None = None
     change_alarms: int = 0                  # sequential change detector alarms so far
     changes: tuple[ChangeEvent, ...] = ()   # the newest, at most DRIFT_TOP, newest first
+    # the features with the most NaN, infinite or out-of-range values (at most DRIFT_TOP; none
+    # listed when all were clean)
+    data_quality: tuple[DriftMeasure, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

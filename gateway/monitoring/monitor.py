@@ -21,6 +21,7 @@ features of 10 bins, 600 snapshots, about 0.9 MiB), plus the same for class coun
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,9 +38,15 @@ Source = Literal["given", "captured", "capturing"]
 
 @dataclass(frozen=True)
 class InputDrift:
-    """One input's features graded against the reference over ``window``."""
+    """One input's features graded against the reference over the window, and its data
+    quality there: per feature the shares of NaN, of infinite values and of finite values
+    outside the reference's range (below its first bin edge or above its last), all over every
+    value the window saw of that feature."""
     input: str
     features: list[FeatureDrift]
+    nan_rate: list[float] = field(default_factory=list)
+    inf_rate: list[float] = field(default_factory=list)
+    out_of_range_rate: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,21 +71,36 @@ class VersionDrift:
         rows.sort(key=lambda r: -r[1].psi if r[1].psi == r[1].psi else float("inf"))
         return rows[:n]
 
+    def quality(self, name: str, feature: int) -> tuple[float, float, float]:
+        for d in self.inputs:
+            if d.input == name and feature < len(d.nan_rate):
+                return d.nan_rate[feature], d.inf_rate[feature], d.out_of_range_rate[feature]
+        return (math.nan,) * 3
+
+    def worst_quality(self, n: int) -> list[tuple[str, FeatureDrift]]:
+        """The ``n`` features with the most NaN, infinite or out-of-range values (none: none)."""
+        rows = [(d.input, f, d.nan_rate[f.feature] + d.inf_rate[f.feature] + d.out_of_range_rate[f.feature])
+                for d in self.inputs for f in d.features]
+        rows = [r for r in rows if r[2] > 0]
+        rows.sort(key=lambda r: -r[2])
+        return [(name, f) for name, f, _ in rows[:n]]
+
     def snapshot(self, top: int = DRIFT_TOP) -> DriftSnapshot:
         grades = [f.grade for d in self.inputs for f in d.features]
         return DriftSnapshot(
             self.source, self.reference_rows, self.window_rows, self.window_s,
-            tuple(_measure(name, f) for name, f in self.worst(top)),
+            tuple(self._measure(name, f) for name, f in self.worst(top)),
             grades.count("alert"), grades.count("warn"), grades.count("ok"),
-            _measure("", self.predicted_class) if self.predicted_class is not None else None,
-            _measure("", self.confidence) if self.confidence is not None else None,
+            self._measure("", self.predicted_class) if self.predicted_class is not None else None,
+            self._measure("", self.confidence) if self.confidence is not None else None,
             self.change_alarms,
             tuple(ChangeEvent(c.input, c.feature, c.side, c.row, c.statistic,
-                              max(0.0, (self.at_ns - c.t_ns) / 1e9)) for c in self.changes[:top]))
+                              max(0.0, (self.at_ns - c.t_ns) / 1e9)) for c in self.changes[:top]),
+            tuple(self._measure(name, f) for name, f in self.worst_quality(top)))
 
-
-def _measure(name: str, f: FeatureDrift) -> DriftMeasure:
-    return DriftMeasure(name, f.feature, f.psi, f.js, f.ks, f.ks_error, f.grade, f.window_rows)
+    def _measure(self, name: str, f: FeatureDrift) -> DriftMeasure:
+        nan, inf, out = self.quality(name, f.feature) if name else (math.nan,) * 3
+        return DriftMeasure(name, f.feature, f.psi, f.js, f.ks, f.ks_error, f.grade, f.window_rows, nan, inf, out)
 
 
 class _Tracked:
@@ -149,7 +171,8 @@ class DriftMonitor:
                 window = by_rows
         if window is None or window.rows < self.min_window_rows:
             return [], None
-        return feature_drift(tr.reference, window.counts, self.thresholds), window
+        bins = tr.reference.shape[1]   # (an input's window counts carry NaN and Inf counts after its bins)
+        return feature_drift(tr.reference, window.counts[:, :bins], self.thresholds), window
 
     def _version(self, st: ModelTelemetry, now_ns: int) -> VersionDrift:
         profile = st.reference
@@ -180,11 +203,17 @@ class DriftMonitor:
                     tr.windows.clear()
             sources.add(tr.source)
             reference_rows = max(reference_rows, int(tr.reference.sum(axis=1).max(initial=0)))
-            graded, window = self._grade(tr, now_ns, hist, int(hist.sum(axis=1).max(initial=0)), edges)
+            counts = np.concatenate([hist, state["nan_count"][:, None], state["inf_count"][:, None]], axis=1)
+            graded, window = self._grade(tr, now_ns, counts, int(counts.sum(axis=1).max(initial=0)), edges)
             if window is not None:
                 window_rows = max(window_rows, window.rows)
                 window_s = max(window_s, window.duration_s)
-                inputs.append(InputDrift(name, graded))
+                w = window.counts.astype(np.float64)
+                seen = w.sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    nan_rate, inf_rate = w[:, -2] / seen, w[:, -1] / seen
+                    out = (w[:, 0] + w[:, -3]) / seen       # underflow and overflow bins
+                inputs.append(InputDrift(name, graded, nan_rate.tolist(), inf_rate.tolist(), out.tolist()))
         predicted = confidence = None
         if conf is not None and conf_state is not None:
             rows = int(conf_state["rows"]) - int(conf_state["invalid_rows"])

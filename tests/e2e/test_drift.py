@@ -88,6 +88,16 @@ def test_without_a_profile_the_reference_is_captured_and_says_so(make_gateway, r
     assert d.reference == "captured" and d.reference_rows >= 1024
     assert d.features_alert == 0
 
+    # data quality: a tenth of feature 2's values NaN for a window
+    end = time.monotonic() + WINDOW_S + 2.0
+    while time.monotonic() < end:
+        x = rng.standard_normal((64, 16)).astype(np.float32)
+        x[::10, 2] = np.nan
+        gw.predict("classifier", {"features": x})
+    top = _drift(gw).data_quality
+    assert top and top[0].input == "features" and top[0].feature == 2
+    assert abs(top[0].nan_rate - 7 / 64) < 0.01 and top[0].inf_rate == 0
+
 
 def test_monitoring_off_for_a_model_observes_nothing_of_it(make_gateway, repo):
     config = repo / "classifier" / "config.yaml"

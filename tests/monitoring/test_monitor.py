@@ -100,3 +100,25 @@ def test_too_few_rows_are_not_graded_and_a_restart_captures_again():
     s.st.rebin(s.st.binning)                                              # the statistics restarted
     s.seconds(1, 100)
     assert s.drift.source == "capturing"
+
+
+def test_data_quality_over_the_window_counts_nan_inf_and_values_outside_the_reference():
+    s = Stream(DriftMonitor(window_s=10.0))
+    s.seconds(25, 100)
+    d = s.drift
+    assert d.inputs and max(d.inputs[0].nan_rate) == 0 and max(d.inputs[0].inf_rate) == 0
+    assert max(d.inputs[0].out_of_range_rate) < 0.02        # the captured range: the first 1024 rows'
+    assert all(m.out_of_range_rate < 0.02 and m.nan_rate == 0 for m in d.snapshot().data_quality)
+    for _ in range(11):                                      # a window where feature 2 is 10 % NaN,
+        x = s.rng.normal(size=(100, 16))                     # feature 4 5 % inf, feature 6 far out
+        x[:10, 2] = np.nan
+        x[:5, 4] = np.inf
+        x[:, 6] = 50.0
+        s.st.observe_inputs("features", x)
+        s.t_ns += S
+        s.monitor.tick(s.hub.models(), s.t_ns)
+    q = s.drift.inputs[0]
+    assert q.nan_rate[2] == 0.1 and q.inf_rate[4] == 0.05 and q.out_of_range_rate[6] == 1.0
+    assert q.nan_rate[3] == 0 and q.inf_rate[3] == 0
+    top = s.drift.snapshot().data_quality
+    assert [m.feature for m in top[:3]] == [6, 2, 4] and top[0].out_of_range_rate == 1.0 and top[1].nan_rate == 0.1

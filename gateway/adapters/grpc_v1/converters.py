@@ -342,7 +342,8 @@ def stats_response(stats) -> pb.StatsResponse:
 
 def _measure(m: DriftMeasure) -> pb.DriftMeasure:
     return pb.DriftMeasure(input=m.input, feature=m.feature, psi=m.psi, js=m.js, ks=m.ks, ks_error=m.ks_error,
-                           grade=m.grade, window_rows=m.window_rows)
+                           grade=m.grade, window_rows=m.window_rows, nan_rate=m.nan_rate, inf_rate=m.inf_rate,
+                           out_of_range_rate=m.out_of_range_rate)
 
 
 def _drift(d: DriftSnapshot) -> pb.Drift:
@@ -354,7 +355,8 @@ def _drift(d: DriftSnapshot) -> pb.Drift:
         confidence=_measure(d.confidence) if d.confidence is not None else None,
         change_alarms=d.change_alarms,
         changes=[pb.ChangeAlarm(input=c.input, feature=c.feature, side=c.side, row=c.row, statistic=c.statistic,
-                                age_s=c.age_s) for c in d.changes])
+                                age_s=c.age_s) for c in d.changes],
+        data_quality=[_measure(m) for m in d.data_quality])
 
 
 def _quality(q: QualitySnapshot) -> pb.Quality:

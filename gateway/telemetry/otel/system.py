@@ -141,6 +141,18 @@ def register_drift_instruments(meter: Meter, drift: Callable[[], list], max_feat
             return out
         return observe
 
+    def quality(field: str):
+        def observe(_: CallbackOptions):
+            out = []
+            for d in drift():
+                a = attrs(d)
+                for inp in d.inputs:
+                    values = getattr(inp, field)[:max_features]
+                    out += [Observation(v, {**a, "gateway.input.name": inp.input, "gateway.input.feature": f})
+                            for f, v in enumerate(values) if not math.isnan(v)]
+            return out
+        return observe
+
     def graded(_: CallbackOptions):
         out = []
         for d in drift():
@@ -158,6 +170,11 @@ def register_drift_instruments(meter: Meter, drift: Callable[[], list], max_feat
     meter.create_observable_gauge(
         "gateway.drift.features", [graded], unit="{feature}",
         description="Input features of a version at each drift grade (ok, warn, alert).")
+    for field, what in (("nan_rate", "NaN"), ("inf_rate", "infinite"),
+                        ("out_of_range_rate", "finite but outside the reference's range")):
+        meter.create_observable_gauge(
+            f"gateway.data_quality.{field}", [quality(field)], unit="1",
+            description=f"Share of a feature's values in the drift window that were {what}.")
 
 
 def register_process_instruments(meter: Meter) -> None:
