@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .alerts import AlertSettings
 from .errors import SettingsError, validation_lines
 
 
@@ -96,6 +97,8 @@ class GatewaySettings(BaseSettings):
     """How long an answer waits for its label; a label after that counts as late."""
     feedback_window: int = Field(1000, ge=10, le=1_000_000)
     """Joined labels per model version that the online quality metrics cover (the last N)."""
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    """Alert rules evaluated in the background (:mod:`gateway.monitoring.alerts`; README "Alerts")."""
     allow_fault_injection: bool = False
     """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks
     only; each active block is logged as a WARNING at load). Off: such configs are rejected."""
