@@ -23,6 +23,8 @@ key                        type                what
 ``input{i}_count``         int64 [F]           finite values per feature
 ``input{i}_mean``, ``_std``, ``_min``, ``_max``  float64 [F]  of the finite values
 ``input{i}_nan_count``, ``_inf_count``  int64 [F]
+``input{i}_median``, ``_mad``  float64 [F]    median and median absolute deviation of the finite
+                                               values (optional; the outlier score's centre and scale)
 ``output_class_counts``    int64 [K]           classifiers: rows per predicted class
 ``output_top1_histogram``  int64 [20]          classifiers: top-1 probability, 20 bins on
                                                [0, 1] (as the live confidence statistics)
@@ -70,6 +72,8 @@ class FeatureProfile:
     max: np.ndarray
     nan_count: np.ndarray
     inf_count: np.ndarray
+    median: np.ndarray | None = None    # float64 [F] (optional)
+    mad: np.ndarray | None = None       # float64 [F]: median absolute deviation (optional)
 
     @property
     def features(self) -> int:
@@ -139,10 +143,15 @@ class ReferenceProfile:
 
 _FEATURE_FIELDS = ("edges", "histogram", "count", "mean", "std", "min", "max", "nan_count", "inf_count")
 _INT_FIELDS = {"histogram", "count", "nan_count", "inf_count"}
+_ROBUST_FIELDS = ("median", "mad")
 
 
 def _feature_arrays(prefix: str, fp: FeatureProfile) -> dict[str, np.ndarray]:
-    return {f"{prefix}_{k}": getattr(fp, k) for k in _FEATURE_FIELDS}
+    out = {f"{prefix}_{k}": getattr(fp, k) for k in _FEATURE_FIELDS}
+    for k in _ROBUST_FIELDS:
+        if getattr(fp, k) is not None:
+            out[f"{prefix}_{k}"] = getattr(fp, k)
+    return out
 
 
 def _feature_profile(where: str, arrays: dict[str, np.ndarray], prefix: str) -> FeatureProfile:
@@ -169,7 +178,13 @@ def _feature_profile(where: str, arrays: dict[str, np.ndarray], prefix: str) -> 
         raise ProfileError(f"{where}: {prefix}_edges must be finite and non-decreasing per feature")
     if (hist < 0).any() or (got["count"] < 0).any():
         raise ProfileError(f"{where}: {prefix} counts must not be negative")
-    return FeatureProfile(**got)
+    robust: list[np.ndarray | None] = []
+    for k in _ROBUST_FIELDS:
+        r = arrays.get(f"{prefix}_{k}")
+        if r is not None and (r.dtype != np.float64 or r.shape != (f,)):
+            raise ProfileError(f"{where}: {prefix}_{k} must be float64 [{f}]")
+        robust.append(r)
+    return FeatureProfile(**got, median=robust[0], mad=robust[1])
 
 
 def load_profile(path: pathlib.Path) -> ReferenceProfile:

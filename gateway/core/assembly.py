@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..config.model import ModelConfig
 from ..config.profile import ReferenceProfile
 from ..policy import faults as fault_injection
+from ..policy import outliers
 from ..policy.state import ModelPolicy
 from .batching import DynamicBatcher
 from .observers import Decisions, ModelObservers
@@ -39,8 +40,10 @@ class Assembler:
         self._observers = observers
         self._decisions = decisions or Decisions()
 
-    def policy(self, served_by: str, config: ModelConfig, model: Runtime) -> ModelPolicy:
-        """The version's policy; raises :class:`InvalidPolicy` when it does not fit the model."""
+    def policy(self, served_by: str, config: ModelConfig, model: Runtime,
+               profile: ReferenceProfile | None = None) -> ModelPolicy:
+        """The version's policy; raises :class:`InvalidPolicy` when it does not fit the model.
+        ``profile`` gives the outlier gate its reference (without one the gate is off)."""
         decisions = self._decisions
 
         def on_transition(name: str, frm: str, to: str) -> None:
@@ -48,7 +51,8 @@ class Assembler:
 
         try:
             return ModelPolicy(served_by, config.policy, model.outputs, model.batchable,
-                               on_transition=on_transition if decisions else None)
+                               on_transition=on_transition if decisions else None,
+                               outlier_reference=outlier_reference(profile))
         except ValueError as exc:
             raise InvalidPolicy(str(exc)) from None
 
@@ -59,7 +63,11 @@ class Assembler:
         if options.allow_fault_injection:
             model = fault_injection.FaultyModel(model, fault_injection.FaultInjector(config.faults))
             fault_injection.announce(model.served_by, config.faults)
-        policy = self.policy(model.served_by, config, model)
+        policy = self.policy(model.served_by, config, model, profile)
+        if config.policy.outliers.enabled and profile is None:
+            log.warning("model %s: policy.outliers is on but the version has no reference profile "
+                        "(profile.npz): no request is checked", model.served_by,
+                        extra={"event": "model.outliers_off", "model": model.name, "version": model.version})
         logits = bool(config.classifier and config.classifier.logits)
         labels = tuple(config.labels)
         head = ClassifierHead(model.classifier_output, logits, labels) \
@@ -96,6 +104,21 @@ class Assembler:
         batcher.start()
         return ModelVersion(model.name, model.version, model, batcher, policy, head, labels, telemetry_id,
                             monitored)
+
+
+def outlier_reference(profile: ReferenceProfile | None) -> dict[str, outliers.Reference] | None:
+    """Each input's range, centre and scale from the profile: its median and 1.4826 MAD where
+    the profile has them, else its mean and standard deviation."""
+    if profile is None:
+        return None
+    refs = {}
+    for name, fp in profile.inputs.items():
+        if fp.median is not None and fp.mad is not None:
+            center, scale = fp.median, outliers.MAD_TO_SD * fp.mad
+        else:
+            center, scale = fp.mean, fp.std
+        refs[name] = outliers.reference(fp.min, fp.max, center, scale)
+    return refs
 
 
 def _features(shape: tuple[int, ...]) -> int:

@@ -1,7 +1,7 @@
 """The order of the stages for one request, top to bottom.
 
-route → validate → deadline → (for the model asked for, then each model step of its
-fallback chain:) breaker → admission → attempt (batcher, under the attempt's deadline share)
+route → validate → deadline → outlier gate (the model asked for only) → (for the model asked
+for, then each model step of its fallback chain:) breaker → admission → attempt (batcher, under the attempt's deadline share)
 → output guard → fallback walk. The policy objects (:mod:`gateway.policy`) only decide
 (may this call go? does this output pass? how long may it take?); everything is called from
 here and nothing calls back up.
@@ -88,6 +88,11 @@ class Pipeline:
         overall_ns = deadlines.client_deadline_ns(policy.config.deadlines, request.deadline_ns,  # deadline
                                                   request.t_received_ns or time.monotonic_ns())
         try:
+            gate = policy.outliers                                                    # outlier gate
+            why = gate.check(request.inputs) if gate is not None else None
+            if why is not None:
+                raise _Failed(FallbackReason.OUTLIER, GatewayError(
+                    Status.FAILED_PRECONDITION, f"model {target.served_by}: {why}"))
             response = await self._guarded(target, request, primary, overall_ns)
         except _Failed as failure:
             return await self._fall_back(target, request, primary.rows, overall_ns, failure, attempts)
@@ -284,4 +289,6 @@ def _rejection(failure: _Failed, chain_tried: bool, overall_ns: int) -> PolicyRe
     if reason is FallbackReason.CIRCUIT_OPEN:
         return PolicyRejection(Status.UNAVAILABLE, err.message + suffix, reason=reason,
                                retry_after_ms=err.retry_after_ms)
+    if reason is FallbackReason.OUTLIER:  # the same input would be refused again: no retry pushback
+        return PolicyRejection(Status.FAILED_PRECONDITION, err.message + suffix, reason=reason)
     return PolicyRejection(Status.UNAVAILABLE, err.message + suffix, reason=reason)

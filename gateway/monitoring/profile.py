@@ -21,6 +21,7 @@ import hashlib
 import math
 import pathlib
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -63,11 +64,17 @@ def feature_profile(rows: np.ndarray, bins: int) -> FeatureProfile:
     count = st["count"].astype(np.int64)
     with np.errstate(invalid="ignore"):
         std = np.sqrt(np.where(count > 1, st["m2"] / np.maximum(count - 1, 1), np.nan))
+    finite = np.where(np.isfinite(rows), rows, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # (an all-NaN feature: its median is NaN)
+        median = np.nanmedian(finite, axis=0)
+        mad = np.nanmedian(np.abs(finite - median), axis=0)
     return FeatureProfile(
         edges=np.ascontiguousarray(edges, dtype=np.float64), histogram=st["histogram"].astype(np.int64),
         count=count, mean=st["mean"].astype(np.float64), std=std.astype(np.float64),
         min=st["min"].astype(np.float64), max=st["max"].astype(np.float64),
-        nan_count=st["nan_count"].astype(np.int64), inf_count=st["inf_count"].astype(np.int64))
+        nan_count=st["nan_count"].astype(np.int64), inf_count=st["inf_count"].astype(np.int64),
+        median=median.astype(np.float64), mad=mad.astype(np.float64))
 
 
 def build_profile(model: ProfiledModel, data: dict[str, np.ndarray], *, labels: np.ndarray | None = None,

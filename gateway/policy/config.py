@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-Reason = Literal["timeout", "error", "overloaded", "circuit_open", "invalid_output"]
-ALL_REASONS: list[Reason] = ["timeout", "error", "overloaded", "circuit_open", "invalid_output"]
+Reason = Literal["timeout", "error", "overloaded", "circuit_open", "invalid_output", "outlier"]
+ALL_REASONS: list[Reason] = ["timeout", "error", "overloaded", "circuit_open", "invalid_output", "outlier"]
 
 
 class _Strict(BaseModel):
@@ -92,6 +92,19 @@ class OutputGuardConfig(_Strict):
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise ValueError("min_value is greater than max_value")
         return self
+
+
+class OutlierConfig(_Strict):
+    """Requests with a row far from the version's reference profile fail with reason
+    ``outlier`` before they are queued (so the fallback chain answers them, where
+    ``fallback.triggers`` lists ``outlier``). Needs the version's ``profile.npz``: without one
+    it is off, and the load says so. See :mod:`gateway.policy.outliers` for the score."""
+
+    enabled: bool = False
+    max_out_of_range: int = Field(0, ge=0)
+    """Features of a row that may lie outside the reference's range (NaN and Inf count as outside)."""
+    max_robust_z: float | None = Field(8.0, gt=0)
+    """Largest |x - median| / (1.4826 MAD) a row's features may have (None: not checked)."""
 
 
 class ModelStep(_Strict):
@@ -177,6 +190,7 @@ class PolicyConfig(_Strict):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     output_guard: OutputGuardConfig = Field(default_factory=OutputGuardConfig)
+    outliers: OutlierConfig = Field(default_factory=OutlierConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
 
 

@@ -13,6 +13,7 @@ class FallbackReason(enum.IntEnum):
     OVERLOADED = 3
     CIRCUIT_OPEN = 4
     INVALID_OUTPUT = 5
+    OUTLIER = 6
 
     @property
     def label(self) -> str:

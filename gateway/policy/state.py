@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..api import TensorSpec
 from .admission import Admission
@@ -16,6 +16,7 @@ from .breaker import CircuitBreaker, TransitionObserver
 from .config import CacheStep, ModelStep, PolicyConfig, StaticStep
 from .fallback import ResponseCache, StaticAnswer
 from .guard import OutputGuard
+from .outliers import OutlierGate, Reference
 
 
 class ModelPolicy:
@@ -24,12 +25,15 @@ class ModelPolicy:
 
     def __init__(self, served_by: str, config: PolicyConfig, outputs: Sequence[TensorSpec], batchable: bool,
                  *, on_transition: TransitionObserver | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 outlier_reference: Mapping[str, Reference] | None = None):
         self.served_by = served_by
         self._outputs = {s.name: s for s in outputs}
         self._batchable = batchable
         self._on_transition = on_transition
         self._clock = clock
+        self._outlier_reference = outlier_reference  # from the version's profile (None: it has none)
+        self.outliers: OutlierGate | None = None
         self.fallbacks: collections.Counter[str] = collections.Counter()  # degraded answers by reason
         self.rejections: collections.Counter[str] = collections.Counter()  # final rejections by reason
         self.config: PolicyConfig = None  # type: ignore[assignment]  # (no old config: apply sets it)
@@ -63,6 +67,10 @@ class ModelPolicy:
             self.admission = Admission(config.admission)
         if old is None or old.output_guard != config.output_guard:
             self.guard = OutputGuard(config.output_guard) if config.output_guard.enabled else None
+        o = config.outliers
+        if old is None or old.outliers != o:
+            self.outliers = OutlierGate(o.max_out_of_range, o.max_robust_z, self._outlier_reference) \
+                if o.enabled and self._outlier_reference else None
         if cache_settings is None:
             self.cache = None
         elif self.cache is None or (self.cache.max_entries, self.cache.max_age_s) != \
@@ -74,7 +82,7 @@ class ModelPolicy:
         d = config.deadlines
         self.passthrough = (d.default_timeout_ms is None and d.attempt_timeout_ms is None
                             and not self.admission.enabled and self.breaker is None and self.guard is None
-                            and not chain)
+                            and self.outliers is None and not chain)
 
     def snapshot(self) -> dict:
         """Plain values for telemetry export and the admin API."""

@@ -79,7 +79,8 @@ def test_chain_steps_are_told_apart_by_their_key():
         {"chain": [{"model": "small"}, {"cache": {"max_entries": 5}}, {"static": {"p": [[1, 2]]}}]}).chain
     assert [type(s).__name__ for s in chain] == ["ModelStep", "CacheStep", "StaticStep"]
     assert chain[0].version == "" and chain[1].cache.max_entries == 5 and chain[2].static == {"p": [[1, 2]]}
-    assert FallbackConfig().triggers == ["timeout", "error", "overloaded", "circuit_open", "invalid_output"]
+    assert FallbackConfig().triggers == ["timeout", "error", "overloaded", "circuit_open", "invalid_output",
+                                          "outlier"]
 
 
 def test_faults_describe_themselves():

@@ -5,8 +5,8 @@ from gateway.policy.reasons import REASON_LABELS, FallbackReason
 
 
 def test_reason_codes_are_defined_once():
-    assert REASON_LABELS == ("timeout", "error", "overloaded", "circuit_open", "invalid_output")
-    assert [int(FallbackReason.from_label(r)) for r in REASON_LABELS] == [1, 2, 3, 4, 5]
+    assert REASON_LABELS == ("timeout", "error", "overloaded", "circuit_open", "invalid_output", "outlier")
+    assert [int(FallbackReason.from_label(r)) for r in REASON_LABELS] == [1, 2, 3, 4, 5, 6]
 
 
 def test_labels_round_trip_and_none_has_no_label():

@@ -35,7 +35,9 @@ def test_the_defaults_are_a_passthrough_with_nothing_built():
     p = _policy(PolicyConfig())
     assert p.passthrough and p.breaker is None and p.guard is None and p.cache is None and p.chain == []
     assert not p.admission.enabled and p.admission.limit() is None
-    assert p.fallback_on == frozenset({"timeout", "error", "overloaded", "circuit_open", "invalid_output"})
+    assert p.fallback_on == frozenset({"timeout", "error", "overloaded", "circuit_open", "invalid_output",
+                                       "outlier"})
+    assert p.outliers is None
 
 
 @pytest.mark.parametrize("blocks", [
