@@ -27,6 +27,7 @@ from .core.registry import ModelRegistry
 from .logs import AccessLog, FallbackEventLog
 from .memory import MemoryReturn, set_mmap_threshold
 from .monitoring import MeanShift
+from .monitoring.alerts import Alerts, VersionFacts
 from .monitoring.monitor import DriftMonitor
 from .monitoring.capture import PredictionCapture
 from .monitoring.labels import PredictionStore
@@ -105,13 +106,23 @@ class GatewayServer:
         self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
                                    statistics=self._statistics if self.telemetry is not None else None,
                                    max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions)
+        # alert rules over the same statistics as GetStats, on their own thread (off with telemetry)
+        self.alerts: Alerts | None = None
+        self._alert_log = None
+        if s.alerts.enabled and self.telemetry is not None:
+            from .telemetry.otel.alerts import EventLogExport
+
+            self._alert_log = EventLogExport.from_env(resource, export_config.protocol)
+            self.alerts = Alerts(s.alerts, self._statistics, facts=self._alert_facts,
+                                 emit=self._alert_log.emit if self._alert_log is not None else None)
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,
                                       sampler=sampler_in_force,
                                       quality=self.predictions.quality if self.predictions is not None else None,
                                       feedback_unknown=self._feedback_unknown,
-                                      drift=self.drift.all if self.telemetry is not None else None)
+                                      drift=self.drift.all if self.telemetry is not None else None,
+                                      alerts=self.alerts.active if self.alerts is not None else None)
         assembler = Assembler(self.executor, AssemblyOptions(
             batching=s.batching, inline_execution_below_us=s.inline_execution_below_us,
             allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)
@@ -131,6 +142,20 @@ class GatewayServer:
 
     def _feedback_unknown(self) -> int:
         return self.predictions.unknown if self.predictions is not None else 0
+
+    def _alert_facts(self, model: str, version: str) -> VersionFacts:
+        """A version's deadline (its policy's attempt, else default, timeout) and reference accuracy."""
+        deadline = accuracy = None
+        entry = self.registry.get(model)
+        mv = entry.versions.get(version) if entry is not None else None
+        if mv is not None:
+            d = mv.policy.config.deadlines
+            deadline = d.attempt_timeout_ms or d.default_timeout_ms
+        if self.telemetry is not None:
+            for st in self.telemetry.models():
+                if st.model == model and st.version == version and st.reference is not None:
+                    accuracy = st.reference.accuracy
+        return VersionFacts(float(deadline) if deadline else None, accuracy)
 
     def _statistics(self, window_s: float) -> Statistics:
         telemetry = self.telemetry
@@ -157,6 +182,8 @@ class GatewayServer:
             name="memory return")
         if self.telemetry is not None:
             self.telemetry.start()
+        if self.alerts is not None:
+            self.alerts.start()
         self._start_admin()
         self.export.start()
         self.port = await self.grpc.start()
@@ -244,6 +271,10 @@ class GatewayServer:
         await self.grpc.drain(grace)
         await self._manager.close()
         self.executor.shutdown(wait=True)
+        if self.alerts is not None:
+            self.alerts.stop()
+        if self._alert_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._alert_log.stop, 2.0)
         if self.telemetry is not None:
             self.telemetry.stop()
         # blocking but bounded (min(OTEL_EXPORTER_OTLP_TIMEOUT, 5 s) per signal)

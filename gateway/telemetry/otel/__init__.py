@@ -55,11 +55,13 @@ class TelemetryExport:
     path dropped, per signal, shared with ``spans``; ``sampler`` describes the head sampler in
     force for the start line. ``quality`` (a callable returning the prediction store's
     :class:`~gateway.api.stats.QualitySnapshot` per version) and ``feedback_unknown`` export online quality;
-    ``drift`` (the drift monitor's per-version results) exports drift."""
+    ``drift`` (the drift monitor's per-version results) exports drift; ``alerts`` (the firing
+    alerts) the ``gateway.alerts.active`` gauge."""
 
     def __init__(self, telemetry, *, config: ExportConfig, resource, metric_exporter=None, spans=None,
                  dataplane=None, max_features: int = 32, dropped: dict[str, int] | None = None,
-                 sampler: str | None = None, quality=None, feedback_unknown=None, drift=None) -> None:
+                 sampler: str | None = None, quality=None, feedback_unknown=None, drift=None,
+                 alerts=None) -> None:
         from .metrics import MetricsPipeline
         from .system import (register_gateway_instruments, register_gpu_instruments,
                              register_drift_instruments, register_process_instruments,
@@ -78,6 +80,10 @@ class TelemetryExport:
                 register_quality_instruments(meter, quality, feedback_unknown or (lambda: 0))
             if drift is not None:
                 register_drift_instruments(meter, drift, max_features)
+            if alerts is not None:
+                from .alerts import register_alert_instruments
+
+                register_alert_instruments(meter, alerts)
             register_process_instruments(meter)
             register_gpu_instruments(meter)
 
