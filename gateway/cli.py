@@ -8,6 +8,7 @@ import math
 import os
 import pathlib
 import sys
+import time
 
 import numpy as np
 
@@ -383,6 +384,8 @@ def _drift_line(d) -> str:
     for name, m in (("predicted class", d.predicted_class), ("confidence", d.confidence)):
         if m.window_rows:
             line += f"; {name} {m.grade} (PSI {m.psi:.3f})"
+    if d.outlier_scored_rows:
+        line += f"; outliers {100 * d.outlier_rate:.2f} % of {d.outlier_scored_rows} rows scored"
     return line
 
 
@@ -454,6 +457,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .client import GatewayClient
+
+    with GatewayClient(args.address) as client:
+        try:
+            listing = client.alerts(args.model)
+        except grpc.RpcError as exc:
+            return _rpc_failure("alerts", args.address, exc)
+    print(f"# {len(listing.alerts)} firing, {listing.pending} pending; {listing.rules} rules"
+          + (f"; {listing.untracked} states not tracked (alerts.max_active)" if listing.untracked else ""))
+    for a in listing.alerts:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.firing_since_unix_s))
+        labels = "".join(f"  {k}={v}" for k, v in sorted(a.labels.items()))
+        print(f"{a.severity:<8} {a.rule}  {a.model}@{a.version}  {a.metric} {a.value:.4g} {a.comparator} "
+              f"{a.threshold:g}  since {since}{labels}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="gRPC inference gateway for ONNX models")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -491,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--window-s", type=_window_s, default=10.0,
                        help=f"seconds the figures cover, up to {MAX_WINDOW_S} (default 10)")
     stats.set_defaults(func=_cmd_stats)
+
+    alerts = sub.add_parser("alerts", help="the alerts firing now (rules in the server's alerts settings)")
+    alerts.add_argument("--address", default=address, help=address_help)
+    alerts.add_argument("--model", default="", help="only this model's")
+    alerts.set_defaults(func=_cmd_alerts)
 
     profile = sub.add_parser("profile", help="reference profiles of model versions (drift is measured against them)")
     profile_sub = profile.add_subparsers(dest="profile_command", required=True)

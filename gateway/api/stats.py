@@ -85,6 +85,8 @@ class DriftSnapshot:
     predicted_class: DriftMeasure | None = None
     confidence: DriftMeasure | None = None
     change_alarms: int = 0                  # sequential change detector alarms so far
+    outlier_rate: float = float("nan")      # rows scored in the window that were outliers
+    outlier_scored_rows: int = 0            # rows scored in the window (a sample of them)
     changes: tuple[ChangeEvent, ...] = ()   # the newest, at most DRIFT_TOP, newest first
     # the features with the most NaN, infinite or out-of-range values (at most DRIFT_TOP; none
     # listed when all were clean)

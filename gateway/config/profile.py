@@ -47,6 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..policy import outliers
+
 FORMAT = "gateway.profile/1"
 PROFILE_FILE = "profile.npz"
 CONFIDENCE_BINS = 20            # the live ConfidenceStats default
@@ -114,6 +116,18 @@ class ReferenceProfile:
     @property
     def bins(self) -> int:
         return next(iter(self.inputs.values())).bins if self.inputs else 0
+
+    def outlier_references(self) -> dict[str, outliers.Reference]:
+        """Each input's range, centre and scale for outlier scores: its median and 1.4826 MAD
+        where the profile has them, else its mean and standard deviation."""
+        refs = {}
+        for name, fp in self.inputs.items():
+            if fp.median is not None and fp.mad is not None:
+                center, scale = fp.median, outliers.MAD_TO_SD * fp.mad
+            else:
+                center, scale = fp.mean, fp.std
+            refs[name] = outliers.reference(fp.min, fp.max, center, scale)
+        return refs
 
     def save(self, path: pathlib.Path) -> None:
         """Write the profile to ``path`` (replaced atomically: a reload never sees half a file)."""

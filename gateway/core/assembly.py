@@ -107,18 +107,7 @@ class Assembler:
 
 
 def outlier_reference(profile: ReferenceProfile | None) -> dict[str, outliers.Reference] | None:
-    """Each input's range, centre and scale from the profile: its median and 1.4826 MAD where
-    the profile has them, else its mean and standard deviation."""
-    if profile is None:
-        return None
-    refs = {}
-    for name, fp in profile.inputs.items():
-        if fp.median is not None and fp.mad is not None:
-            center, scale = fp.median, outliers.MAD_TO_SD * fp.mad
-        else:
-            center, scale = fp.mean, fp.std
-        refs[name] = outliers.reference(fp.min, fp.max, center, scale)
-    return refs
+    return profile.outlier_references() if profile is not None else None
 
 
 def _features(shape: tuple[int, ...]) -> int:

@@ -61,6 +61,8 @@ class VersionDrift:
     inputs: list[InputDrift] = field(default_factory=list)
     predicted_class: FeatureDrift | None = None
     confidence: FeatureDrift | None = None
+    outlier_rate: float = math.nan                           # over the window, from the rows scored
+    outlier_scored_rows: int = 0                             # rows scored in the window (a sample)
     change_alarms: int = 0                                   # the change detectors', so far
     changes: list[ChangeAlarm] = field(default_factory=list)  # the newest DRIFT_TOP, newest first
     at_ns: int = 0                                           # when this was decided
@@ -93,7 +95,7 @@ class VersionDrift:
             grades.count("alert"), grades.count("warn"), grades.count("ok"),
             self._measure("", self.predicted_class) if self.predicted_class is not None else None,
             self._measure("", self.confidence) if self.confidence is not None else None,
-            self.change_alarms,
+            self.change_alarms, self.outlier_rate, self.outlier_scored_rows,
             tuple(ChangeEvent(c.input, c.feature, c.side, c.row, c.statistic,
                               max(0.0, (self.at_ns - c.t_ns) / 1e9)) for c in self.changes[:top]),
             tuple(self._measure(name, f) for name, f in self.worst_quality(top)))
@@ -187,6 +189,7 @@ class DriftMonitor:
             conf_state = conf.state() if conf is not None else None
             change_alarms = st.change_alarms
             changes = list(st.changes)[-DRIFT_TOP:][::-1]
+            outlier_counts = np.array([[st.outlier_rows, st.outlier_scored_rows - st.outlier_rows]], np.int64)
         for name, (fs, state) in states.items():
             tr = self._track((st.model_id, name), fs)
             edges = state["edges"]
@@ -221,11 +224,18 @@ class DriftMonitor:
                                      profile.output.class_counts if profile is not None else None)
             confidence = self._output(st, ("top1", conf), conf_state["top1_hist"], rows, now_ns,
                                       profile.output.top1_histogram if profile is not None else None)
+        outlier_rate, scored = math.nan, 0
+        tr = self._track((st.model_id, "#outliers"), st)
+        tr.windows.add(now_ns, int(outlier_counts.sum()), outlier_counts)
+        window = tr.windows.by_time(self.window_s)
+        if window is not None and window.rows > 0:
+            scored = window.rows
+            outlier_rate = float(window.counts[0, 0]) / scored
         if not sources:
             sources.add("given" if profile is not None else "capturing")
         source: Source = "given" if sources == {"given"} else ("capturing" if "capturing" in sources else "captured")
         return VersionDrift(st.model, st.version, source, reference_rows, window_rows, window_s, inputs,
-                            predicted, confidence, change_alarms, changes, now_ns)
+                            predicted, confidence, outlier_rate, scored, change_alarms, changes, now_ns)
 
     def _output(self, st: ModelTelemetry, what: tuple[str, object], counts: np.ndarray, rows: int, now_ns: int,
                 given: np.ndarray | None) -> FeatureDrift | None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import kernels
 from ..config.profile import ReferenceProfile
+from ..policy import outliers
 from ..api.stats import MAX_WINDOW_S
 
 LATENCY_KINDS = ("e2e", "queue", "compute")
@@ -33,6 +34,9 @@ class InputBinning:
 
 
 CHANGES_KEPT = 256  # change alarms a version keeps (the newest), for readers
+OUTLIER_SCORE_EVERY_NS = 10_000_000  # at most one executed batch a version per 10 ms is scored
+OUTLIER_MAX_OUT_OF_RANGE = 0    # a row is an outlier with more features than this outside the reference's range
+OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults)
 UNWATCHED_STD = 1e300  # the scale given to a feature the detector must not watch (only |x| > 1e300 alarms)
 
 
@@ -101,6 +105,11 @@ class ModelTelemetry:
         self._watches: dict[str, _Watch] = {}
         self.changes: collections.deque[ChangeAlarm] = collections.deque(maxlen=CHANGES_KEPT)
         self.change_alarms = 0      # all alarms so far (the deque keeps the newest)
+        # Outlier rate, from a sample of the executed batches (OUTLIER_SCORE_EVERY_NS)
+        self.outlier_rows = 0
+        self.outlier_scored_rows = 0
+        self._outlier_refs: dict[str, outliers.Reference] = {}
+        self._outlier_at_ns = 0
 
     def new_feature_stats(self, name: str, width: int) -> kernels.FeatureStats:
         """Statistics of one input of ``width`` features, binned as configured."""
@@ -122,6 +131,7 @@ class ModelTelemetry:
             self.features = {name: self.new_feature_stats(name, fs.n_features)
                              for name, fs in self.features.items()}
             self._watches = {}      # the detectors restart with the statistics they follow
+            self._outlier_refs = {}
 
     def reclassify(self, classes: int | None, logits: bool, labels: list[str] | None) -> None:
         """A reloaded config with other classifier settings (``classifier:``, ``labels``): rows
@@ -174,11 +184,51 @@ class ModelTelemetry:
                 fs = self._stats_for(name, batch)
                 if fs is not None and fs.observe(batch) and self.change_ert_rows:
                     self._watch(name, fs, batch)
+            if self.features:
+                now = time.monotonic_ns()
+                if now - self._outlier_at_ns >= OUTLIER_SCORE_EVERY_NS:
+                    self._outlier_at_ns = now
+                    self._score_outliers(feeds)
             if scores is not None and self.confidence is not None and \
                     (confidence is None or confidence is self.confidence):
                 top1, _ = self.confidence.observe(scores, self.logits)
                 if self.change_ert_rows:
                     self._watch("", self.confidence, top1)
+
+    # -- outliers (executor threads, feature_lock held) ---------------------------------------
+    def _score_outliers(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Count the outlier rows of one batch (their reference: the profile's, else the
+        first ``warmup_rows`` rows' range, mean and std)."""
+        bad = None
+        for name, batch in feeds.items():
+            ref = self._outlier_refs.get(name)
+            if ref is None:
+                ref = self._outlier_reference(name)
+                if ref is None:
+                    continue
+            if batch.size == 0 or batch.size % ref.low.size:
+                continue
+            n_out, z = outliers.scores(batch, ref)
+            row_bad = (n_out > OUTLIER_MAX_OUT_OF_RANGE) | (z > OUTLIER_MAX_ROBUST_Z)
+            bad = row_bad if bad is None or bad.shape != row_bad.shape else bad | row_bad
+        if bad is not None:
+            self.outlier_rows += int(bad.sum())
+            self.outlier_scored_rows += int(bad.size)
+
+    def _outlier_reference(self, name: str) -> outliers.Reference | None:
+        profile = self.reference
+        fs = self.features.get(name)
+        if fs is None:
+            return None
+        if profile is not None and name in profile.inputs and profile.inputs[name].features == fs.n_features:
+            ref = profile.outlier_references()[name]
+        elif fs.edges is not None and int(fs.state()["count"].min(initial=0)) >= self.binning.warmup_rows:
+            st = fs.state()
+            ref = outliers.reference(st["min"], st["max"], st["mean"], np.sqrt(st["variance"]))
+        else:
+            return None
+        self._outlier_refs[name] = ref
+        return ref
 
     # -- change detection (executor threads, feature_lock held) ------------------------------
     def _watch(self, name: str, stats, batch: np.ndarray) -> None:

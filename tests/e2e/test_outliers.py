@@ -3,11 +3,14 @@ from it answered by the fallback chain (``fallback_reason: outlier``) or refused
 served by the model."""
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import pytest
 
 from gateway import cli
+from gateway._proto import gateway_pb2 as pb
 
 POLICY = """policy:
   outliers: {enabled: true, max_out_of_range: 0, max_robust_z: 8}
@@ -44,6 +47,20 @@ def test_outlier_rows_walk_the_fallback_chain_and_the_rest_reach_the_model(make_
     batch = np.zeros((3, 16), np.float32)
     batch[2, 0] = np.nan                                      # NaN counts as out of range
     assert gw.predict("classifier", {"features": batch}).fallback_reason == "outlier"
+
+
+def test_the_outlier_rate_is_monitored_where_the_policy_is_off(make_gateway, repo):
+    _profile(repo)
+    gw = make_gateway(model_repository=repo, telemetry={"drift_window_s": 2.0})
+    rng = np.random.default_rng(22)
+    end = time.monotonic() + 3.5
+    while time.monotonic() < end:                             # a quarter of the rows far out
+        x = rng.standard_normal((8, 16)).astype(np.float32)
+        x[:2, 3] = 60.0
+        assert not gw.predict("classifier", {"features": x}).degraded
+        time.sleep(0.005)
+    d = gw.stub.GetStats(pb.GetStatsRequest(model="classifier"), timeout=10).models[0].drift
+    assert d.outlier_scored_rows >= 80 and 0.2 <= d.outlier_rate <= 0.3, d
 
 
 def test_without_a_chain_an_outlier_is_refused_saying_why(make_gateway, repo):

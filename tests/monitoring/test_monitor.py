@@ -122,3 +122,21 @@ def test_data_quality_over_the_window_counts_nan_inf_and_values_outside_the_refe
     assert q.nan_rate[3] == 0 and q.inf_rate[3] == 0
     top = s.drift.snapshot().data_quality
     assert [m.feature for m in top[:3]] == [6, 2, 4] and top[0].out_of_range_rate == 1.0 and top[1].nan_rate == 0.1
+
+
+def test_the_outlier_rate_over_the_window(monkeypatch):
+    import gateway.telemetry.models as models
+    monkeypatch.setattr(models, "OUTLIER_SCORE_EVERY_NS", 0)   # score every batch (a sample in serving)
+    ref = np.random.default_rng(3).normal(size=(20_000, 16))
+    profile = ReferenceProfile("m", "1", 20_000, {"features": feature_profile(ref, 10)}, OutputProfile("none"))
+    s = Stream(DriftMonitor(window_s=10.0), profile=profile)
+    s.seconds(11, 100)
+    assert s.drift.outlier_scored_rows >= 1000 and s.drift.outlier_rate < 0.01
+    for _ in range(11):
+        x = s.rng.normal(size=(100, 16))
+        x[:10, 6] = 50.0                                       # a tenth of the rows far outside
+        s.st.observe_inputs("features", x)
+        s.t_ns += S
+        s.monitor.tick(s.hub.models(), s.t_ns)
+    d = s.drift
+    assert 0.095 <= d.outlier_rate <= 0.12 and d.snapshot().outlier_rate == d.outlier_rate

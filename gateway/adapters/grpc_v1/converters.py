@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from ..._proto import gateway_pb2 as pb
 from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
 from ...api import dims, dtype_name, invalid, quote
+from ...api.alerts import AlertList
 from ...api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult
 from ...api.stats import DriftMeasure, DriftSnapshot, QualitySnapshot
 from .dtypes import NUMPY_TO_WIRE, WIRE_TO_NUMPY
@@ -112,6 +113,14 @@ def parse_feedback(data: bytes) -> list[FeedbackLabel]:
 def feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
     return pb.FeedbackResponse(accepted=result.accepted, unknown=result.unknown, late=result.late,
                                duplicate=result.duplicate, invalid=result.invalid)
+
+
+def alerts_response(listing: AlertList) -> pb.ListAlertsResponse:
+    return pb.ListAlertsResponse(
+        alerts=[pb.Alert(rule=a.rule, metric=a.metric, comparator=a.comparator, threshold=a.threshold,
+                         severity=a.severity, labels=a.labels, model=a.model, version=a.version, value=a.value,
+                         firing_since_unix_s=a.since_unix_s) for a in listing.alerts],
+        rules=listing.rules, pending=listing.pending, untracked=listing.untracked)
 
 
 def _too_many(what: str, limit: int) -> GatewayError:
@@ -353,7 +362,7 @@ def _drift(d: DriftSnapshot) -> pb.Drift:
         features_warn=d.features_warn, features_ok=d.features_ok,
         predicted_class=_measure(d.predicted_class) if d.predicted_class is not None else None,
         confidence=_measure(d.confidence) if d.confidence is not None else None,
-        change_alarms=d.change_alarms,
+        change_alarms=d.change_alarms, outlier_rate=d.outlier_rate, outlier_scored_rows=d.outlier_scored_rows,
         changes=[pb.ChangeAlarm(input=c.input, feature=c.feature, side=c.side, row=c.row, statistic=c.statistic,
                                 age_s=c.age_s) for c in d.changes],
         data_quality=[_measure(m) for m in d.data_quality])

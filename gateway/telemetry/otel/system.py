@@ -153,6 +153,9 @@ def register_drift_instruments(meter: Meter, drift: Callable[[], list], max_feat
             return out
         return observe
 
+    def outlier_rate(_: CallbackOptions):
+        return [Observation(d.outlier_rate, attrs(d)) for d in drift() if not math.isnan(d.outlier_rate)]
+
     def graded(_: CallbackOptions):
         out = []
         for d in drift():
@@ -170,6 +173,10 @@ def register_drift_instruments(meter: Meter, drift: Callable[[], list], max_feat
     meter.create_observable_gauge(
         "gateway.drift.features", [graded], unit="{feature}",
         description="Input features of a version at each drift grade (ok, warn, alert).")
+    meter.create_observable_gauge(
+        "gateway.data_quality.outlier_rate", [outlier_rate], unit="1",
+        description="Share of a version's rows in the drift window that were outliers against the reference "
+                    "(from a sample of its executed batches).")
     for field, what in (("nan_rate", "NaN"), ("inf_rate", "infinite"),
                         ("out_of_range_rate", "finite but outside the reference's range")):
         meter.create_observable_gauge(
