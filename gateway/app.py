@@ -103,9 +103,6 @@ class GatewayServer:
             self.predictions = PredictionStore(s.feedback_store_entries, s.feedback_ttl_s, window=s.feedback_window)
             observers.append(PredictionCapture(self.predictions, self.registry))
         decisions = Decisions((FallbackEventLog(),) + ((spans,) if spans is not None else ()))
-        self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
-                                   statistics=self._statistics if self.telemetry is not None else None,
-                                   max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions)
         # alert rules over the same statistics as GetStats, on their own thread (off with telemetry)
         self.alerts: Alerts | None = None
         self._alert_log = None
@@ -115,6 +112,10 @@ class GatewayServer:
             self._alert_log = EventLogExport.from_env(resource, export_config.protocol)
             self.alerts = Alerts(s.alerts, self._statistics, facts=self._alert_facts,
                                  emit=self._alert_log.emit if self._alert_log is not None else None)
+        self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
+                                   statistics=self._statistics if self.telemetry is not None else None,
+                                   max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions,
+                                   alerts=self.alerts.listing if self.alerts is not None else None)
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,

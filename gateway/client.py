@@ -53,6 +53,10 @@ class GatewayClient:
     def stats(self, model: str = "", window_s: float = 10.0, timeout_s: float = 5.0) -> pb.StatsResponse:
         return self.stub.GetStats(pb.GetStatsRequest(model=model, window_s=window_s), timeout=timeout_s)
 
+    def alerts(self, model: str = "", timeout_s: float = 5.0) -> pb.ListAlertsResponse:
+        """The alerts firing now, the most severe first."""
+        return self.stub.ListAlerts(pb.ListAlertsRequest(model=model), timeout=timeout_s)
+
     def feedback(self, labels: list[pb.Label], timeout_s: float = 30.0) -> pb.FeedbackResponse:
         """Send delayed labels (at most 10000 per call; see :meth:`feedback_all` for more)."""
         return self.stub.Feedback(pb.FeedbackRequest(labels=labels), timeout=timeout_s)

@@ -31,6 +31,7 @@ from ..api import (
     VersionState,
     invalid,
 )
+from ..api.alerts import AlertList
 from ..api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult, Outcome
 from ..api.stats import MAX_WINDOW_S, ModelStatsSnapshot, Statistics
 from ..policy import deadlines
@@ -65,12 +66,14 @@ class DataPlane:
 
     def __init__(self, registry: ModelRegistry, *, observers: tuple[RequestObserver, ...] = (),
                  decisions: Decisions | None = None, statistics: StatsSource | None = None,
-                 max_inflight_bytes: int = 0, feedback: FeedbackSink | None = None) -> None:
+                 max_inflight_bytes: int = 0, feedback: FeedbackSink | None = None,
+                 alerts: Callable[[], AlertList] | None = None) -> None:
         self.registry = registry
         self._pipeline = Pipeline(registry, decisions or Decisions())
         self._observers = observers
         self._statistics = statistics
         self._feedback = feedback
+        self._alerts = alerts
         self._accepting = False
         self.in_flight = 0
         self.max_inflight_bytes = max_inflight_bytes  # 0: no bound
@@ -229,6 +232,19 @@ class DataPlane:
             models: list[ModelStatsSnapshot] = [s for s in stats.models if s.model == model]
             stats = Statistics(models, stats.ring_drops, stats.feedback_unknown)
         return stats
+
+    # -- alerts -----------------------------------------------------------------------------
+    def alerts(self, model: str = "") -> AlertList:
+        """The alerts firing now (``model``: only its versions'). FAILED_PRECONDITION where no
+        rules are evaluated (``alerts.enabled: false``, or telemetry off)."""
+        if self._alerts is None:
+            raise GatewayError(Status.FAILED_PRECONDITION, "alerting is off (alerts.enabled=false or "
+                               "telemetry.enabled=false)")
+        listing = self._alerts()
+        if model:
+            listing = AlertList([a for a in listing.alerts if a.model == model], listing.rules,
+                                listing.pending, listing.untracked)
+        return listing
 
     # -- delayed labels ---------------------------------------------------------------------
     async def feedback(self, labels: Sequence[FeedbackLabel]) -> FeedbackResult:

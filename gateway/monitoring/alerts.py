@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 
+from ..api.alerts import ActiveAlert, AlertList
 from ..api.stats import ModelStatsSnapshot, Statistics
 from ..config.alerts import AlertRule, AlertSettings
 
@@ -43,20 +44,6 @@ class VersionFacts:
 
 
 FactsSource = Callable[[str, str], VersionFacts]
-
-
-@dataclasses.dataclass(frozen=True)
-class ActiveAlert:
-    rule: str
-    metric: str
-    comparator: str
-    threshold: float
-    severity: str
-    labels: dict[str, str]
-    model: str
-    version: str
-    value: float
-    since_unix_s: float   # firing since
 
 
 @dataclasses.dataclass
@@ -304,6 +291,11 @@ class Alerts:
     def active(self) -> list[ActiveAlert]:
         with self._lock:
             return self.evaluator.active()
+
+    def listing(self) -> AlertList:
+        with self._lock:
+            ev = self.evaluator
+            return AlertList(ev.active(), len(ev.rules), ev.pending, ev.untracked)
 
     def evaluate_now(self) -> list[dict]:
         stats = self._statistics(self.settings.window_s)

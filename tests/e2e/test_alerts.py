@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
+from gateway._proto import gateway_pb2 as pb
 from tests.conftest import free_port, matmul_graph, save_model
 
 
@@ -67,6 +70,10 @@ def fragile_repo(tmp_path):
     return models
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60)
+
+
 def _x(width: int) -> np.ndarray:
     return np.ones((1, width), np.float32)
 
@@ -87,11 +94,37 @@ def test_webhook_gets_firing_then_resolved(make_gateway, fragile_repo, receiver)
     [active] = g.server.alerts.active()
     assert (active.rule, active.model, active.severity) == ("fragile_errors", "fragile", "critical")
     assert "gateway_alerts_active" in g.server.export.prometheus_text()
+    listed = g.stub.ListAlerts(pb.ListAlertsRequest())
+    [alert] = listed.alerts
+    assert (alert.rule, alert.model, alert.version, alert.severity, alert.value) == \
+        ("fragile_errors", "fragile", "1", "critical", 1.0)
+    assert dict(alert.labels) == {"team": "ml"} and listed.rules == 1
+    assert g.stub.ListAlerts(pb.ListAlertsRequest(model="other")).alerts == []
+    out = _cli("alerts", "--address", g.address)
+    assert out.returncode == 0, out.stderr
+    header, line = out.stdout.splitlines()
+    assert header.startswith("# 1 firing, 0 pending; 1 rules")
+    assert line.startswith("critical fragile_errors  fragile@1  error_share 1 > 0.5  since ") and "team=ml" in line
     g.predict("fragile", {"features": _x(16)})  # the errors stop: the window empties of them
     resolved = receiver.wait_for("resolved")
     assert [e["status"] for e in receiver.events] == ["firing", "resolved"]
     assert resolved["firing_since_unix_s"] == fired["firing_since_unix_s"]
     assert g.server.alerts.active() == []
+    assert _cli("alerts", "--address", g.address).stdout.startswith("# 0 firing")
+
+
+def test_list_alerts_when_alerting_is_off(make_gateway, fragile_repo):
+    g = make_gateway(model_repository=fragile_repo, alerts={"enabled": False})
+    with pytest.raises(grpc.RpcError) as info:
+        g.stub.ListAlerts(pb.ListAlertsRequest())
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "alerting is off" in info.value.details()
+    out = _cli("alerts", "--address", g.address)
+    assert out.returncode == 1 and out.stderr.startswith("gateway alerts: FAILED_PRECONDITION: alerting is off")
+    # bytes that are no ListAlertsRequest: INVALID_ARGUMENT, as on every call
+    raw = g.channel.unary_unary("/gateway.v1.Gateway/ListAlerts")
+    with pytest.raises(grpc.RpcError) as info:
+        raw(b"\xff\xff")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 class Silent:

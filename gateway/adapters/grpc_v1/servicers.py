@@ -80,6 +80,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             "Feedback": grpc.unary_unary_rpc_method_handler(
                 self.Feedback, request_deserializer=None,
                 response_serializer=pb.FeedbackResponse.SerializeToString),
+            "ListAlerts": grpc.unary_unary_rpc_method_handler(
+                _parsing(pb.ListAlertsRequest, self.ListAlerts), request_deserializer=None,
+                response_serializer=pb.ListAlertsResponse.SerializeToString),
         }
 
     async def _predict(self, msg: pb.PredictRequest, context, call: int) -> pb.PredictResponse:
@@ -197,6 +200,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             _fail(context, exc)
             return None
         return converters.feedback_response(result)
+
+
+    async def ListAlerts(self, request, context):
+        try:
+            return converters.alerts_response(self.dataplane.alerts(request.model))
+        except GatewayError as exc:
+            _fail(context, exc)
+            return None
 
 
 def _new_id() -> str:
