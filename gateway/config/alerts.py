@@ -31,6 +31,7 @@ METRICS: dict[str, str] = {
     "rmse": "root mean squared error over the joined labels (regressors)",
     "nan_rate_max": "highest share of NaN values of any input feature in the drift window",
     "out_of_range_rate_max": "highest share of values outside the reference range of any input feature",
+    "outlier_rate": "share of the rows scored in the drift window that were outliers against the reference",
 }
 
 MAX_RULES = 100

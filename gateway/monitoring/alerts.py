@@ -89,6 +89,8 @@ class Evaluator:
             quality = list(inputs) + list(d.data_quality)
             out["nan_rate_max"] = _max(f.nan_rate for f in quality)
             out["out_of_range_rate_max"] = _max(f.out_of_range_rate for f in quality)
+            if d.outlier_scored_rows:
+                out["outlier_rate"] = d.outlier_rate
         if d is not None:
             history = self._alarms.setdefault(key, collections.deque())
             history.append((now_s, d.change_alarms))

@@ -87,6 +87,20 @@ def test_drift_and_change_alarms_in_the_window():
     assert [e["status"] for e in ev.evaluate(_stats(_snap(drift=drift(7))), 80.0)] == ["resolved", "resolved"]
 
 
+def test_data_quality_and_outlier_signals():
+    from gateway.api.stats import DriftMeasure
+
+    nan = math.nan
+    worst = DriftMeasure("x", 3, 0.4, 0.1, 0.2, 0.01, "alert", 500, nan_rate=0.25, inf_rate=0.0,
+                         out_of_range_rate=0.1)
+    d = DriftSnapshot("captured", 1000, 500, 60.0, (worst,), 1, 0, 15, outlier_rate=0.3, outlier_scored_rows=50)
+    values = Evaluator([]).signals(_snap(drift=d), 0.0)
+    assert (values["drift_psi_max"], values["nan_rate_max"], values["out_of_range_rate_max"],
+            values["outlier_rate"]) == (0.4, 0.25, 0.1, 0.3)
+    capturing = DriftSnapshot("capturing", 0, 0, 60.0, (), 0, 0, 0)
+    assert "drift_features_alert" not in Evaluator([]).signals(_snap(drift=capturing), 0.0)
+
+
 def _quality(accuracy: float, window: int = MIN_LABELS) -> QualitySnapshot:
     return QualitySnapshot("classifier", 1000, window, 0, 0, 0, 0.5, window, accuracy, 0.8, 0.8, 0.8)
 
