@@ -35,18 +35,38 @@ def _deadline_ns(context: grpc.aio.ServicerContext, now_ns: int) -> int:
     return 0 if remaining is None else now_ns + int(remaining * 1e9)
 
 
-def _fail(context: grpc.aio.ServicerContext, exc: GatewayError) -> None:
-    """Give the call ``exc``'s status; the handler then returns None, which grpc.aio discards for
-    a status other than OK. Not ``context.abort``: that raises through the handler, and the
-    exception's traceback joins the call's frames (with the request bytes) in a reference cycle
-    that only the cyclic collector's next full pass frees, so a refused 60 MB request stayed
-    resident for seconds. A call that gRPC has already ended (its deadline fired, or the client
-    reset it, while the answer was being made) is not sent the status: grpc.aio logs that at
-    DEBUG only, and the client has its own DEADLINE_EXCEEDED or CANCELLED already."""
+LARGE_PAYLOAD_BYTES = 1 << 20      # a refused request this large ends by a status set, not abort
+SET_STATUS_MIN_REMAINING_S = 1.0   # ... when its deadline is at least this far
+
+
+async def _fail(context: grpc.aio.ServicerContext, exc: GatewayError, payload_bytes: int = 0) -> None:
+    """End the call with ``exc``'s status.
+
+    A large request (``payload_bytes``) whose deadline is not near gets the status set and
+    the handler returns None (grpc.aio discards the answer of a call whose status is not OK):
+    ``context.abort`` raises through the handler, and the exception's traceback joins the
+    call's frames (with the request bytes) in a reference cycle that only the cyclic
+    collector's next full pass frees, so a refused 60 MB request stayed resident for seconds.
+
+    Every other call is ended with ``abort``: a status set is sent only after the handler
+    returns, and when gRPC has ended the call by then (its deadline fired, or the client
+    reset it) grpc.aio logs the failed send as an error with a traceback. ``abort`` sends it
+    at once, and a call already ended raises ExecuteBatchError (an InternalError) out of it:
+    the handler then ends as cancelled, which gRPC logs at DEBUG only, and the client has its
+    own DEADLINE_EXCEEDED or CANCELLED already."""
     if exc.retry_after_ms is not None:
         context.set_trailing_metadata((("grpc-retry-pushback-ms", str(exc.retry_after_ms)),))
-    context.set_code(grpc.StatusCode[exc.status.name])
-    context.set_details(exc.message)
+    code = grpc.StatusCode[exc.status.name]
+    if payload_bytes >= LARGE_PAYLOAD_BYTES:
+        remaining = context.time_remaining()
+        if remaining is None or remaining > SET_STATUS_MIN_REMAINING_S:
+            context.set_code(code)
+            context.set_details(exc.message)
+            return
+    try:
+        await context.abort(code, exc.message)
+    except grpc.aio.InternalError:
+        raise asyncio.CancelledError(f"call already ended; not sent: {exc.status.name}") from None
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
@@ -100,9 +120,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             response = await self._predict(msg, context, self._predict_call)
             return converters.serialized(response, response.request_id, self._max_bytes)
         except GatewayError as exc:
-            _fail(context, exc)
+            await _fail(context, exc, len(request))
         except Exception as exc:  # a bug: still a definite status, and the traceback in the log
-            _fail(context, _internal(exc, msg.request_id if msg is not None else ""))
+            await _fail(context, _internal(exc, msg.request_id if msg is not None else ""), len(request))
         return None
 
     async def PredictStream(self, request_iterator, context):
@@ -180,14 +200,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         try:
             return converters.model_metadata(self.dataplane.model_metadata(request.name, request.version))
         except GatewayError as exc:
-            _fail(context, exc)
+            await _fail(context, exc)
             return None
 
     async def GetStats(self, request, context):
         try:
             stats = await self.dataplane.statistics(request.window_s or 10.0, request.model)
         except GatewayError as exc:
-            _fail(context, exc)
+            await _fail(context, exc)
             return None
         return converters.stats_response(stats)
 
@@ -197,7 +217,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             labels = converters.parse_feedback(request)
             result = await self.dataplane.feedback(labels)
         except GatewayError as exc:
-            _fail(context, exc)
+            await _fail(context, exc)
             return None
         return converters.feedback_response(result)
 
@@ -206,7 +226,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         try:
             return converters.alerts_response(self.dataplane.alerts(request.model))
         except GatewayError as exc:
-            _fail(context, exc)
+            await _fail(context, exc)
             return None
 
 
@@ -220,7 +240,7 @@ def _parsing(kind, handler):
         try:
             request = converters.parse_message(kind, data)
         except GatewayError as exc:
-            _fail(context, exc)
+            await _fail(context, exc)
             return None
         return await handler(request, context)
 
