@@ -204,7 +204,8 @@ class Webhook:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():  # (an attempt in flight ends within timeout_s; the thread is a daemon)
+            self._thread.join(timeout_s)
 
     @property
     def queued(self) -> int:
@@ -311,9 +312,10 @@ class Alerts:
     def _publish(self, event: dict) -> None:
         firing = event["status"] == "firing"
         value = event["value"]
-        log.log(logging.WARNING if firing else logging.INFO, "alert %s %s: %s/%s %s %s %g (%s)",
+        log.log(logging.WARNING if firing else logging.INFO, "alert %s %s: %s@%s %s %s (rule: %s %g, %s)",
                 event["rule"], event["status"], event["model"], event["version"], event["metric"],
-                "=" if value is None else f"{value:.6g}", event["threshold"], event["severity"],
+                "(no value)" if value is None else f"{value:.6g}", event["comparator"], event["threshold"],
+                event["severity"],
                 extra={"event": f"alert.{event['status']}", "model": event["model"], "version": event["version"],
                        "fields": {k: v for k, v in event.items() if k not in ("model", "version", "status")}
                        | {"alert_status": event["status"]}})

@@ -129,3 +129,63 @@ def test_webhook_queue_drops_the_oldest_and_counts():
         hook.send({"rule": str(i)})
     assert hook.queued == 3 and hook.dropped == 7
     assert [e["rule"] for e in hook._queue] == ["7", "8", "9"]
+
+
+def test_webhook_retries_with_backoff_until_delivered_and_gives_up_after_max_attempts():
+    import http.server
+    import json
+    import threading
+    import time
+
+    bodies: list[dict] = []
+    answers = iter([500, 503, 204, 500, 500, 500])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(next(answers))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = Webhook(f"http://127.0.0.1:{server.server_address[1]}/", max_attempts=3, backoff_s=0.01)
+    hook.start()
+    try:
+        hook.send({"rule": "a", "status": "firing"})
+        hook.send({"rule": "b", "status": "firing"})
+        deadline = time.monotonic() + 10
+        while hook.delivered + hook.failed < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (hook.delivered, hook.failed, hook.attempts) == (1, 1, 6)
+        assert [b["rule"] for b in bodies] == ["a", "a", "a", "b", "b", "b"]
+    finally:
+        hook.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_events_are_logged_with_their_fields_and_handed_on(caplog):
+    from gateway.config.alerts import AlertSettings
+    from gateway.logs import JsonFormatter
+    from gateway.monitoring.alerts import Alerts
+
+    import json
+
+    errors = [0.5]
+    emitted: list[dict] = []
+    alerts = Alerts(AlertSettings(defaults=False, rules=[_rule(for_s=0)]),
+                    lambda window_s: _stats(_snap(error_share=errors[0])), emit=emitted.append)
+    with caplog.at_level("INFO", logger="gateway.monitoring"):
+        alerts.evaluate_now()
+        errors[0] = 0.0
+        alerts.evaluate_now()
+    firing, resolved = (json.loads(JsonFormatter().format(r)) for r in caplog.records)
+    assert firing["event"] == "alert.firing" and firing["level"] == "WARNING"
+    assert firing["message"] == "alert errors firing: m@1 error_share 0.5 (rule: > 0.05, critical)"
+    assert (firing["rule"], firing["model"], firing["version"], firing["labels"]) == ("errors", "m", "1", {"team": "ml"})
+    assert resolved["event"] == "alert.resolved" and resolved["value"] == 0.0
+    assert [e["status"] for e in emitted] == ["firing", "resolved"]
+    assert alerts.listing().alerts == [] and alerts.evaluations == 2
