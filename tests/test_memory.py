@@ -35,17 +35,24 @@ def _libc():
 @glibc
 def test_a_fixed_threshold_keeps_large_blocks_mapped_after_a_larger_one_was_freed():
     """glibc's dynamic threshold would rise to 8 MiB when the first block is freed and serve the
-    4 MiB one from the heap (no new mapping), where it stays resident once freed."""
+    4 MiB one from the heap (no new mapping), where it stays resident once freed. (mallinfo2
+    counts the whole process: another thread of the test session mapping or unmapping a large
+    block between two readings spoils one try, so a few are allowed.)"""
     assert set_mmap_threshold(1 << 20).startswith("glibc ")
     libc = _libc()
-    libc.free(libc.malloc(8 << 20))
-    mapped = libc.mallinfo2().hblkhd
-    block = libc.malloc(4 << 20)
-    try:
-        assert libc.mallinfo2().hblkhd - mapped >= 4 << 20
-    finally:
+    seen = []
+    for _ in range(10):
+        libc.free(libc.malloc(8 << 20))
+        mapped = libc.mallinfo2().hblkhd
+        block = libc.malloc(4 << 20)
+        grown = libc.mallinfo2().hblkhd - mapped
         libc.free(block)
-    assert libc.mallinfo2().hblkhd == mapped                  # and unmapped when freed
+        after = libc.mallinfo2().hblkhd - mapped              # and unmapped when freed
+        seen.append((grown, after))
+        if grown >= 4 << 20 and after == 0:
+            break
+    else:
+        raise AssertionError(f"the 4 MiB block was not mapped and unmapped: (growth, left) per try {seen}")
     assert malloc_trim()
 
 
