@@ -166,3 +166,21 @@ def test_a_dead_webhook_slows_nothing_and_stays_bounded(make_gateway, fragile_re
     assert hook.attempts <= 2 * (hook.failed + 1)
     if silent is not None:
         silent.sock.close()
+
+
+def test_p99_over_deadline_reads_each_versions_policy_deadline(make_gateway, fragile_repo):
+    save_model(fragile_repo / "bounded" / "1" / "model.onnx", matmul_graph())
+    (fragile_repo / "bounded" / "config.yaml").write_text("policy:\n  deadlines: {default_timeout_ms: 10000}\n")
+    rule = {"name": "near_deadline", "metric": "p99_over_deadline", "comparator": ">", "threshold": 0, "for_s": 0}
+    g = make_gateway(model_repository=fragile_repo, alerts=FAST | {"rules": [rule]})
+    for model in ("bounded", "fragile"):
+        for _ in range(5):
+            g.predict(model, {"features": _x(16)})
+    deadline = time.monotonic() + 20
+    while not g.server.alerts.active() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few more evaluations: fragile (no deadline) has no value and never fires
+    [alert] = g.server.alerts.active()
+    assert (alert.model, alert.rule) == ("bounded", "near_deadline")
+    p99_ms = g.stub.GetStats(pb.GetStatsRequest(model="bounded", window_s=2)).models[0].latency.p99_ms
+    assert 0 < alert.value < 0.1 and abs(alert.value - p99_ms / 10000) < 0.01
