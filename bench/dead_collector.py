@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--settle-s", type=float, default=6.0,
                    help="unmeasured load on each fresh process before its measured run")
+    p.add_argument("--server-cpus", help="pin each gateway process to these CPUs (e.g. 0): with "
+                   "--client-cpus, takes the scheduler's placement out of the comparison")
+    p.add_argument("--client-cpus", help="pin each load.py process to these CPUs (e.g. 1)")
     p.add_argument("--json-out", help="also write the summary (indented) to this file")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
            for k, v in runs.items()}
     ratios = {k: round(med[k] / med["none"], 3) for k in ("none_again", "dead", "dead_busy")}
     summary = {"bench": "dead_collector", "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats,
-               "duration_s": args.duration_s, "concurrency": args.concurrency, "endpoint": dead,
+               "duration_s": args.duration_s, "concurrency": args.concurrency,
+               "server_cpus": args.server_cpus, "client_cpus": args.client_cpus, "endpoint": dead,
                "median_rps": {k: round(v, 1) for k, v in med.items()},
                "median_server_cpu_us_per_request": {k: round(v, 1) for k, v in cpu.items()},
                "ratio_over_none": ratios, "target": TARGET,

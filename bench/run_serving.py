@@ -63,11 +63,31 @@ class ServerStartError(RuntimeError):
     pass
 
 
+def cpu_set(text: str | None) -> set[int] | None:
+    """``"0"`` or ``"0,2-3"`` as a set of CPU numbers (None or empty: not pinned)."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _pinned(cpus: set[int] | None):
+    """A ``preexec_fn`` that pins the child (and every thread it starts) to ``cpus``."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 class Server:
     """One server process in its own process group; log in ``logdir``."""
 
-    def __init__(self, label: str, argv: list[str], env: dict[str, str], logdir: pathlib.Path):
+    def __init__(self, label: str, argv: list[str], env: dict[str, str], logdir: pathlib.Path,
+                 cpus: set[int] | None = None):
         self.label = label
+        self.cpus = cpus  # pinned to these CPUs (None: wherever the scheduler puts it)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
@@ -80,7 +100,8 @@ class Server:
     def start(self) -> None:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_pinned(self.cpus))
 
     def log_tail(self, lines: int = 6) -> str:
         try:
@@ -145,11 +166,12 @@ class Bench:
         self.running: Server | None = None
 
     # -- servers --------------------------------------------------------------------------
-    def gateway(self, label: str, env: dict[str, str]) -> Server:
+    def gateway(self, label: str, env: dict[str, str], repository: pathlib.Path | None = None) -> Server:
         argv = [sys.executable, "-m", "gateway", "serve", "--port", "{port}",
-                "--model-repository", str(self.repository)]
+                "--model-repository", str(repository or self.repository)]
         # Shorter drain at shutdown; nothing else differs from the defaults.
-        return Server(label, argv, {"GATEWAY_GRACE_PERIOD_S": "1", **env}, self.logdir)
+        return Server(label, argv, {"GATEWAY_GRACE_PERIOD_S": "1", **env}, self.logdir,
+                      cpu_set(getattr(self.args, "server_cpus", None)))
 
     def floor(self) -> Server:
         argv = [sys.executable, str(BENCH / "floor_server.py"), "--port", "{port}",
@@ -192,7 +214,8 @@ class Bench:
         argv = [sys.executable, str(BENCH / "load.py"), "--address", server.address, "--model", model,
                 "--concurrency", str(concurrency), "--batch-size", "1", "--duration-s", str(a.duration_s),
                 "--warmup-s", str(a.warmup_s), "--method", method, "--quiet", "--server-pid", str(server.proc.pid)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration_s + a.warmup_s + 60)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration_s + a.warmup_s + 60,
+                              preexec_fn=_pinned(cpu_set(getattr(a, "client_cpus", None))))
         if proc.returncode != 0 or not proc.stdout.strip():
             raise RuntimeError(f"load.py failed (rc {proc.returncode}): {proc.stderr.strip()[-800:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
