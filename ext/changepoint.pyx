@@ -36,7 +36,13 @@ increments with drift ``delta = mu - k``:
 in control (mu = 0, delta = -k): ``ARL0 = (exp(2 k b) - 2 k b - 1) / (2 k^2)``, increasing
 in ``b``, solved by bisection (``cusum_threshold``); ``h = max(0, b - 1.166)``.
 (1.166 = 2 x 0.583, Siegmund's correction for the overshoot of a Gaussian random walk.)
-tests/kernels/test_changepoint.py checks the resulting alarm rate by simulation.
+tests/kernels/test_changepoint.py checks the resulting alarm rate by simulation. Measured
+(bench/drift.py, 2026-12-01): at the default knob (ERT = 10^7 rows; 16 features: h = 33.84)
+20 runs of 10^5 in-distribution N(0, 1) rows x 16 features raised 1 false alarm in all
+(2 x 10^6 rows: 0.5 per 10^6 rows, where 0.2 alarms in all were expected); at ERT = 10^5
+rows, 10^7 rows x 16 features raised 99 (100 expected). A 0.5-sigma shift of one feature was
+flagged after a median of 127 rows with 16 features watched (105 with one; Siegmund's delay
+from a zero statistic: 132 and 110).
 
 Values: NaN is skipped (counted per feature in ``nan_count``, not folded in). +/-inf is
 folded in as a value infinitely far out: that side alarms on that row with statistic inf
