@@ -74,11 +74,13 @@ def cpu_set(text: str | None) -> set[int] | None:
     return cpus
 
 
-def _pinned(cpus: set[int] | None):
-    """A ``preexec_fn`` that pins the child (and every thread it starts) to ``cpus``."""
+def pinned(argv: list[str], cpus: set[int] | None) -> list[str]:
+    """``argv`` run through ``taskset`` so the process (and every thread it starts) runs on
+    ``cpus``. (Not a ``preexec_fn``: that makes subprocess fork instead of spawn, and a fork of
+    this process, whose gRPC channels have threads, hung in the child once.)"""
     if cpus is None:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
+        return argv
+    return ["taskset", "-c", ",".join(str(c) for c in sorted(cpus)), *argv]
 
 
 class Server:
@@ -99,9 +101,8 @@ class Server:
 
     def start(self) -> None:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_pinned(self.cpus))
+        self.proc = subprocess.Popen(pinned(self.argv, self.cpus), env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def log_tail(self, lines: int = 6) -> str:
         try:
@@ -214,8 +215,8 @@ class Bench:
         argv = [sys.executable, str(BENCH / "load.py"), "--address", server.address, "--model", model,
                 "--concurrency", str(concurrency), "--batch-size", "1", "--duration-s", str(a.duration_s),
                 "--warmup-s", str(a.warmup_s), "--method", method, "--quiet", "--server-pid", str(server.proc.pid)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration_s + a.warmup_s + 60,
-                              preexec_fn=_pinned(cpu_set(getattr(a, "client_cpus", None))))
+        proc = subprocess.run(pinned(argv, cpu_set(getattr(a, "client_cpus", None))), capture_output=True,
+                              text=True, timeout=a.duration_s + a.warmup_s + 60)
         if proc.returncode != 0 or not proc.stdout.strip():
             raise RuntimeError(f"load.py failed (rc {proc.returncode}): {proc.stderr.strip()[-800:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])

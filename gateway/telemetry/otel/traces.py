@@ -108,9 +108,17 @@ class SpanPipeline:
     def export_pending(self, timeout_s: float | None = None) -> int:
         """Build and export what is queued; returns spans exported."""
         items = self.drain()
-        if not items:
-            if not self._healthy and time.monotonic() - self._probed_at >= self.probe_every_s:
+        if not self._healthy:
+            # The collector is known to be down: what was queued (sampled before the pause took
+            # effect) is dropped unbuilt; building and encoding it again for each retry of an
+            # export that cannot succeed had cost a few % of throughput. The probe decides when
+            # exporting resumes.
+            if items:
+                self.dropped["spans"] = self.dropped.get("spans", 0) + len(items)
+            if time.monotonic() - self._probed_at >= self.probe_every_s:
                 self._probe()
+            return 0
+        if not items:
             return 0
         try:
             spans = self.build(items)
@@ -126,11 +134,12 @@ class SpanPipeline:
             except Exception as exc:
                 log.debug("span export raised %r", exc)
                 ok = False
+            self._set_health(ok)
             if ok:
                 sent += len(chunk)
-            else:
-                self.dropped["spans"] = self.dropped.get("spans", 0) + len(chunk)
-            self._set_health(ok)
+            else:  # this chunk and the rest: none would get through
+                self.dropped["spans"] = self.dropped.get("spans", 0) + len(spans) - i
+                break
         self.exported += sent
         return sent
 

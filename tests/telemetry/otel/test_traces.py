@@ -111,19 +111,22 @@ class _Failing(InMemorySpanExporter):
 def test_a_full_queue_and_failed_exports_count_dropped_spans(caplog):
     dropped = {}
     exporter = _Failing()
-    spans, call = _pipeline(exporter, max_queue=2, dropped=dropped)
+    spans, call = _pipeline(exporter, max_queue=2, dropped=dropped, probe_every_s=0.0)
     for i in range(3):
         _answer(spans, call, trace=RequestTrace(TRACE + i, 0xA + i, 0))
     assert dropped == {"spans": 1}                                           # the third one pushed out the oldest
     with caplog.at_level(logging.INFO, logger="gateway.telemetry"):
         assert spans.export_pending() == 0
         assert dropped == {"spans": 1 + 8}                                   # 2 requests x 4 spans
+        _answer(spans, call, trace=RequestTrace(TRACE, 0xE, 0))              # (sampled before the pause)
+        assert spans.export_pending() == 0 and dropped == {"spans": 1 + 8 + 1}   # dropped unbuilt, probe fails
         exporter.fail = False
+        assert spans.export_pending() == 0                                   # the probe: back
         _answer(spans, call, trace=RequestTrace(TRACE, 0xF, 0))
         assert spans.export_pending() == 4
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["span export failed; sampling paused and spans counted as dropped until the "
-                        "collector is back (probed every 5 s)", "span export recovered; sampling resumed"]
+                        "collector is back (probed every 0 s)", "span export recovered; sampling resumed"]
 
 
 class _Probed(_Failing):
@@ -159,12 +162,13 @@ def test_a_raising_health_callback_changes_nothing(caplog):
         raise RuntimeError("gate broke")
 
     exporter = _Probed()
-    spans, call = _pipeline(exporter, on_health=broken)
+    spans, call = _pipeline(exporter, on_health=broken, probe_every_s=0.0)
     with caplog.at_level(logging.ERROR, logger="gateway.telemetry"):
         _answer(spans, call, trace=RequestTrace(TRACE, 0xA, 0))
         assert spans.export_pending() == 0
     assert any("health callback failed" in r.getMessage() for r in caplog.records)
     exporter.fail = False
+    assert spans.export_pending() == 0 and exporter.exports[-1] == 0         # the probe
     _answer(spans, call, trace=RequestTrace(TRACE, 0xB, 0))
     assert spans.export_pending() == 4
 
