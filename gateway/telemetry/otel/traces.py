@@ -11,9 +11,11 @@ a failed export drops spans and counts them; nothing here can block serving.
 A collector that cannot be reached costs serving little: once an export fails the pipeline
 tells ``on_health`` (the composition root pauses head sampling with it, so no request is
 sampled, queued or built into spans) and probes with an empty export every
-``probe_every_s`` until one succeeds. Measured with ``always_on`` (bench/RESULTS.md, "A dead
-collector"): building every request's spans, and the exporter encoding them again on each retry
-of an export that could not succeed, took 13-15 % of throughput.
+``probe_every_s`` until one succeeds; what was queued before the pause is dropped unbuilt.
+Measured with ``always_on`` (bench/RESULTS.md, "A dead collector"): building every request's
+spans, and the exporter encoding them again on each retry of an export that could not succeed,
+took 13-15 % of throughput; now a dead collector measures 1.005 x no endpoint (default sampler)
+and 0.985 x (``always_on``, metrics every second).
 """
 from __future__ import annotations
 
