@@ -381,7 +381,8 @@ def _drift_line(d) -> str:
         return f"{head}: no window graded yet"
     line = (f"{head}, last {d.window_rows} rows / {d.window_s:.0f} s: features alert {d.features_alert}, "
             f"warn {d.features_warn}, ok {d.features_ok}")
-    for name, m in (("predicted class", d.predicted_class), ("confidence", d.confidence)):
+    for name, m in (("predicted class", d.predicted_class), ("confidence", d.confidence),
+                    ("predictions", d.prediction)):
         if m.window_rows:
             line += f"; {name} {m.grade} (PSI {m.psi:.3f})"
     if d.outlier_scored_rows:

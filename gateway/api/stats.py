@@ -91,6 +91,9 @@ class DriftSnapshot:
     # the features with the most NaN, infinite or out-of-range values (at most DRIFT_TOP; none
     # listed when all were clean)
     data_quality: tuple[DriftMeasure, ...] = ()
+    # a model that is no classifier: its predictions' (its first output's) drift, the value with
+    # the highest PSI where it predicts several a row; ``input`` is "output:<name>"
+    prediction: DriftMeasure | None = None
 
 
 @dataclasses.dataclass(frozen=True)

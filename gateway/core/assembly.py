@@ -89,7 +89,12 @@ class Assembler:
                 model.name, model.version, inputs={s.name: _features(s.shape) for s in model.inputs},
                 classes=classes, logits=logits, labels=list(labels) or None, input_stats=config.input_stats,
                 profile=profile)
-            observer = self._observers.batch_observer(telemetry_id, model.classifier_output, logits)
+            value_output = None
+            if model.classifier_output is None:
+                first = model.outputs[0] if model.outputs else None
+                if first is not None and first.dtype.kind in "fiu" and first.shape and first.shape[0] == -1:
+                    value_output = first.name
+            observer = self._observers.batch_observer(telemetry_id, model.classifier_output, logits, value_output)
         batching = config.batching
         batcher = DynamicBatcher(
             model, self._executor,

@@ -51,7 +51,10 @@ class ModelObservers(Protocol):
         ...
 
     def batch_observer(self, telemetry_id: int, classifier_output: str | None,
-                       logits: bool) -> BatchObserver | None: ...
+                       logits: bool, value_output: str | None = None) -> BatchObserver | None:
+        """``value_output``: for a model that is no classifier, the output whose values are its
+        predictions (their statistics and drift are watched like an input's)."""
+        ...
 
 
 class Decisions:

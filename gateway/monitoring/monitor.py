@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from ..api.stats import DRIFT_TOP, ChangeEvent, DriftMeasure, DriftSnapshot
-from ..telemetry.models import ChangeAlarm, ModelTelemetry
+from ..telemetry.models import PREDICTION_PREFIX, ChangeAlarm, ModelTelemetry
 from .drift import DEFAULT_THRESHOLDS, DriftThresholds, FeatureDrift, HistogramWindows, Window, feature_drift
 
 Source = Literal["given", "captured", "capturing"]
@@ -66,6 +66,7 @@ class VersionDrift:
     change_alarms: int = 0                                   # the change detectors', so far
     changes: list[ChangeAlarm] = field(default_factory=list)  # the newest DRIFT_TOP, newest first
     at_ns: int = 0                                           # when this was decided
+    prediction: InputDrift | None = None                     # a non-classifier's predictions
 
     def worst(self, n: int) -> list[tuple[str, FeatureDrift]]:
         """The ``n`` features with the highest PSI (NaN last), as (input, drift)."""
@@ -98,7 +99,18 @@ class VersionDrift:
             self.change_alarms, self.outlier_rate, self.outlier_scored_rows,
             tuple(ChangeEvent(c.input, c.feature, c.side, c.row, c.statistic,
                               max(0.0, (self.at_ns - c.t_ns) / 1e9)) for c in self.changes[:top]),
-            tuple(self._measure(name, f) for name, f in self.worst_quality(top)))
+            tuple(self._measure(name, f) for name, f in self.worst_quality(top)),
+            self._prediction_measure())
+
+    def _prediction_measure(self) -> DriftMeasure | None:
+        """The prediction feature with the highest PSI (most models predict one value a row)."""
+        p = self.prediction
+        if p is None or not p.features:
+            return None
+        f = max(p.features, key=lambda f: f.psi if f.psi == f.psi else -1.0)
+        i = f.feature
+        return DriftMeasure(p.input, i, f.psi, f.js, f.ks, f.ks_error, f.grade, f.window_rows,
+                            p.nan_rate[i], p.inf_rate[i], p.out_of_range_rate[i])
 
     def _measure(self, name: str, f: FeatureDrift) -> DriftMeasure:
         nan, inf, out = self.quality(name, f.feature) if name else (math.nan,) * 3
@@ -148,7 +160,7 @@ class DriftMonitor:
         for st in models:
             if not st.model:  # id 0: requests that named no version
                 continue
-            if not st.inputs and st.confidence is None:  # monitoring off for it: nothing to grade
+            if not st.inputs and st.confidence is None and st.prediction_stats is None:  # monitoring off
                 continue
             results[st.model_id] = self._version(st, now_ns)
         with self._lock:
@@ -190,33 +202,28 @@ class DriftMonitor:
             change_alarms = st.change_alarms
             changes = list(st.changes)[-DRIFT_TOP:][::-1]
             outlier_counts = np.array([[st.outlier_rows, st.outlier_scored_rows - st.outlier_rows]], np.int64)
+            ps = st.prediction_stats
+            prediction_state = (ps, ps.state(), st.prediction_output) if ps is not None else None
         for name, (fs, state) in states.items():
-            tr = self._track((st.model_id, name), fs)
-            edges = state["edges"]
-            hist = state["histogram"]
-            if edges is None:           # still warming up: no bins yet
+            given = profile.inputs.get(name) if profile is not None else None
+            found = self._stats_drift(st, name, fs, state, given, now_ns)
+            if found is None:           # still warming up: no bins yet
                 sources.add("capturing")
                 continue
-            if tr.reference is None:
-                given = profile.inputs.get(name) if profile is not None else None
-                if given is not None and given.edges.shape == edges.shape and np.array_equal(given.edges, edges):
-                    tr.reference, tr.source = given.histogram.astype(np.int64), "given"
-                else:           # the rows the warm-up froze the edges on (windows start after them)
-                    tr.reference, tr.source = hist.astype(np.int64, copy=True), "captured"
-                    tr.windows.clear()
-            sources.add(tr.source)
-            reference_rows = max(reference_rows, int(tr.reference.sum(axis=1).max(initial=0)))
-            counts = np.concatenate([hist, state["nan_count"][:, None], state["inf_count"][:, None]], axis=1)
-            graded, window = self._grade(tr, now_ns, counts, int(counts.sum(axis=1).max(initial=0)), edges)
-            if window is not None:
+            from_, rows, drift, window = found
+            sources.add(from_)
+            reference_rows = max(reference_rows, rows)
+            if drift is not None and window is not None:
                 window_rows = max(window_rows, window.rows)
                 window_s = max(window_s, window.duration_s)
-                w = window.counts.astype(np.float64)
-                seen = w.sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    nan_rate, inf_rate = w[:, -2] / seen, w[:, -1] / seen
-                    out = (w[:, 0] + w[:, -3]) / seen       # underflow and overflow bins
-                inputs.append(InputDrift(name, graded, nan_rate.tolist(), inf_rate.tolist(), out.tolist()))
+                inputs.append(drift)
+        prediction = None
+        if prediction_state is not None:
+            fs, state, output = prediction_state
+            given_out = profile.output.values if profile is not None and profile.output.name == output else None
+            found = self._stats_drift(st, PREDICTION_PREFIX + output, fs, state, given_out, now_ns)
+            if found is not None:
+                prediction = found[2]
         predicted = confidence = None
         if conf is not None and conf_state is not None:
             rows = int(conf_state["rows"]) - int(conf_state["invalid_rows"])
@@ -235,7 +242,35 @@ class DriftMonitor:
             sources.add("given" if profile is not None else "capturing")
         source: Source = "given" if sources == {"given"} else ("capturing" if "capturing" in sources else "captured")
         return VersionDrift(st.model, st.version, source, reference_rows, window_rows, window_s, inputs,
-                            predicted, confidence, outlier_rate, scored, change_alarms, changes, now_ns)
+                            predicted, confidence, outlier_rate, scored, change_alarms, changes, now_ns, prediction)
+
+    def _stats_drift(self, st: ModelTelemetry, name: str, fs, state, given,
+                     now_ns: int) -> tuple[Source, int, InputDrift | None, Window | None] | None:
+        """One FeatureStats' drift and data quality over the window (None while it warms up):
+        the reference is ``given``'s histogram where its edges are the statistics' own, else
+        the rows the warm-up froze the edges on (windows start after them)."""
+        tr = self._track((st.model_id, name), fs)
+        edges = state["edges"]
+        hist = state["histogram"]
+        if edges is None:
+            return None
+        if tr.reference is None:
+            if given is not None and given.edges.shape == edges.shape and np.array_equal(given.edges, edges):
+                tr.reference, tr.source = given.histogram.astype(np.int64), "given"
+            else:
+                tr.reference, tr.source = hist.astype(np.int64, copy=True), "captured"
+                tr.windows.clear()
+        rows = int(tr.reference.sum(axis=1).max(initial=0))
+        counts = np.concatenate([hist, state["nan_count"][:, None], state["inf_count"][:, None]], axis=1)
+        graded, window = self._grade(tr, now_ns, counts, int(counts.sum(axis=1).max(initial=0)), edges)
+        if window is None:
+            return tr.source, rows, None, None
+        w = window.counts.astype(np.float64)
+        seen = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nan_rate, inf_rate = w[:, -2] / seen, w[:, -1] / seen
+            out = (w[:, 0] + w[:, -3]) / seen       # underflow and overflow bins
+        return tr.source, rows, InputDrift(name, graded, nan_rate.tolist(), inf_rate.tolist(), out.tolist()), window
 
     def _output(self, st: ModelTelemetry, what: tuple[str, object], counts: np.ndarray, rows: int, now_ns: int,
                 given: np.ndarray | None) -> FeatureDrift | None:

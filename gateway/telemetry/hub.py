@@ -97,8 +97,9 @@ class Telemetry:
         self._models[model_id].reference = profile
         return model_id
 
-    def batch_observer(self, telemetry_id: int, classifier_output: str | None, logits: bool) -> BatchStats:
-        return BatchStats(self._models[telemetry_id], classifier_output)
+    def batch_observer(self, telemetry_id: int, classifier_output: str | None, logits: bool,
+                       value_output: str | None = None) -> BatchStats:
+        return BatchStats(self._models[telemetry_id], classifier_output, value_output)
 
     def model(self, telemetry_id: int) -> ModelTelemetry:
         return self._models[telemetry_id]

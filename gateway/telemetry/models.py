@@ -34,9 +34,10 @@ class InputBinning:
 
 
 CHANGES_KEPT = 256  # change alarms a version keeps (the newest), for readers
-OUTLIER_SCORE_EVERY_NS = 10_000_000  # at most one executed batch a version per 10 ms is scored
+OUTLIER_SCORE_EVERY_NS = 100_000_000  # at most one executed batch a version per 100 ms is scored
 OUTLIER_MAX_OUT_OF_RANGE = 0    # a row is an outlier with more features than this outside the reference's range
 OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults)
+PREDICTION_PREFIX = "output:"   # a non-classifier's predictions go by "output:<its first output>"
 UNWATCHED_STD = 1e300  # the scale given to a feature the detector must not watch (only |x| > 1e300 alarms)
 
 
@@ -105,6 +106,9 @@ class ModelTelemetry:
         self._watches: dict[str, _Watch] = {}
         self.changes: collections.deque[ChangeAlarm] = collections.deque(maxlen=CHANGES_KEPT)
         self.change_alarms = 0      # all alarms so far (the deque keeps the newest)
+        # A non-classifier's predictions (its first output): statistics like an input's
+        self.prediction_stats: kernels.FeatureStats | None = None
+        self.prediction_output = ""
         # Outlier rate, from a sample of the executed batches (OUTLIER_SCORE_EVERY_NS)
         self.outlier_rows = 0
         self.outlier_scored_rows = 0
@@ -132,6 +136,7 @@ class ModelTelemetry:
                              for name, fs in self.features.items()}
             self._watches = {}      # the detectors restart with the statistics they follow
             self._outlier_refs = {}
+            self.prediction_stats = None
 
     def reclassify(self, classes: int | None, logits: bool, labels: list[str] | None) -> None:
         """A reloaded config with other classifier settings (``classifier:``, ``labels``): rows
@@ -174,12 +179,16 @@ class ModelTelemetry:
         return fs
 
     def observe_batch(self, feeds: Mapping[str, np.ndarray], scores: np.ndarray | None,
-                      confidence: kernels.ConfidenceStats | None = None) -> None:
-        """One executed batch: its inputs, and the classifier's scores (None: not a classifier),
-        under one acquisition of the lock. With ``confidence``, the scores count only while
-        those are still the version's confidence statistics (a version replaced by a reload
-        finishing its queue does not feed the statistics its successor restarted)."""
+                      confidence: kernels.ConfidenceStats | None = None,
+                      values: tuple[str, np.ndarray] | None = None) -> None:
+        """One executed batch: its inputs, and the classifier's scores (None: not a classifier)
+        or another model's predictions (``values``: its first output's name and values), under
+        one acquisition of the lock. With ``confidence``, the scores count only while those are
+        still the version's confidence statistics (a version replaced by a reload finishing its
+        queue does not feed the statistics its successor restarted)."""
         with self.feature_lock:
+            if values is not None:
+                self._observe_predictions(*values)
             for name, batch in feeds.items():
                 fs = self._stats_for(name, batch)
                 if fs is not None and fs.observe(batch) and self.change_ert_rows:
@@ -194,6 +203,27 @@ class ModelTelemetry:
                 top1, _ = self.confidence.observe(scores, self.logits)
                 if self.change_ert_rows:
                     self._watch("", self.confidence, top1)
+
+    # -- a non-classifier's predictions (executor threads, feature_lock held) -----------------
+    def _observe_predictions(self, name: str, values: np.ndarray) -> None:
+        """Statistics of the predictions, binned like an input's: by the profile's edges of its
+        output (a regressor's profile), else the quantiles of its first ``warmup_rows`` rows."""
+        if values.ndim == 0 or values.shape[0] == 0 or values.dtype.kind not in "fiu":
+            return
+        width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1
+        fs = self.prediction_stats
+        if fs is None or fs.n_features != width or self.prediction_output != name:
+            ref = self.reference
+            given = ref.output.values if ref is not None and ref.output.name == name else None
+            b = self.binning
+            if given is not None and given.features == width:
+                fs = kernels.FeatureStats(width, edges=given.edges, sample_every=self.sample_every)
+            else:
+                fs = kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=b.warmup_rows,
+                                          sample_every=self.sample_every)
+            self.prediction_stats, self.prediction_output = fs, name
+        if fs.observe(values) and self.change_ert_rows:
+            self._watch(PREDICTION_PREFIX + name, fs, values)
 
     # -- outliers (executor threads, feature_lock held) ---------------------------------------
     def _score_outliers(self, feeds: Mapping[str, np.ndarray]) -> None:
@@ -257,7 +287,12 @@ class ModelTelemetry:
         profile = self.reference
         mean = std = None
         if name:
-            given = profile.inputs.get(name) if profile is not None else None
+            if name.startswith(PREDICTION_PREFIX):
+                output = profile.output if profile is not None else None
+                given = output.values if output is not None and output.name == name[len(PREDICTION_PREFIX):] \
+                    else None
+            else:
+                given = profile.inputs.get(name) if profile is not None else None
             fs = w.stats
             assert isinstance(fs, kernels.FeatureStats)
             if given is not None and given.features == fs.n_features:
@@ -296,15 +331,21 @@ class ModelTelemetry:
 
 
 class BatchStats:
-    """The batch observer of one version: input statistics, and confidence for classifiers."""
+    """The batch observer of one version: input statistics, and confidence for classifiers or
+    prediction statistics for other models (``value_output``: the output they are taken from)."""
 
-    __slots__ = ("_state", "_output", "_confidence")
+    __slots__ = ("_state", "_output", "_confidence", "_values")
 
-    def __init__(self, state: ModelTelemetry, classifier_output: str | None) -> None:
+    def __init__(self, state: ModelTelemetry, classifier_output: str | None, value_output: str | None = None) -> None:
         self._state = state
         self._output = classifier_output if state.confidence is not None else None
         self._confidence = state.confidence  # the statistics this version's scores belong to
+        self._values = value_output if self._output is None else None
 
     def observe_batch(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         output = self._output
-        self._state.observe_batch(feeds, outputs[output] if output is not None else None, self._confidence)
+        values = None
+        if self._values is not None:
+            v = outputs.get(self._values)
+            values = (self._values, v) if v is not None else None
+        self._state.observe_batch(feeds, outputs[output] if output is not None else None, self._confidence, values)

@@ -98,6 +98,15 @@ def test_without_a_profile_the_reference_is_captured_and_says_so(make_gateway, r
     assert top and top[0].input == "features" and top[0].feature == 2
     assert abs(top[0].nan_rate - 7 / 64) < 0.01 and top[0].inf_rate == 0
 
+    # a regressor's predictions are watched like an input (captured from its first rows)
+    end = time.monotonic() + WINDOW_S + 3.0
+    while time.monotonic() < end:
+        gw.predict("regressor", {"features": rng.standard_normal((64, 8)).astype(np.float32)})
+    (m,) = gw.stub.GetStats(pb.GetStatsRequest(model="regressor"), timeout=10).models
+    p = m.drift.prediction
+    assert m.drift.reference == "captured" and p.input == "output:prediction" and p.window_rows >= 200
+    assert p.grade == "ok", p
+
 
 def test_monitoring_off_for_a_model_observes_nothing_of_it(make_gateway, repo):
     config = repo / "classifier" / "config.yaml"

@@ -157,3 +157,27 @@ def test_a_hundred_thousand_rows_in_distribution_raise_no_drift_alert():
                 warns += f.grade == "warn"
     assert graded >= 16 * 85 and alerts == 0, (alerts, warns, graded)
     assert warns <= graded * 0.02, (warns, graded)
+
+
+def test_a_regressor_s_predictions_are_graded_against_its_profile():
+    hub = Telemetry(change_ert_rows=1e7)
+    ref_x = np.random.default_rng(4).normal(size=(20_000, 1))
+    out = OutputProfile("regressor", "prediction", values=feature_profile(ref_x, 10))
+    profile = ReferenceProfile("r", "1", 20_000, {}, out)
+    rid = hub.register("r", "1", inputs={}, classes=None, logits=False, labels=None, input_stats=_InputStats(),
+                       profile=profile)
+    st = hub.model(rid)
+    observer = hub.batch_observer(rid, None, False, "prediction")
+    monitor = DriftMonitor(window_s=10.0)
+    rng = np.random.default_rng(5)
+    t = 10 * S
+    for shift in (0.0, 0.7):
+        for _ in range(11):
+            observer.observe_batch({}, {"prediction": rng.normal(size=(100, 1)).astype(np.float32) + shift})
+            t += S
+            monitor.tick(hub.models(), t)
+        d = monitor.drift(rid).snapshot()
+        assert d.prediction is not None and d.prediction.input == "output:prediction"
+        assert d.prediction.grade == ("ok" if shift == 0 else "alert"), d.prediction
+    assert np.array_equal(st.prediction_stats.edges, out.values.edges)          # binned by the profile
+    assert st.change_alarms >= 1 and {(c.input, c.side) for c in st.changes} == {("output:prediction", "up")}

@@ -365,7 +365,8 @@ def _drift(d: DriftSnapshot) -> pb.Drift:
         change_alarms=d.change_alarms, outlier_rate=d.outlier_rate, outlier_scored_rows=d.outlier_scored_rows,
         changes=[pb.ChangeAlarm(input=c.input, feature=c.feature, side=c.side, row=c.row, statistic=c.statistic,
                                 age_s=c.age_s) for c in d.changes],
-        data_quality=[_measure(m) for m in d.data_quality])
+        data_quality=[_measure(m) for m in d.data_quality],
+        prediction=_measure(d.prediction) if d.prediction is not None else None)
 
 
 def _quality(q: QualitySnapshot) -> pb.Quality:
