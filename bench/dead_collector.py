@@ -62,35 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             "dead_busy": {"OTEL_EXPORTER_OTLP_ENDPOINT": dead, "OTEL_TRACES_SAMPLER": "always_on",
                           "OTEL_METRIC_EXPORT_INTERVAL": "1000"}}
     load = dict(model="classifier", concurrency=args.concurrency)
-    runs: dict[str, list[dict]] = {k: [] for k in envs}
     t0 = time.monotonic()
-    arms = list(envs)
-    # the orders in turn, each arm in each place equally often (rotations, then reversed)
-    orders = [arms[i:] + arms[:i] for i in range(len(arms))]
-    orders += [o[::-1] for o in orders]
-    try:
-        for r in range(args.repeats):
-            for label in orders[r % len(orders)]:
-                # A fresh process per run: two like processes here differ by up to 12 % for as
-                # long as they live (none_again / none with processes kept: 0.88), more than
-                # the effect measured.
-                server = bench.launch(bench.gateway(f"gateway-{label}-{r + 1}", envs[label]))
-                # unmeasured: the first failed export (its retries take ~7 s) pauses sampling
-                measured_s, args.duration_s = args.duration_s, args.settle_s
-                try:
-                    bench.load(server, **load)
-                finally:
-                    args.duration_s = measured_s
-                res = bench.load(server, **load)
-                server.stop()
-                del bench.servers[server.label]
-                runs[label].append(res)
-                run_serving.log(f"repeat {r + 1}/{args.repeats} {label:<10} {res['rps']:8.1f} req/s  "
-                                f"p99 {res['p99_ms']:.2f} ms  server CPU "
-                                f"{res.get('server_cpu_us_per_request', float('nan')):.0f} us/req  "
-                                f"errors {res['error_count']}")
-    finally:
-        bench.stop_all()
+    # unmeasured settle: the first failed export (its retries take ~7 s) pauses sampling
+    runs = bench.fresh_runs({k: (env, None) for k, env in envs.items()}, load, args.repeats, args.settle_s)
     med = {k: statistics.median(x["rps"] for x in v) for k, v in runs.items()}
     cpu = {k: statistics.median(x.get("server_cpu_us_per_request", float("nan")) for x in v)
            for k, v in runs.items()}

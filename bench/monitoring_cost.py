@@ -77,30 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = run_serving.Bench(args, logdir, on)
     repos = {"on": on, "on_again": on, "off": off}
     load = dict(model="classifier", concurrency=args.concurrency)
-    runs: dict[str, list[dict]] = {k: [] for k in repos}
-    arms = list(repos)
-    orders = [arms[i:] + arms[:i] for i in range(len(arms))]
-    orders += [o[::-1] for o in orders]
     t0 = time.monotonic()
-    try:
-        for r in range(args.repeats):
-            for label in orders[r % len(orders)]:
-                server = bench.launch(bench.gateway(f"gateway-{label}-{r + 1}", {}, repos[label]))
-                measured_s, args.duration_s = args.duration_s, args.settle_s
-                try:
-                    bench.load(server, **load)   # unmeasured: warm-up rows captured, detectors started
-                finally:
-                    args.duration_s = measured_s
-                res = bench.load(server, **load)
-                server.stop()
-                del bench.servers[server.label]
-                runs[label].append(res)
-                run_serving.log(f"repeat {r + 1}/{args.repeats} {label:<9} {res['rps']:8.1f} req/s  "
-                                f"p99 {res['p99_ms']:.2f} ms  server CPU "
-                                f"{res.get('server_cpu_us_per_request', float('nan')):.0f} us/req  "
-                                f"errors {res['error_count']}")
-    finally:
-        bench.stop_all()
+    # unmeasured settle: warm-up rows captured, detectors started
+    runs = bench.fresh_runs({k: ({}, repo) for k, repo in repos.items()}, load, args.repeats, args.settle_s)
     med = {k: statistics.median(x["rps"] for x in v) for k, v in runs.items()}
     cpu = {k: statistics.median(x.get("server_cpu_us_per_request", float("nan")) for x in v)
            for k, v in runs.items()}

@@ -224,6 +224,38 @@ class Bench:
             raise RuntimeError(f"{server.label} died during the run: {server.log_tail()}")
         return result
 
+    def fresh_runs(self, arms: dict[str, tuple[dict[str, str], pathlib.Path | None]], load_args: dict,
+                   repeats: int, settle_s: float) -> dict[str, list[dict]]:
+        """Each repeat runs every arm (label -> (env, repository)) once, in the next of the
+        arms' rotations and their reverses (each arm in each place equally often), each run in a
+        fresh gateway process after ``settle_s`` of unmeasured load on it: two like processes
+        here differ by up to 12 % for as long as they live, more than the effects measured."""
+        labels = list(arms)
+        orders = [labels[i:] + labels[:i] for i in range(len(labels))]
+        orders += [o[::-1] for o in orders]
+        runs: dict[str, list[dict]] = {k: [] for k in labels}
+        a = self.args
+        try:
+            for r in range(repeats):
+                for label in orders[r % len(orders)]:
+                    env, repository = arms[label]
+                    server = self.launch(self.gateway(f"gateway-{label}-{r + 1}", env, repository))
+                    measured_s, a.duration_s = a.duration_s, settle_s
+                    try:
+                        self.load(server, **load_args)   # unmeasured
+                    finally:
+                        a.duration_s = measured_s
+                    res = self.load(server, **load_args)
+                    server.stop()
+                    del self.servers[server.label]
+                    runs[label].append(res)
+                    log(f"repeat {r + 1}/{repeats} {label:<10} {res['rps']:8.1f} req/s  p99 {res['p99_ms']:.2f} ms  "
+                        f"server CPU {res.get('server_cpu_us_per_request', float('nan')):.0f} us/req  "
+                        f"errors {res['error_count']}")
+        finally:
+            self.stop_all()
+        return runs
+
     def compare(self, name: str, metric: str, arms: list[tuple[str, Server, dict]]) -> dict:
         """Run the two arms alternately (AB, BA, AB, ...) and take medians of ``metric``."""
         runs: dict[str, list[dict]] = {label: [] for label, _, _ in arms}

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from ..config.model import ModelConfig
 from ..config.profile import ReferenceProfile
 from ..policy import faults as fault_injection
-from ..policy import outliers
 from ..policy.state import ModelPolicy
 from .batching import DynamicBatcher
 from .observers import Decisions, ModelObservers
@@ -52,7 +51,7 @@ class Assembler:
         try:
             return ModelPolicy(served_by, config.policy, model.outputs, model.batchable,
                                on_transition=on_transition if decisions else None,
-                               outlier_reference=outlier_reference(profile))
+                               outlier_reference=profile.outlier_references() if profile is not None else None)
         except ValueError as exc:
             raise InvalidPolicy(str(exc)) from None
 
@@ -109,10 +108,6 @@ class Assembler:
         batcher.start()
         return ModelVersion(model.name, model.version, model, batcher, policy, head, labels, telemetry_id,
                             monitored)
-
-
-def outlier_reference(profile: ReferenceProfile | None) -> dict[str, outliers.Reference] | None:
-    return profile.outlier_references() if profile is not None else None
 
 
 def _features(shape: tuple[int, ...]) -> int:

@@ -252,8 +252,10 @@ class ModelTelemetry:
             return None
         if profile is not None and name in profile.inputs and profile.inputs[name].features == fs.n_features:
             ref = profile.outlier_references()[name]
-        elif fs.edges is not None and int(fs.state()["count"].min(initial=0)) >= self.binning.warmup_rows:
+        elif fs.edges is not None:
             st = fs.state()
+            if int(st["count"].min(initial=0)) < self.binning.warmup_rows:
+                return None
             ref = outliers.reference(st["min"], st["max"], st["mean"], np.sqrt(st["variance"]))
         else:
             return None
