@@ -4,6 +4,7 @@ a registry and a pipeline built by hand, decisions collected in a list."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import numpy as np
@@ -314,7 +315,8 @@ def test_the_chain_is_not_walked_once_the_client_deadline_has_passed(tmp_path):
         mv = s.add("slow", echo(), LABELS + f"faults: {{latency_ms: 300}}\npolicy:\n  fallback: {{chain: [{PRIOR}]}}\n")
         err = await _error(s.pipeline.run(request("slow", deadline_ns=time.monotonic_ns() + 20_000_000), []))
         assert err.status is Status.DEADLINE_EXCEEDED and err.fallback_code == FallbackReason.TIMEOUT
-        assert err.message == "model slow@1: no answer within 20 ms"                  # no step was tried
+        within = re.fullmatch(r"model slow@1: no answer within (\d+) ms", err.message)  # no step was tried
+        assert within and 10 <= int(within[1]) <= 20      # what was left of the 20 ms when the attempt began
         assert s.events() == ["fallback.triggered", "fallback.rejected"]
         assert mv.policy.rejections == {"timeout": 1}
     run(tmp_path, body, allow_fault_injection=True)
