@@ -84,7 +84,7 @@ class DriftSnapshot:
     features_ok: int
     predicted_class: DriftMeasure | None = None
     confidence: DriftMeasure | None = None
-    change_alarms: int = 0                  # sequential change detector alarms so far
+    change_alarms: int = 0                  # sequential change detector changes so far (re-alarms latched)
     outlier_rate: float = float("nan")      # rows scored in the window that were outliers
     outlier_scored_rows: int = 0            # rows scored in the window (a sample of them)
     changes: tuple[ChangeEvent, ...] = ()   # the newest, at most DRIFT_TOP, newest first

@@ -23,7 +23,7 @@ METRICS: dict[str, str] = {
     "requests_per_s": "requests per second over the window",
     "drift_features_alert": "input features whose drift grade is alert",
     "drift_psi_max": "highest PSI among the input features",
-    "change_alarms": "change detector alarms raised within the window",
+    "change_alarms": "changes the change detectors raised within the window (re-alarms of a side latched)",
     "accuracy": "accuracy over the last feedback_window joined labels (classifiers)",
     "accuracy_drop": "reference accuracy (the profile's, else the first labelled window's) minus accuracy",
     "macro_f1": "macro F1 over the joined labels (classifiers)",

@@ -34,6 +34,12 @@ class InputBinning:
 
 
 CHANGES_KEPT = 256  # change alarms a version keeps (the newest), for readers
+# A side of a feature that alarmed stays latched while it keeps alarming: a CUSUM restarts
+# after each alarm, so a shift that persists re-alarms every few hundred rows (about h / (shift
+# - k) rows: 135 for a 0.5-sigma shift at the defaults). Those re-alarms are one change, not
+# many: only an alarm on a side whose previous alarm is more than CHANGE_REARM_ROWS rows back
+# (of that detector's stream) is a new ChangeAlarm; the others count in ``change_repeats``.
+CHANGE_REARM_ROWS = 10_000
 OUTLIER_SCORE_EVERY_NS = 100_000_000  # at most one executed batch a version per 100 ms is scored
 OUTLIER_MAX_OUT_OF_RANGE = 0    # a row is an outlier with more features than this outside the reference's range
 OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults)
@@ -57,7 +63,7 @@ class ChangeAlarm:
 class _Watch:
     """The change detector of one input (or of the confidence) and how its reference is got."""
 
-    __slots__ = ("stats", "detector", "rows", "source", "unwatched", "sum", "sum_sq")
+    __slots__ = ("stats", "detector", "rows", "source", "unwatched", "sum", "sum_sq", "last_alarm_row")
 
     def __init__(self, stats: kernels.FeatureStats | kernels.ConfidenceStats) -> None:
         self.stats = stats          # the statistics object it follows (a new one: a new watch)
@@ -66,6 +72,7 @@ class _Watch:
         self.source = ""            # "given" or "captured" once it started
         self.unwatched = 0          # features it does not watch (constant in the reference)
         self.sum = self.sum_sq = 0.0  # the confidence's first rows (its reference moments)
+        self.last_alarm_row: dict[tuple[int, str], int] = {}  # (feature, side) -> row of its last alarm
 
 
 class ModelTelemetry:
@@ -105,7 +112,8 @@ class ModelTelemetry:
         self.change_ert_rows = change_ert_rows
         self._watches: dict[str, _Watch] = {}
         self.changes: collections.deque[ChangeAlarm] = collections.deque(maxlen=CHANGES_KEPT)
-        self.change_alarms = 0      # all alarms so far (the deque keeps the newest)
+        self.change_alarms = 0      # changes so far (the deque keeps the newest): see CHANGE_REARM_ROWS
+        self.change_repeats = 0     # re-alarms of a latched side, not counted as changes
         # A non-classifier's predictions (its first output): statistics like an input's
         self.prediction_stats: kernels.FeatureStats | None = None
         self.prediction_output = ""
@@ -280,8 +288,15 @@ class ModelTelemetry:
         alarms = det.observe(batch if name else batch.reshape(-1, 1))
         if alarms:
             now = time.monotonic_ns()
-            self.change_alarms += len(alarms)
-            self.changes.extend(ChangeAlarm(now, name, f, side, row, stat) for f, side, row, stat in alarms)
+            last = w.last_alarm_row
+            for f, side, row, stat in alarms:
+                before = last.get((f, side))
+                last[f, side] = row
+                if before is not None and row - before <= CHANGE_REARM_ROWS:
+                    self.change_repeats += 1
+                    continue
+                self.change_alarms += 1
+                self.changes.append(ChangeAlarm(now, name, f, side, row, stat))
 
     def _start_detector(self, name: str, w: _Watch) -> kernels.ChangeDetector | None:
         """The detector once its reference moments are known: the profile's at once, else those

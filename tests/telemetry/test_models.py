@@ -105,6 +105,29 @@ def test_a_half_sigma_shift_in_one_of_16_features_alarms_on_it_within_a_few_hund
     assert 100_000 - 1000 < alarm.row <= 100_000 - 1000 + shifted
 
 
+def test_a_shift_that_persists_is_one_change_until_its_side_has_been_quiet_for_the_rearm_rows():
+    from gateway.telemetry.models import CHANGE_REARM_ROWS
+    st = _watched()
+    rng = np.random.default_rng(9)
+    st.observe_inputs("features", rng.standard_normal((2000, 16)).astype(np.float32))  # the reference rows
+    assert st.change_alarms == 0
+
+    def shifted(rows, by):
+        x = rng.standard_normal((rows, 16)).astype(np.float32)
+        x[:, 5] += by
+        st.observe_inputs("features", x)
+
+    shifted(20_000, 1.0)                        # re-alarms every ~45 rows: ~400 in all
+    assert st.change_alarms == 1 and st.change_repeats > 100
+    assert [(a.feature, a.side) for a in st.changes] == [(5, "up")]
+    shifted(3000, -1.0)                         # the other side of the same feature: a change of its own
+    assert st.change_alarms == 2 and [(a.feature, a.side) for a in st.changes][-1] == (5, "down")
+    shifted(CHANGE_REARM_ROWS + 2000, 0.0)      # back in distribution for longer than the re-arm rows
+    before = st.change_alarms
+    shifted(2000, 1.0)                          # the same shift again: a new change
+    assert st.change_alarms == before + 1 and st.changes[-1].side == "up"
+
+
 def test_a_profile_s_moments_start_the_detector_at_once():
     ref = np.random.default_rng(6).standard_normal((5000, 16)) * 2.0 + 1.0
     from gateway.config.profile import OutputProfile, ReferenceProfile
