@@ -87,7 +87,8 @@ class Assembler:
             telemetry_id = self._observers.register(
                 model.name, model.version, inputs={s.name: _features(s.shape) for s in model.inputs},
                 classes=classes, logits=logits, labels=list(labels) or None, input_stats=config.input_stats,
-                profile=profile)
+                profile=profile, outlier_thresholds=(config.policy.outliers.max_out_of_range,
+                                                     config.policy.outliers.max_robust_z))
             value_output = None
             if model.classifier_output is None:
                 first = model.outputs[0] if model.outputs else None

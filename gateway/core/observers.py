@@ -45,9 +45,12 @@ class ModelObservers(Protocol):
 
     def register(self, name: str, version: str, *, inputs: dict[str, int], classes: int | None,
                  logits: bool, labels: list[str] | None, input_stats: object,
-                 profile: ReferenceProfile | None = None) -> int:
+                 profile: ReferenceProfile | None = None,
+                 outlier_thresholds: tuple[int, float | None] | None = None) -> int:
         """Register a version; returns its telemetry id (stamped into its records). With a
-        reference ``profile`` its input statistics bin by the profile's edges."""
+        reference ``profile`` its input statistics bin by the profile's edges.
+        ``outlier_thresholds``: (max features out of range, max robust z or None) that make a
+        row an outlier in the sampled outlier rate (None: policy.outliers' defaults)."""
         ...
 
     def batch_observer(self, telemetry_id: int, classifier_output: str | None,

@@ -81,7 +81,8 @@ class Telemetry:
             return model_id
 
     def register(self, name: str, version: str, *, inputs: dict[str, int], classes: int | None,
-                 logits: bool, labels: list[str] | None, input_stats, profile: ReferenceProfile | None = None) -> int:
+                 logits: bool, labels: list[str] | None, input_stats, profile: ReferenceProfile | None = None,
+                 outlier_thresholds: tuple[int, float | None] | None = None) -> int:
         """:meth:`register_model` from a model's ``input_stats`` config and reference profile."""
         edges = {n: fp.edges for n, fp in profile.inputs.items()} if profile is not None else {}
         ident = ""  # the edges' digest: other edges restart the statistics, the same ones do not
@@ -94,7 +95,10 @@ class Telemetry:
                                        labels=labels, input_binning=InputBinning(
                                            input_stats.bins, input_stats.warmup_rows, dict(input_stats.ranges),
                                            edges, ident))
-        self._models[model_id].reference = profile
+        state = self._models[model_id]
+        state.reference = profile
+        if outlier_thresholds is not None:
+            state.outlier_max_out_of_range, state.outlier_max_robust_z = outlier_thresholds
         return model_id
 
     def batch_observer(self, telemetry_id: int, classifier_output: str | None, logits: bool,

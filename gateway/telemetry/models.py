@@ -42,7 +42,8 @@ CHANGES_KEPT = 256  # change alarms a version keeps (the newest), for readers
 CHANGE_REARM_ROWS = 10_000
 OUTLIER_SCORE_EVERY_NS = 100_000_000  # at most one executed batch a version per 100 ms is scored
 OUTLIER_MAX_OUT_OF_RANGE = 0    # a row is an outlier with more features than this outside the reference's range
-OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults)
+OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults; a version's own
+                                # policy.outliers thresholds replace them, gate on or off)
 PREDICTION_PREFIX = "output:"   # a non-classifier's predictions go by "output:<its first output>"
 UNWATCHED_STD = 1e300  # the scale given to a feature the detector must not watch (only |x| > 1e300 alarms)
 
@@ -122,6 +123,8 @@ class ModelTelemetry:
         self.outlier_scored_rows = 0
         self._outlier_refs: dict[str, outliers.Reference] = {}
         self._outlier_at_ns = 0
+        self.outlier_max_out_of_range = OUTLIER_MAX_OUT_OF_RANGE
+        self.outlier_max_robust_z: float | None = OUTLIER_MAX_ROBUST_Z
 
     def new_feature_stats(self, name: str, width: int) -> kernels.FeatureStats:
         """Statistics of one input of ``width`` features, binned as configured."""
@@ -247,7 +250,9 @@ class ModelTelemetry:
             if batch.size == 0 or batch.size % ref.low.size:
                 continue
             n_out, z = outliers.scores(batch, ref)
-            row_bad = (n_out > OUTLIER_MAX_OUT_OF_RANGE) | (z > OUTLIER_MAX_ROBUST_Z)
+            row_bad = n_out > self.outlier_max_out_of_range
+            if self.outlier_max_robust_z is not None:
+                row_bad |= z > self.outlier_max_robust_z
             bad = row_bad if bad is None or bad.shape != row_bad.shape else bad | row_bad
         if bad is not None:
             self.outlier_rows += int(bad.sum())

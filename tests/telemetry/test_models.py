@@ -181,3 +181,24 @@ def test_a_feature_constant_in_the_reference_is_not_watched_and_floods_nothing()
     st.observe_inputs("features", y)
     st.observe_scores(np.full((5000, 3), 1 / 3, np.float32))
     assert st.change_alarms == 0
+
+
+def test_the_outlier_rate_scores_rows_by_the_version_s_own_thresholds():
+    from gateway.config.profile import OutputProfile, ReferenceProfile
+    from gateway.monitoring.profile import feature_profile
+    ref = np.random.default_rng(10).standard_normal((5000, 16))
+    profile = ReferenceProfile("m", "1", 5000, {"features": feature_profile(ref, 10)}, OutputProfile("none"))
+    x = np.zeros((10, 16), np.float32)
+    x[:, 2] = 6.0                         # outside the reference's range; robust z about 6
+
+    def outliers(thresholds):
+        st = _watched(profile=profile)
+        if thresholds is not None:
+            st.outlier_max_out_of_range, st.outlier_max_robust_z = thresholds
+        st.observe_inputs("features", x)
+        return st.outlier_rows, st.outlier_scored_rows
+
+    assert outliers(None) == (10, 10)      # policy.outliers' defaults: no feature out of range
+    assert outliers((1, None)) == (0, 10)  # one feature out allowed, z not checked
+    assert outliers((1, 4.0)) == (10, 10)  # z above 4
+    assert outliers((1, 8.0)) == (0, 10)
