@@ -371,6 +371,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             print(_quality_line(m.quality))
     if stats.feedback_unknown:
         print(f"# feedback labels naming no answer kept (unknown): {stats.feedback_unknown}")
+    if stats.rejected:
+        print("# refused since start: " + ", ".join(
+            f"{(r.model + ('@' + r.version if r.version else '')) or '(no known model)'} {r.reason} {r.requests}"
+            for r in sorted(stats.rejected, key=lambda r: -r.requests)[:12]))
     return 0
 
 

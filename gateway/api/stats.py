@@ -147,7 +147,19 @@ class QualitySnapshot:
 
 
 @dataclasses.dataclass(frozen=True)
+class Rejected:
+    """Requests refused for one reason (totals since start; see gateway.core.rejections)."""
+
+    model: str            # "" where the request named no model the registry holds
+    version: str          # "" where it named none, or one the model does not have
+    status: str           # the status's name: INVALID_ARGUMENT, RESOURCE_EXHAUSTED...
+    reason: str           # gateway.api.errors.REJECT_REASONS, or the fallback policy's reason
+    requests: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Statistics:
     models: list[ModelStatsSnapshot]
     ring_drops: int       # request records the telemetry ring had to drop
     feedback_unknown: int = 0  # labels naming a request id never captured (or forgotten)
+    rejected: tuple[Rejected, ...] = ()

@@ -97,7 +97,7 @@ class DynamicBatcher:
         """Queue a validated request for ``attempt`` (its rows and deadline); the future
         resolves to a :class:`BatchResult`. The batcher stamps the attempt's timeline."""
         if self._closing:
-            raise GatewayError(Status.UNAVAILABLE, f"model {self.model.served_by} is being unloaded")
+            raise GatewayError(Status.UNAVAILABLE, f"model {self.model.served_by} is being unloaded", reason="unloading")
         if len(self._queue) >= self.max_queue_size:
             # Requests whose client left (cancelled, or their deadline passed) wait in the queue
             # until the next batch is taken: under a deadline flood they would fill it and refuse
@@ -107,7 +107,7 @@ class DynamicBatcher:
             raise GatewayError(Status.RESOURCE_EXHAUSTED,
                                f"model {self.model.served_by}: queue is full "
                                f"({self.max_queue_size} request{'s' if self.max_queue_size != 1 else ''} "
-                               f"waiting)", retry_after_ms=50)
+                               f"waiting)", retry_after_ms=50, reason="queue_full")
         future = asyncio.get_running_loop().create_future()
         signature = tuple((k, v.shape[1:]) for k, v in request.inputs.items()) if self._batching else ()
         rows = attempt.rows
@@ -212,7 +212,7 @@ class DynamicBatcher:
     def _expire(self, item: _Item, now: int) -> None:
         item.future.set_exception(GatewayError(
             Status.DEADLINE_EXCEEDED, f"model {self.model.served_by}: deadline passed after "
-            f"{(now - item.attempt.t_enqueued_ns) / 1e6:.1f} ms in the queue"))
+            f"{(now - item.attempt.t_enqueued_ns) / 1e6:.1f} ms in the queue", reason="deadline"))
 
     def _drop_gone(self, now: int) -> None:
         """Drop the queued requests that are cancelled or past their deadline (the latter get

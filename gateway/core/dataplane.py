@@ -35,10 +35,12 @@ from ..api.alerts import AlertList
 from ..api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult, Outcome
 from ..api.stats import MAX_WINDOW_S, ModelStatsSnapshot, Statistics
 from ..policy import deadlines
+from ..policy.reasons import FallbackReason
 from .context import NO_ATTEMPT, Attempt
 from .observers import Decisions, RequestObserver
 from .pipeline import Pipeline, Served
 from .registry import ModelRegistry, version_key
+from .rejections import Rejections
 
 log = logging.getLogger("gateway.core")
 
@@ -81,6 +83,7 @@ class DataPlane:
         self.large_payload_bytes = 0  # answered so far, admitted or not (monotonic)
         self.large_failed_bytes = 0   # of those, answered with an error
         self._large_request_ms = float(_RETRY_AFTER_MS[2])  # moving average, see LARGE_REQUEST_BYTES
+        self.rejections = Rejections(self._as_counted)
 
     # -- inference ------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -108,11 +111,13 @@ class DataPlane:
                 # protocol ends the call as DEADLINE_EXCEEDED whatever is sent, so that is the answer.
                 raise GatewayError(Status.DEADLINE_EXCEEDED, f"deadline passed while the request was "
                                    f"served: {served.response.served_by} answered "
-                                   f"{(now_ns - request.deadline_ns) / 1e6:.1f} ms after it")
+                                   f"{(now_ns - request.deadline_ns) / 1e6:.1f} ms after it", reason="deadline")
             return served.response
         except GatewayError as exc:
             status = exc.status
             fallback_code = getattr(exc, "fallback_code", 0)
+            self.rejections.count(request.model, request.version, exc,
+                                  FallbackReason(fallback_code).label if fallback_code else "")
             raise
         except asyncio.CancelledError:
             # The protocol cancels a call its client left: cancelled, or out of time (a client's
@@ -124,7 +129,9 @@ class DataPlane:
         except Exception as exc:  # a bug, not the client's fault: still one terminal answer
             log.exception("request %s failed unexpectedly", request.request_id)
             status = Status.INTERNAL
-            raise GatewayError(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}") from exc
+            error = GatewayError(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            self.rejections.count(request.model, request.version, error)
+            raise error from exc
         finally:
             self.in_flight -= 1
             self.inflight_bytes -= admitted
@@ -147,6 +154,18 @@ class DataPlane:
                 except Exception:  # observers observe: a failing one never changes the answer
                     log.exception("request observer %r failed", observer)
 
+    def refused(self, model: str, error: GatewayError) -> None:
+        """Count a request its protocol adapter refused before it reached :meth:`infer` (its
+        bytes did not parse, a tensor could not be decoded): ``model`` as the request named it
+        ("" when it could not be read)."""
+        self.rejections.count(model, "", error)
+
+    def _as_counted(self, model: str, version: str) -> tuple[str, str]:
+        entry = self.registry.get(model) if model else None
+        if entry is None:
+            return "", ""
+        return model, version if version in entry.versions else ""
+
     def _over_inflight_bytes(self, payload: int, limit: int) -> GatewayError:
         """Retry after about the time a large request has been taking to answer: the bytes in
         flight are held by such requests (small ones alone rarely reach the bound)."""
@@ -155,7 +174,7 @@ class DataPlane:
         return GatewayError(Status.RESOURCE_EXHAUSTED,
                             f"{self.inflight_bytes} bytes of request payload are in flight and this "
                             f"request's {payload} would pass max_inflight_bytes ({limit}); retry in "
-                            f"{retry_ms} ms", retry_after_ms=retry_ms)
+                            f"{retry_ms} ms", retry_after_ms=retry_ms, reason="inflight_bytes")
 
     # -- health -----------------------------------------------------------------------------
     def set_accepting(self, accepting: bool) -> None:
@@ -228,10 +247,8 @@ class DataPlane:
         if model and self.registry.get(model) is None:
             self.registry.resolve(model)  # raises the NOT_FOUND a request naming it gets
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
-        if model:
-            models: list[ModelStatsSnapshot] = [s for s in stats.models if s.model == model]
-            stats = Statistics(models, stats.ring_drops, stats.feedback_unknown)
-        return stats
+        models: list[ModelStatsSnapshot] = [s for s in stats.models if not model or s.model == model]
+        return Statistics(models, stats.ring_drops, stats.feedback_unknown, self.rejections.snapshot(model))
 
     # -- alerts -----------------------------------------------------------------------------
     def alerts(self, model: str = "") -> AlertList:

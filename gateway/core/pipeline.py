@@ -35,11 +35,11 @@ _CLIENT_ERRORS = frozenset({Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.FA
 
 
 class PolicyRejection(GatewayError):
-    """The final answer when no fallback step answered; ``reason`` says which failure it was."""
+    """The final answer when no fallback step answered; ``fallback_code`` (and ``reason``, its
+    label) says which failure it was."""
 
     def __init__(self, status: Status, message: str, *, reason: FallbackReason, retry_after_ms: int | None = None):
-        super().__init__(status, message, retry_after_ms=retry_after_ms)
-        self.reason = reason
+        super().__init__(status, message, retry_after_ms=retry_after_ms, reason=reason.label)
         self.fallback_code = int(reason)
 
 
@@ -83,7 +83,7 @@ class Pipeline:
             primary.deadline_ns = request.deadline_ns
             if primary.deadline_ns and primary.deadline_ns <= time.monotonic_ns():
                 raise GatewayError(Status.DEADLINE_EXCEEDED,
-                                   f"model {target.served_by}: deadline passed before queueing")
+                                   f"model {target.served_by}: deadline passed before queueing", reason="deadline")
             return Served(await self._attempt(target, request, primary), primary)
         overall_ns = deadlines.client_deadline_ns(policy.config.deadlines, request.deadline_ns,  # deadline
                                                   request.t_received_ns or time.monotonic_ns())

@@ -89,20 +89,22 @@ class ModelRegistry:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise not_found(f"model {quote(name)} not found (models: {known})")
+            raise not_found(f"model {quote(name)} not found (models: {known})", "unknown_model")
         if not version:
             latest = self._latest.get(name)
             if latest is None:
                 raise GatewayError(Status.UNAVAILABLE,
-                                   f"model {quote(name)} has no loaded version: {entry.describe_errors()}")
+                                   f"model {quote(name)} has no loaded version: {entry.describe_errors()}",
+                                   reason="unavailable")
             return latest
         found = entry.versions.get(version)
         if found is None:
             if version in entry.errors:
                 raise GatewayError(Status.UNAVAILABLE, f"model {quote(name)} version {quote(version)} failed to "
-                                   f"load: {entry.errors[version]}")
+                                   f"load: {entry.errors[version]}", reason="unavailable")
             known = ", ".join(sorted(entry.versions, key=version_key)) or "none"
-            raise not_found(f"model {quote(name)} has no version {quote(version)} (loaded versions: {known})")
+            raise not_found(f"model {quote(name)} has no version {quote(version)} (loaded versions: {known})",
+                            "unknown_version")
         return found
 
     def get(self, name: str) -> ModelEntry | None:

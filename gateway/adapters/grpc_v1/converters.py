@@ -71,7 +71,7 @@ def parse_message(kind: type[_M], data: bytes) -> _M:
         # upb: "Error parsing message with type 'gateway.v1.PredictRequest': Wire format was corrupt"
         _, sep, reason = str(exc).partition(f"'{name}': ")
         raise invalid(f"request is not a valid {name} ({len(data)} bytes): "
-                      f"{(reason if sep else str(exc)) or 'the wire format is corrupt'}") from None
+                      f"{(reason if sep else str(exc)) or 'the wire format is corrupt'}", "malformed") from None
 
 
 def parse_feedback(data: bytes) -> list[FeedbackLabel]:
@@ -124,7 +124,7 @@ def alerts_response(listing: AlertList) -> pb.ListAlertsResponse:
 
 
 def _too_many(what: str, limit: int) -> GatewayError:
-    return invalid(f"request has more than {limit} {what}")
+    return invalid(f"request has more than {limit} {what}", "too_large")
 
 
 class _Prescan:
@@ -169,7 +169,8 @@ class _Prescan:
                     unpacked += 1
                 if packed_bytes > MAX_RANK * _MAX_VARINT_BYTES or unpacked > MAX_RANK:
                     which = f"input {quote(name)}" if name else f"input tensor {index} (counting from 1)"
-                    raise invalid(f"{which}: shape has more than the {MAX_RANK} dimensions a tensor may have")
+                    raise invalid(f"{which}: shape has more than the {MAX_RANK} dimensions a tensor may have",
+                                  "too_large")
 
     def field(self, pos: int, end: int) -> tuple[int, int, int, int]:
         """(field number, wire type, start and end of its value) of the field at ``pos``."""
@@ -189,7 +190,7 @@ class _Prescan:
             start, stop = pos, pos + 4
         else:  # proto3 never writes groups (3, 4); 6 and 7 are no wire types
             raise invalid(f"request is not a valid {self.kind}: field {key >> 3} has wire type {wire}, "
-                          "which gateway.v1 never uses")
+                          "which gateway.v1 never uses", "malformed")
         if stop > end:
             raise IndexError("field runs past the end")
         return key >> 3, wire, start, stop
@@ -218,7 +219,7 @@ def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
     field = tensor.shape  # (each read of a field builds a new wrapper: read it once)
     rank = len(field)     # (before the shape is copied: a rank-100000 shape stays in protobuf)
     if rank > MAX_RANK:
-        raise _bad(tensor, f"rank {rank} is more than the {MAX_RANK} dimensions a tensor may have")
+        raise _bad(tensor, f"rank {rank} is more than the {MAX_RANK} dimensions a tensor may have", "too_large")
     shape = tuple(field)
     for axis, dim in enumerate(shape):
         if dim < 0:
@@ -233,7 +234,7 @@ def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
                 f"is empty but its other dimensions mean {_count(extent // dtype.itemsize)} "
                 f"{dtype_name(dtype)} values")
         raise _bad(tensor, f"shape {dims(shape)} {what}, more than the {max_bytes}-byte message limit "
-                           "(max_message_bytes) allows")
+                           "(max_message_bytes) allows", "too_large")
     data = tensor.data  # (each read of a bytes field copies it out of the message: read it once)
     if len(data) != expected:
         raise _bad(tensor, f"{len(data)} bytes of data but shape {dims(shape)} x {dtype_name(dtype)} "
@@ -241,8 +242,8 @@ def decode_tensor(tensor: pb.Tensor, max_bytes: int) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def _bad(tensor: pb.Tensor, problem: str) -> GatewayError:
-    return invalid(f"input {quote(tensor.name)}: {problem}")
+def _bad(tensor: pb.Tensor, problem: str, reason: str = "malformed") -> GatewayError:
+    return invalid(f"input {quote(tensor.name)}: {problem}", reason)
 
 
 def _count(n: int) -> str:
@@ -254,7 +255,7 @@ def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns:
                      call: int = 0, trace: object | None = None) -> InferRequest:
     model = msg.model
     if not model:
-        raise invalid("request names no model (field 'model' is empty)")
+        raise invalid("request names no model (field 'model' is empty)", "no_model")
     tensors = msg.inputs
     if len(tensors) > MAX_INPUTS:
         raise _too_many("input tensors", MAX_INPUTS)
@@ -268,9 +269,9 @@ def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns:
     for tensor in tensors:
         name = tensor.name
         if not name:
-            raise invalid("an input tensor has an empty name")
+            raise invalid("an input tensor has an empty name", "malformed")
         if name in inputs:
-            raise invalid(f"input {quote(name)} is given more than once")
+            raise invalid(f"input {quote(name)} is given more than once", "malformed")
         array = inputs[name] = decode_tensor(tensor, max_bytes)
         payload += array.nbytes
     return InferRequest(model=model, version=msg.version, inputs=inputs,
@@ -307,7 +308,8 @@ def serialized(msg: pb.PredictResponse | pb.PredictStreamResponse, request_id: s
     if len(data) > max_bytes:
         raise GatewayError(Status.RESOURCE_EXHAUSTED,
                            f"the answer to request {quote(request_id)} would be {len(data)} bytes, more than the "
-                           f"{max_bytes}-byte message limit (max_message_bytes); ask for fewer rows or outputs")
+                           f"{max_bytes}-byte message limit (max_message_bytes); ask for fewer rows or outputs",
+                           reason="too_large")
     return data
 
 
@@ -346,7 +348,9 @@ def stats_response(stats) -> pb.StatsResponse:
         quality=_quality(s.quality) if s.quality is not None else None,
         drift=_drift(s.drift) if s.drift is not None else None)
         for s in stats.models]
-    return pb.StatsResponse(models=models, ring_drops=stats.ring_drops, feedback_unknown=stats.feedback_unknown)
+    return pb.StatsResponse(models=models, ring_drops=stats.ring_drops, feedback_unknown=stats.feedback_unknown,
+                            rejected=[pb.Rejected(model=r.model, version=r.version, status=r.status, reason=r.reason,
+                                                  requests=r.requests) for r in stats.rejected])
 
 
 def _measure(m: DriftMeasure) -> pb.DriftMeasure:

@@ -108,17 +108,35 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def _predict(self, msg: pb.PredictRequest, context, call: int) -> pb.PredictResponse:
         now = time.monotonic_ns()
         trace = self._sampler.start(context.invocation_metadata()) if self._sampler is not None else None
-        request = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
-                                              max_bytes=self._max_bytes, call=call, trace=trace)
+        try:
+            request = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
+                                                  max_bytes=self._max_bytes, call=call, trace=trace)
+        except GatewayError as exc:
+            self.dataplane.refused(msg.model, exc)
+            raise
         response = await self.dataplane.infer(request)
         return converters.to_predict_response(response)
+
+    def _serialized(self, msg, request_id: str, model: str) -> bytes:
+        try:
+            return converters.serialized(msg, request_id, self._max_bytes)
+        except GatewayError as exc:   # the answer is too large for the wire
+            self.dataplane.refused(model, exc)
+            raise
+
+    def _parsed(self, data: bytes) -> pb.PredictRequest:
+        try:
+            return converters.parse_request(data)
+        except GatewayError as exc:
+            self.dataplane.refused("", exc)
+            raise
 
     async def Predict(self, request: bytes, context):
         msg: pb.PredictRequest | None = None
         try:
-            msg = converters.parse_request(request)
+            msg = self._parsed(request)
             response = await self._predict(msg, context, self._predict_call)
-            return converters.serialized(response, response.request_id, self._max_bytes)
+            return self._serialized(response, response.request_id, msg.model)
         except GatewayError as exc:
             await _fail(context, exc, len(request))
         except Exception as exc:  # a bug: still a definite status, and the traceback in the log
@@ -134,8 +152,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         async def answer(msg: pb.PredictRequest) -> None:
             try:
                 resp = await self._predict(msg, context, self._stream_call)
-                out = converters.serialized(pb.PredictStreamResponse(request_id=resp.request_id, response=resp),
-                                            resp.request_id, self._max_bytes)
+                out = self._serialized(pb.PredictStreamResponse(request_id=resp.request_id, response=resp),
+                                       resp.request_id, msg.model)
             except GatewayError as exc:
                 out = _error_answer(msg.request_id, self._max_bytes, exc)
             except asyncio.CancelledError:
@@ -154,7 +172,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 count += 1
                 await room.acquire()
                 try:
-                    msg = converters.parse_request(raw)
+                    msg = self._parsed(raw)
                 except GatewayError as exc:
                     answers.put_nowait(_error_answer("", self._max_bytes, GatewayError(
                         exc.status, f"stream message {count} (counting from 1; its request_id is unknown): "

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ...api import Status
 from ...api.stats import QualitySnapshot
 
 log = logging.getLogger("gateway.telemetry")
@@ -31,7 +32,8 @@ def _rss_bytes() -> int:
 
 def register_gateway_instruments(meter: Meter, dataplane) -> None:
     """In-flight requests and their payload bytes, and queue depth, breaker state and admission limit per loaded version
-    (from the data plane's :meth:`~gateway.core.DataPlane.version_states`)."""
+    (from the data plane's :meth:`~gateway.core.DataPlane.version_states`); requests refused by reason
+    (its ``rejections``)."""
     def in_flight(_: CallbackOptions):
         return [Observation(dataplane.in_flight)]
 
@@ -58,6 +60,11 @@ def register_gateway_instruments(meter: Meter, dataplane) -> None:
     def concurrency_limit(_: CallbackOptions):
         return [Observation(v.concurrency_limit, attrs) for v, attrs in states() if v.concurrency_limit is not None]
 
+    def rejected(_: CallbackOptions):
+        return [Observation(r.requests, {"gateway.model.name": r.model, "gateway.model.version": r.version,
+                                         "rpc.grpc.status_code": int(Status[r.status]), "gateway.reject.reason": r.reason})
+                for r in dataplane.rejections.snapshot()]
+
     meter.create_observable_gauge(
         "gateway.circuit_breaker.state", [breaker_state], unit="1",
         description="Circuit breaker state per model version (1 for the current state).")
@@ -73,6 +80,10 @@ def register_gateway_instruments(meter: Meter, dataplane) -> None:
     meter.create_observable_gauge(
         "gateway.queue.depth", [queue_depth], unit="{request}",
         description="Requests waiting in a model version's batch queue.")
+    meter.create_observable_counter(
+        "gateway.rejected", [rejected], unit="{request}",
+        description="Requests refused, by model, status and reason (gateway.api.errors.REJECT_REASONS, "
+                    "or the fallback policy's reason).")
 
 
 def register_quality_instruments(meter: Meter, quality: Callable[[], Mapping[tuple[str, str], QualitySnapshot]],
