@@ -51,6 +51,7 @@ class InferRequest(NamedTuple):
     t_received_ns: int = 0
     call: int = 0
     trace: object | None = None
+    routing_key: str = ""  # a request with one keeps its version under a traffic split (sticky)
 
 
 @dataclass(slots=True)

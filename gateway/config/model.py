@@ -76,6 +76,24 @@ class MonitoringConfig(_Strict):
     its latency, throughput and errors are still recorded)."""
 
 
+class TrafficConfig(_Strict):
+    """Which version answers a request that names none (one that names a version gets it)."""
+    weights: dict[str, float] = Field(default_factory=dict)
+    """Version -> share of the traffic (any non-negative numbers; they are normalised over the
+    versions loaded). Empty: the latest version takes everything. A request with a routing key
+    (``parameters["routing_key"]``) keeps its version while the weights are unchanged."""
+
+    @field_validator("weights")
+    @classmethod
+    def _usable(cls, weights: dict[str, float]) -> dict[str, float]:
+        for version, w in weights.items():
+            if not version or not math.isfinite(w) or w < 0:
+                raise ValueError(f"traffic weight of version {version!r} must be a finite number >= 0, got {w}")
+        if weights and not any(weights.values()):
+            raise ValueError("traffic weights are all 0: give at least one version a share")
+        return weights
+
+
 class ModelConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     execution_providers: list[Literal["cuda", "cpu"]] | None = None
@@ -93,14 +111,17 @@ class ModelConfig(_Strict):
     input_stats: InputStatsConfig = Field(default_factory=InputStatsConfig)
     """Binning of the per-feature input statistics (see docs/telemetry.md)."""
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
+    """The split of requests that name no version over this model's versions."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """Deadlines, admission limits, circuit breaker, output guard and fallback chain."""
     faults: FaultInjectionConfig | None = None
     """Injected latency, errors and NaN outputs; rejected unless the process allows fault injection."""
 
     def without_policy(self) -> "ModelConfig":
-        """Everything but ``policy`` and ``faults``: what needs the model's session reloaded when it changes."""
-        return self.model_copy(update={"policy": PolicyConfig(), "faults": None})
+        """Everything but ``policy``, ``traffic`` and ``faults``: what needs the model's session
+        reloaded when it changes."""
+        return self.model_copy(update={"policy": PolicyConfig(), "traffic": TrafficConfig(), "faults": None})
 
 
 def load_model_config(path: pathlib.Path, *, allow_fault_injection: bool = False) -> ModelConfig:

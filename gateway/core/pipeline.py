@@ -72,7 +72,7 @@ class Pipeline:
     async def run(self, request: InferRequest, attempts: list[Attempt]) -> Served:
         """Serve ``request``; every attempt made is appended to ``attempts`` (the last one
         answered, when one did)."""
-        target = self.registry.resolve(request.model, request.version)            # route
+        target = self.registry.resolve(request.model, request.version, request.routing_key)  # route
         primary = Attempt(target.served_by, target.telemetry_id)
         attempts.append(primary)
         model = target.model

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..api import GatewayError, Status, TensorSpec, not_found, quote
+from .routing import TrafficSplit, version_key
+
+__all__ = ["ModelEntry", "ModelRegistry", "ModelVersion", "Runtime", "TrafficSplit", "version_key"]
 
 if TYPE_CHECKING:
     from ..policy.state import ModelPolicy
@@ -34,11 +37,6 @@ class Runtime(Protocol):
     def served_by(self) -> str: ...
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> Sequence[np.ndarray]: ...
-
-
-def version_key(version: str) -> tuple[int, int, str]:
-    """Numeric versions sort numerically and after non-numeric ones."""
-    return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
 
 @dataclass(eq=False)
@@ -84,13 +82,20 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
         self._latest: dict[str, ModelVersion] = {}
+        self._weights: dict[str, dict[str, float]] = {}   # model -> the weights asked for
+        self._splits: dict[str, TrafficSplit] = {}        # model -> those over its loaded versions
 
-    def resolve(self, name: str, version: str = "") -> ModelVersion:
+    def resolve(self, name: str, version: str = "", routing_key: str = "") -> ModelVersion:
+        """The version that answers: ``version`` when named, else the model's traffic split's
+        choice (by ``routing_key`` when given: sticky), else its latest."""
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(sorted(self._entries)) or "none"
             raise not_found(f"model {quote(name)} not found (models: {known})", "unknown_model")
         if not version:
+            split = self._splits.get(name)
+            if split is not None:
+                return entry.versions[split.choose(routing_key)]
             latest = self._latest.get(name)
             if latest is None:
                 raise GatewayError(Status.UNAVAILABLE,
@@ -118,10 +123,38 @@ class ModelRegistry:
         self._entries = {**self._entries, entry.name: entry}
         others = {k: v for k, v in self._latest.items() if k != entry.name}
         self._latest = {**others, entry.name: entry.versions[latest]} if latest is not None else others
+        self._resplit(entry.name)
+
+    def set_weights(self, name: str, weights: dict[str, float]) -> TrafficSplit | None:
+        """Ask for ``weights`` over ``name``'s versions ({}: the latest takes everything); returns
+        the split now in force (None: none, the latest answers). Kept across reloads: versions
+        loaded later get their share when they come."""
+        weights = {v: float(w) for v, w in weights.items()}
+        if weights:
+            self._weights = {**self._weights, name: weights}
+        else:
+            self._weights = {k: v for k, v in self._weights.items() if k != name}
+        self._resplit(name)
+        return self._splits.get(name)
+
+    def weights(self, name: str) -> dict[str, float]:
+        """The weights asked for (``set_weights``), as given."""
+        return dict(self._weights.get(name, {}))
+
+    def split(self, name: str) -> TrafficSplit | None:
+        return self._splits.get(name)
+
+    def _resplit(self, name: str) -> None:
+        entry = self._entries.get(name)
+        weights = self._weights.get(name)
+        split = TrafficSplit.over(weights, entry.versions) if entry is not None and weights else None
+        others = {k: v for k, v in self._splits.items() if k != name}
+        self._splits = {**others, name: split} if split is not None else others
 
     def remove(self, name: str) -> ModelEntry | None:
         entries = dict(self._entries)
         entry = entries.pop(name, None)
         self._entries = entries
         self._latest = {k: v for k, v in self._latest.items() if k != name}
+        self._resplit(name)
         return entry

@@ -49,6 +49,7 @@ class RepositoryManager:
         # error)}, and model -> (config fingerprint, error) for a rejected config.yaml.
         self._failed: dict[str, dict[str, tuple[object, str]]] = {}
         self._rejected: dict[str, tuple[object, str]] = {}
+        self._traffic: dict[str, dict[str, float]] = {}   # model -> the traffic weights its config gave
         self._unreadable = False  # the root could not be scanned at the last pass (logged once)
         self._on_reloaded = on_reloaded  # after every pass (health follows what is loaded)
         self._closing: set[asyncio.Task] = set()
@@ -76,6 +77,8 @@ class RepositoryManager:
         known = set(self._loaded) | {e.name for e in self.registry.entries()}
         for name in known - set(found):
             entry = self.registry.remove(name)
+            self.registry.set_weights(name, {})
+            self._traffic.pop(name, None)
             self._loaded.pop(name, None)
             self._failed.pop(name, None)
             self._rejected.pop(name, None)
@@ -116,6 +119,7 @@ class RepositoryManager:
             assert old_entry is not None  # (old_versions came from it)
             if self._apply_policy(name, old_entry, config, model_dir.config_fingerprint):
                 self._loaded[name] = (model_dir.config_fingerprint, config, old_fps)
+                self._apply_traffic(name, config)
             return
         self._rejected.pop(name, None)
         failed = {} if retry_failed or config_changed else self._failed.get(name, {})
@@ -154,6 +158,7 @@ class RepositoryManager:
             errors["repository"] = f"no <version>/model.onnx under {model_dir.path}"
         self.registry.put(ModelEntry(name, new_versions, errors))
         self._loaded[name] = (model_dir.config_fingerprint, config, fps)
+        self._apply_traffic(name, config)
         self._failed[name] = failed_now
         replaced = [mv for v, mv in old_versions.items() if new_versions.get(v) is not mv]
         self._retire(replaced)
@@ -163,6 +168,22 @@ class RepositoryManager:
             latest = new_entry.latest
             log.info("model %s ready: versions %s, latest %s", name, sorted(new_versions, key=version_key), latest,
                      extra={"event": "model.loaded", "model": name, "version": latest})
+
+    def _apply_traffic(self, name: str, config: ModelConfig) -> None:
+        """The config's traffic weights, when they differ from those it gave before (a weight
+        set at run time stays until the config's own weights change)."""
+        weights = dict(config.traffic.weights)
+        if self._traffic.get(name) == weights:
+            return
+        self._traffic[name] = weights
+        split = self.registry.set_weights(name, weights)
+        entry = self.registry.get(name)
+        missing = sorted(set(weights) - set(entry.versions if entry is not None else ()), key=version_key)
+        log.info("model %s: traffic %s (from its config)%s", name,
+                 split.shares if split is not None else "all to the latest version",
+                 f"; versions not loaded, no share until they are: {missing}" if missing else "",
+                 extra={"event": "traffic.weights", "model": name,
+                        "fields": {"weights": weights, "source": "config", "not_loaded": missing}})
 
     def _apply_policy(self, name: str, entry: ModelEntry, config: ModelConfig,
                       config_fingerprint: object) -> bool:

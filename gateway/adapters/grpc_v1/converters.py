@@ -45,6 +45,8 @@ MAX_RANK = _numpy_max_rank()  # dimensions numpy can hold (64 since numpy 2.0)
 MAX_INPUTS = 1024             # tensors in one request (models with KV caches take a few hundred)
 MAX_OUTPUT_NAMES = 1024
 MAX_PARAMETERS = 1024
+ROUTING_KEY = "routing_key"        # the request parameter that makes a traffic split sticky
+MAX_ROUTING_KEY_CHARS = 1024
 PRESCAN_ABOVE_BYTES = 64 * 1024
 PRESCAN_MAX_FIELDS = 16 * 1024  # scanned at most (an unpacked shape is one field per dimension)
 _MAX_VARINT_BYTES = 10
@@ -262,8 +264,14 @@ def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns:
     output_names = tuple(msg.output_names)
     if len(output_names) > MAX_OUTPUT_NAMES:
         raise _too_many("output names", MAX_OUTPUT_NAMES)
-    if len(msg.parameters) > MAX_PARAMETERS:
+    parameters = msg.parameters
+    n_parameters = len(parameters)
+    if n_parameters > MAX_PARAMETERS:
         raise _too_many("parameters", MAX_PARAMETERS)
+    routing_key = parameters.get(ROUTING_KEY, "") if n_parameters else ""
+    if len(routing_key) > MAX_ROUTING_KEY_CHARS:
+        raise invalid(f"parameter {ROUTING_KEY!r} has {len(routing_key)} characters, more than the "
+                      f"{MAX_ROUTING_KEY_CHARS} allowed", "too_large")
     inputs: dict[str, np.ndarray] = {}
     payload = 0
     for tensor in tensors:
@@ -277,7 +285,7 @@ def to_infer_request(msg: pb.PredictRequest, *, t_received_ns: int, deadline_ns:
     return InferRequest(model=model, version=msg.version, inputs=inputs,
                         request_id=msg.request_id or uuid.uuid4().hex, output_names=output_names,
                         deadline_ns=deadline_ns, payload_bytes=payload, t_received_ns=t_received_ns,
-                        call=call, trace=trace)
+                        call=call, trace=trace, routing_key=routing_key)
 
 
 def encode_tensor(name: str, array: np.ndarray) -> pb.Tensor:
