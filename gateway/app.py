@@ -24,6 +24,7 @@ from .core.assembly import Assembler, AssemblyOptions
 from .core.dataplane import DataPlane
 from .core.observers import Decisions
 from .core.registry import ModelRegistry
+from .lifecycle.history import VersionHistory
 from .logs import AccessLog, FallbackEventLog
 from .memory import MemoryReturn, set_mmap_threshold
 from .monitoring import MeanShift
@@ -66,6 +67,7 @@ class GatewayServer:
             change_ert_rows=t.change_expected_rows_between_false_alarms,
             calls=self.calls, periodic=(self.shifts.tick, self.drift.tick)) if t.enabled else None
         self.registry = ModelRegistry()
+        self.history = VersionHistory(s.state_dir, max_events=s.history_max_events)
         self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx")
 
         export_config = ExportConfig.from_env()
@@ -115,7 +117,8 @@ class GatewayServer:
         self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
                                    statistics=self._statistics if self.telemetry is not None else None,
                                    max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions,
-                                   alerts=self.alerts.listing if self.alerts is not None else None)
+                                   alerts=self.alerts.listing if self.alerts is not None else None,
+                                   history=self.history.events)
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,
@@ -130,7 +133,7 @@ class GatewayServer:
         self._manager = RepositoryManager(self.repository, self.registry, assembler,
                                           default_providers=s.execution_providers,
                                           allow_fault_injection=s.allow_fault_injection,
-                                          on_reloaded=self._follow_registry)
+                                          on_reloaded=self._follow_registry, history=self.history)
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
                                max_message_bytes=s.max_message_bytes, sampler=sampler)
         self.admin: AdminServer | None = None  # bound in start()
@@ -282,6 +285,7 @@ class GatewayServer:
         await asyncio.get_running_loop().run_in_executor(None, self.export.stop)
         if self.admin is not None:
             self.admin.stop()
+        self.history.close()
         log.info("stopped", extra={"event": "server.stopped"})
 
 

@@ -300,9 +300,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     with GatewayClient(args.address) as client:
         try:
-            models = client.models()
+            if args.history:
+                history = client.history(args.model, args.limit)
+            else:
+                models = client.models()
         except grpc.RpcError as exc:
             return _rpc_failure("models", args.address, exc)
+    if args.history:
+        print("# time (UTC)           model@version        event           source      detail")
+        for e in history.events:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.t_unix_s))
+            who = e.model + ("@" + e.version if e.version else "")
+            print(f"{when}  {who:<20} {e.kind:<15} {e.source:<11} {e.detail}")
+        return 0
     print("# model  versions  latest  state  provider")
     for m in models:
         line = f"{m.name}  versions={','.join(m.versions) or '-'}  latest={m.latest_version or '-'}  " \
@@ -509,8 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeout-s", type=float, default=30.0)
     predict.set_defaults(func=_cmd_predict)
 
-    models = sub.add_parser("models", help="list the models a gateway serves")
+    models = sub.add_parser("models", help="list the models a gateway serves (--history: what happened to them)")
     models.add_argument("--address", default=address, help=address_help)
+    models.add_argument("--history", action="store_true",
+                        help="the version history instead: loads, failed loads, unloads, traffic weights, "
+                             "policy edits, promotions, rollbacks, newest first")
+    models.add_argument("--model", default="", help="with --history: only this model's")
+    models.add_argument("--limit", type=int, default=50, help="with --history: the newest this many (default 50)")
     models.set_defaults(func=_cmd_models)
 
     stats = sub.add_parser("stats", help="live latency, throughput, errors and input shifts per model")

@@ -57,6 +57,10 @@ class GatewayClient:
         """The alerts firing now, the most severe first."""
         return self.stub.ListAlerts(pb.ListAlertsRequest(model=model), timeout=timeout_s)
 
+    def history(self, model: str = "", limit: int = 100, timeout_s: float = 5.0) -> pb.ModelHistoryResponse:
+        """The newest ``limit`` version-history events (of ``model``), newest first."""
+        return self.stub.ModelHistory(pb.ModelHistoryRequest(model=model, limit=limit), timeout=timeout_s)
+
     def feedback(self, labels: list[pb.Label], timeout_s: float = 30.0) -> pb.FeedbackResponse:
         """Send delayed labels (at most 10000 per call; see :meth:`feedback_all` for more)."""
         return self.stub.Feedback(pb.FeedbackRequest(labels=labels), timeout=timeout_s)

@@ -72,6 +72,8 @@ class RunningGateway:
         return self.stub.Predict(req, timeout=timeout)
 
     def close(self, grace_s: float = 5.0) -> None:
+        if self.loop.is_closed():   # closed by the test already (a restart)
+            return
         self.channel.close()
         try:
             self.call(self.server.stop(grace_s))

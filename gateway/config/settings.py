@@ -99,6 +99,11 @@ class GatewaySettings(BaseSettings):
     """Joined labels per model version that the online quality metrics cover (the last N)."""
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     """Alert rules evaluated in the background (:mod:`gateway.monitoring.alerts`; README "Alerts")."""
+    state_dir: pathlib.Path | None = None
+    """Where state that outlives a restart is kept: the version history (``history.sqlite3``).
+    None: the history is kept in memory only."""
+    history_max_events: int = Field(100_000, ge=100, le=100_000_000)
+    """Version history events kept (the oldest leave first)."""
     allow_fault_injection: bool = False
     """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks
     only; each active block is logged as a WARNING at load). Off: such configs are rejected."""

@@ -32,6 +32,7 @@ from ..api import (
     invalid,
 )
 from ..api.alerts import AlertList
+from ..api.history import MAX_HISTORY_EVENTS_PER_CALL, HistoryEvent
 from ..api.feedback import MAX_LABELS_PER_CALL, FeedbackLabel, FeedbackResult, Outcome
 from ..api.stats import MAX_WINDOW_S, ModelStatsSnapshot, Statistics
 from ..policy import deadlines
@@ -69,13 +70,15 @@ class DataPlane:
     def __init__(self, registry: ModelRegistry, *, observers: tuple[RequestObserver, ...] = (),
                  decisions: Decisions | None = None, statistics: StatsSource | None = None,
                  max_inflight_bytes: int = 0, feedback: FeedbackSink | None = None,
-                 alerts: Callable[[], AlertList] | None = None) -> None:
+                 alerts: Callable[[], AlertList] | None = None,
+                 history: Callable[[str, int], list[HistoryEvent]] | None = None) -> None:
         self.registry = registry
         self._pipeline = Pipeline(registry, decisions or Decisions())
         self._observers = observers
         self._statistics = statistics
         self._feedback = feedback
         self._alerts = alerts
+        self._history = history
         self._accepting = False
         self.in_flight = 0
         self.max_inflight_bytes = max_inflight_bytes  # 0: no bound
@@ -249,6 +252,17 @@ class DataPlane:
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
         models: list[ModelStatsSnapshot] = [s for s in stats.models if not model or s.model == model]
         return Statistics(models, stats.ring_drops, stats.feedback_unknown, self.rejections.snapshot(model))
+
+    # -- version history --------------------------------------------------------------------
+    def history(self, model: str = "", limit: int = 100) -> list[HistoryEvent]:
+        """The newest ``limit`` version-history events (of ``model``), newest first.
+        INVALID_ARGUMENT for a limit outside [1, MAX_HISTORY_EVENTS_PER_CALL]; FAILED_PRECONDITION
+        where the gateway keeps none."""
+        if not 1 <= limit <= MAX_HISTORY_EVENTS_PER_CALL:
+            raise invalid(f"limit must be in 1..{MAX_HISTORY_EVENTS_PER_CALL}, got {limit}")
+        if self._history is None:
+            raise GatewayError(Status.FAILED_PRECONDITION, "this gateway keeps no version history")
+        return self._history(model, limit)
 
     # -- alerts -----------------------------------------------------------------------------
     def alerts(self, model: str = "") -> AlertList:

@@ -20,6 +20,7 @@ import pathlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
+from ..api.history import HistorySink
 from ..config.model import ModelConfig, load_model_config
 from ..config.profile import ProfileError, ReferenceProfile, load_profile
 from ..config.settings import SettingsError
@@ -35,7 +36,8 @@ log = logging.getLogger("gateway.repository")
 class RepositoryManager:
     def __init__(self, root: pathlib.Path, registry: ModelRegistry, assembler: Assembler, *,
                  default_providers: Sequence[str] | None = None, allow_fault_injection: bool = False,
-                 loader: Executor | None = None, on_reloaded: Callable[[], Awaitable[None]] | None = None):
+                 loader: Executor | None = None, on_reloaded: Callable[[], Awaitable[None]] | None = None,
+                 history: HistorySink | None = None):
         self.root = root
         self.registry = registry
         self._assembler = assembler
@@ -53,6 +55,14 @@ class RepositoryManager:
         self._unreadable = False  # the root could not be scanned at the last pass (logged once)
         self._on_reloaded = on_reloaded  # after every pass (health follows what is loaded)
         self._closing: set[asyncio.Task] = set()
+        self._history = history  # loads, failed loads, unloads, weights and policy edits, recorded
+
+    def _record(self, model: str, version: str, kind: str, detail: str, source: str = "repository") -> None:
+        if self._history is not None:
+            try:
+                self._history.record(model, version, kind, detail, source)
+            except Exception:  # the history observes: it never stops a reload
+                log.exception("version history: recording %s of %s failed", kind, model)
 
     async def reload(self, *, retry_failed: bool = False) -> None:
         """Bring the registry in line with the repository on disk; ``retry_failed`` also tries
@@ -85,6 +95,8 @@ class RepositoryManager:
             if entry is not None:
                 log.info("model %s removed from the repository; unloading", name,
                          extra={"event": "model.removed", "model": name})
+                for v in sorted(entry.versions, key=version_key):
+                    self._record(name, v, "unloaded", "the model was removed from the repository")
                 self._retire(entry.versions.values())
         for name, model_dir in found.items():
             await self._sync_model(model_dir, retry_failed)
@@ -143,14 +155,19 @@ class RepositoryManager:
                 failed_now[version] = earlier
             else:
                 try:
-                    new_versions[version] = await self._load(model_dir, version, config)
+                    new_versions[version] = mv = await self._load(model_dir, version, config)
                     fps[version] = fp
+                    why = ("its files or the model's config changed; replaces the copy loaded before"
+                           if current is not None else "found in the repository")
+                    self._record(name, version, "loaded", f"{why} (on {mv.model.provider})")
                     continue
                 except ModelLoadError as exc:
                     log.error("model %s version %s failed to load: %s", name, version, exc,
                               extra={"event": "model.load_failed", "model": name, "version": version})
                     errors[version] = str(exc)
                     failed_now[version] = (fp, str(exc))
+                    self._record(name, version, "load_failed",
+                                 str(exc) + ("; the copy loaded before keeps serving" if current is not None else ""))
             if current is not None:  # keep serving the old copy of this version
                 new_versions[version] = current
                 fps[version] = old_fps.get(version)
@@ -161,6 +178,8 @@ class RepositoryManager:
         self._apply_traffic(name, config)
         self._failed[name] = failed_now
         replaced = [mv for v, mv in old_versions.items() if new_versions.get(v) is not mv]
+        for v in sorted(set(old_versions) - set(new_versions), key=version_key):
+            self._record(name, v, "unloaded", "its version directory left the repository")
         self._retire(replaced)
         if new_versions:
             new_entry = self.registry.get(name)
@@ -173,10 +192,13 @@ class RepositoryManager:
         """The config's traffic weights, when they differ from those it gave before (a weight
         set at run time stays until the config's own weights change)."""
         weights = dict(config.traffic.weights)
-        if self._traffic.get(name) == weights:
+        if self._traffic.get(name, {}) == weights:
             return
         self._traffic[name] = weights
         split = self.registry.set_weights(name, weights)
+        self._record(name, "", "weights", (", ".join(f"{v}: {s:.4g}" for v, s in split.shares.items())
+                                           if split is not None else "none: the latest version takes everything")
+                     + (f" (asked for {weights})" if weights else ""), "config")
         entry = self.registry.get(name)
         missing = sorted(set(weights) - set(entry.versions if entry is not None else ()), key=version_key)
         log.info("model %s: traffic %s (from its config)%s", name,
@@ -208,6 +230,8 @@ class RepositoryManager:
         self.registry.put(ModelEntry(name, entry.versions, errors))
         log.info("model %s: policy updated in place (versions %s)", name, sorted(entry.versions, key=version_key),
                  extra={"event": "model.policy_updated", "model": name})
+        for v in sorted(entry.versions, key=version_key):
+            self._record(name, v, "policy_updated", "the model's config.yaml changed its policy only", "config")
         return True
 
     async def _load(self, model_dir: ModelDir, version: str, config: ModelConfig) -> ModelVersion:

@@ -103,6 +103,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             "ListAlerts": grpc.unary_unary_rpc_method_handler(
                 _parsing(pb.ListAlertsRequest, self.ListAlerts), request_deserializer=None,
                 response_serializer=pb.ListAlertsResponse.SerializeToString),
+            "ModelHistory": grpc.unary_unary_rpc_method_handler(
+                _parsing(pb.ModelHistoryRequest, self.ModelHistory), request_deserializer=None,
+                response_serializer=pb.ModelHistoryResponse.SerializeToString),
         }
 
     async def _predict(self, msg: pb.PredictRequest, context, call: int) -> pb.PredictResponse:
@@ -243,6 +246,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def ListAlerts(self, request, context):
         try:
             return converters.alerts_response(self.dataplane.alerts(request.model))
+        except GatewayError as exc:
+            await _fail(context, exc)
+            return None
+
+    async def ModelHistory(self, request, context):
+        try:
+            events = self.dataplane.history(request.model, request.limit or 100)
+            return pb.ModelHistoryResponse(events=[
+                pb.HistoryEvent(t_unix_s=e.t_unix_s, model=e.model, version=e.version, kind=e.kind,
+                                detail=e.detail, source=e.source) for e in events])
         except GatewayError as exc:
             await _fail(context, exc)
             return None

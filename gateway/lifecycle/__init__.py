@@ -1,0 +1,1 @@
+"""Model lifecycle: the version history (loads, weight changes, promotions, rollbacks)."""
