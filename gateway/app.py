@@ -24,6 +24,7 @@ from .core.assembly import Assembler, AssemblyOptions
 from .core.dataplane import DataPlane
 from .core.observers import Decisions
 from .core.registry import ModelRegistry
+from .core.shadow import ShadowBudget, Shadowing
 from .lifecycle.history import VersionHistory
 from .logs import AccessLog, FallbackEventLog
 from .memory import MemoryReturn, set_mmap_threshold
@@ -118,7 +119,9 @@ class GatewayServer:
                                    statistics=self._statistics if self.telemetry is not None else None,
                                    max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions,
                                    alerts=self.alerts.listing if self.alerts is not None else None,
-                                   history=self.history.events)
+                                   history=self.history.events,
+                                   shadowing=Shadowing(ShadowBudget(s.shadow_max_in_flight, s.shadow_max_inflight_bytes,
+                                                                    s.shadow_timeout_ms)))
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
                                       metric_exporter=metric_exporter, spans=spans, dataplane=self.dataplane,
                                       max_features=t.export_max_features, dropped=dropped,
@@ -273,6 +276,7 @@ class GatewayServer:
         if self._memory_return is not None:
             self._memory_return.cancel()
         await self.grpc.drain(grace)
+        await self.dataplane.shadowing.drain()
         await self._manager.close()
         self.executor.shutdown(wait=True)
         if self.alerts is not None:

@@ -381,6 +381,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             print(_quality_line(m.quality))
     if stats.feedback_unknown:
         print(f"# feedback labels naming no answer kept (unknown): {stats.feedback_unknown}")
+    for s in stats.shadow:
+        errors = sum(s.errors.values())
+        print(f"# shadow {s.primary} -> {s.shadow}: mirrored {s.mirrored}, shed {s.shed}, errors {errors}, "
+              f"agreement {'-' if math.isnan(s.agreement) else f'{100 * s.agreement:.1f} %'}, mean |diff| "
+              f"{'-' if math.isnan(s.mean_abs_diff) else f'{s.mean_abs_diff:.4g}'}, p50 {_num(s.p50_ms, 0, 2).strip()} ms, "
+              f"p99 {_num(s.p99_ms, 0, 2).strip()} ms")
     if stats.rejected:
         print("# refused since start: " + ", ".join(
             f"{(r.model + ('@' + r.version if r.version else '')) or '(no known model)'} {r.reason} {r.requests}"

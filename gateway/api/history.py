@@ -8,7 +8,8 @@ MAX_HISTORY_EVENTS_PER_CALL = 10_000
 
 # What an event is: a version loaded, failed to load or unloaded; the traffic weights changed;
 # a version's policy was updated in place; (lifecycle operations) promoted or rolled back.
-HISTORY_KINDS = ("loaded", "load_failed", "unloaded", "weights", "policy_updated", "promoted", "rolled_back")
+HISTORY_KINDS = ("loaded", "load_failed", "unloaded", "weights", "shadow", "policy_updated", "promoted",
+                 "rolled_back")
 
 
 @dataclasses.dataclass(frozen=True)

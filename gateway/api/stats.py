@@ -158,8 +158,25 @@ class Rejected:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShadowSnapshot:
+    """One (primary, candidate) pair of shadow traffic, totals since start (gateway.core.shadow)."""
+
+    primary: str          # model@version that answered the clients
+    shadow: str           # model@version the requests were mirrored to
+    mirrored: int         # sent to the candidate
+    shed: int             # sampled but not sent: over the shadow budget, or queues half full
+    errors: dict[str, int]  # status name -> shadows that ended with it
+    agreement: float      # share of compared rows whose predicted labels agree (NaN: none compared)
+    compared_rows: int
+    mean_abs_diff: float  # over the outputs both answers have with the same shape
+    p50_ms: float         # latency of the candidate's answers (the last 1024)
+    p99_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Statistics:
     models: list[ModelStatsSnapshot]
     ring_drops: int       # request records the telemetry ring had to drop
     feedback_unknown: int = 0  # labels naming a request id never captured (or forgotten)
     rejected: tuple[Rejected, ...] = ()
+    shadow: tuple[ShadowSnapshot, ...] = ()

@@ -83,6 +83,18 @@ class TrafficConfig(_Strict):
     versions loaded). Empty: the latest version takes everything. A request with a routing key
     (``parameters["routing_key"]``) keeps its version while the weights are unchanged."""
 
+    shadow: dict[str, float] = Field(default_factory=dict)
+    """Candidate version -> share (0..1) of this model's answered requests mirrored to it, off
+    the response path; its answers are compared, never returned (see ``gateway.core.shadow``)."""
+
+    @field_validator("shadow")
+    @classmethod
+    def _shares(cls, shadow: dict[str, float]) -> dict[str, float]:
+        for version, share in shadow.items():
+            if not version or not math.isfinite(share) or not 0 <= share <= 1:
+                raise ValueError(f"shadow share of version {version!r} must be in [0, 1], got {share}")
+        return shadow
+
     @field_validator("weights")
     @classmethod
     def _usable(cls, weights: dict[str, float]) -> dict[str, float]:

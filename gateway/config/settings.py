@@ -99,6 +99,12 @@ class GatewaySettings(BaseSettings):
     """Joined labels per model version that the online quality metrics cover (the last N)."""
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     """Alert rules evaluated in the background (:mod:`gateway.monitoring.alerts`; README "Alerts")."""
+    shadow_max_in_flight: int = Field(64, ge=1, le=100_000)
+    """Shadow requests (``traffic.shadow``) running at once; beyond it new ones are shed (counted)."""
+    shadow_max_inflight_bytes: int = Field(64 << 20, ge=0)
+    """Request payload bytes held by running shadows; beyond it new ones are shed (counted)."""
+    shadow_timeout_ms: int = Field(1000, ge=1, le=600_000)
+    """A shadow's own deadline (it never uses the client's)."""
     state_dir: pathlib.Path | None = None
     """Where state that outlives a restart is kept: the version history (``history.sqlite3``).
     None: the history is kept in memory only."""

@@ -42,6 +42,7 @@ from .observers import Decisions, RequestObserver
 from .pipeline import Pipeline, Served
 from .registry import ModelRegistry, version_key
 from .rejections import Rejections
+from .shadow import Shadowing
 
 log = logging.getLogger("gateway.core")
 
@@ -71,9 +72,11 @@ class DataPlane:
                  decisions: Decisions | None = None, statistics: StatsSource | None = None,
                  max_inflight_bytes: int = 0, feedback: FeedbackSink | None = None,
                  alerts: Callable[[], AlertList] | None = None,
-                 history: Callable[[str, int], list[HistoryEvent]] | None = None) -> None:
+                 history: Callable[[str, int], list[HistoryEvent]] | None = None,
+                 shadowing: Shadowing | None = None) -> None:
         self.registry = registry
-        self._pipeline = Pipeline(registry, decisions or Decisions())
+        self.shadowing = shadowing or Shadowing()
+        self._pipeline = Pipeline(registry, decisions or Decisions(), self.shadowing)
         self._observers = observers
         self._statistics = statistics
         self._feedback = feedback
@@ -251,7 +254,8 @@ class DataPlane:
             self.registry.resolve(model)  # raises the NOT_FOUND a request naming it gets
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
         models: list[ModelStatsSnapshot] = [s for s in stats.models if not model or s.model == model]
-        return Statistics(models, stats.ring_drops, stats.feedback_unknown, self.rejections.snapshot(model))
+        shadow = tuple(s for s in self.shadowing.snapshot() if not model or s.primary.split("@")[0] == model)
+        return Statistics(models, stats.ring_drops, stats.feedback_unknown, self.rejections.snapshot(model), shadow)
 
     # -- version history --------------------------------------------------------------------
     def history(self, model: str = "", limit: int = 100) -> list[HistoryEvent]:

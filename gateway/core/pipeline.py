@@ -26,6 +26,7 @@ from ..policy.reasons import FallbackReason
 from .context import Attempt
 from .observers import Decisions
 from .registry import ModelRegistry, ModelVersion
+from .shadow import Shadowing
 from .validation import validate
 
 if TYPE_CHECKING:
@@ -65,9 +66,10 @@ class Served:
 
 
 class Pipeline:
-    def __init__(self, registry: ModelRegistry, decisions: Decisions) -> None:
+    def __init__(self, registry: ModelRegistry, decisions: Decisions, shadowing: Shadowing | None = None) -> None:
         self.registry = registry
         self._decide = decisions
+        self.shadowing = shadowing
 
     async def run(self, request: InferRequest, attempts: list[Attempt]) -> Served:
         """Serve ``request``; every attempt made is appended to ``attempts`` (the last one
@@ -84,7 +86,9 @@ class Pipeline:
             if primary.deadline_ns and primary.deadline_ns <= time.monotonic_ns():
                 raise GatewayError(Status.DEADLINE_EXCEEDED,
                                    f"model {target.served_by}: deadline passed before queueing", reason="deadline")
-            return Served(await self._attempt(target, request, primary), primary)
+            served = Served(await self._attempt(target, request, primary), primary)
+            self._mirror(target, request, served.response)
+            return served
         overall_ns = deadlines.client_deadline_ns(policy.config.deadlines, request.deadline_ns,  # deadline
                                                   request.t_received_ns or time.monotonic_ns())
         try:
@@ -100,7 +104,15 @@ class Pipeline:
             policy.cache.put(input_key(request.inputs, request.output_names),
                              {k: v.copy() for k, v in response.outputs.items()},
                              (response.confidence, response.predicted_label))
+        self._mirror(target, request, response)
         return Served(response, primary)
+
+    def _mirror(self, target: ModelVersion, request: InferRequest, response: InferResponse) -> None:
+        """Shadow traffic: decided here, run off the response path (gateway.core.shadow)."""
+        if self.shadowing is not None:
+            candidates = self.registry.shadows(target.name)
+            if candidates:
+                self.shadowing.mirror(target, candidates, request, response)
 
     async def _attempt(self, target: ModelVersion, request: InferRequest, attempt: Attempt) -> InferResponse:
         """One pass through the model's batcher; the classifier head's answer rides along."""

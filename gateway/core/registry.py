@@ -84,6 +84,8 @@ class ModelRegistry:
         self._latest: dict[str, ModelVersion] = {}
         self._weights: dict[str, dict[str, float]] = {}   # model -> the weights asked for
         self._splits: dict[str, TrafficSplit] = {}        # model -> those over its loaded versions
+        self._shadow_shares: dict[str, dict[str, float]] = {}  # model -> candidate version -> share
+        self._shadows: dict[str, tuple[tuple[ModelVersion, float], ...]] = {}  # over loaded versions
 
     def resolve(self, name: str, version: str = "", routing_key: str = "") -> ModelVersion:
         """The version that answers: ``version`` when named, else the model's traffic split's
@@ -144,12 +146,33 @@ class ModelRegistry:
     def split(self, name: str) -> TrafficSplit | None:
         return self._splits.get(name)
 
+    def set_shadow(self, name: str, shares: dict[str, float]) -> None:
+        """Mirror ``shares`` of ``name``'s answered requests to those versions ({}: none)."""
+        shares = {v: float(s) for v, s in shares.items() if s > 0}
+        if shares:
+            self._shadow_shares = {**self._shadow_shares, name: shares}
+        else:
+            self._shadow_shares = {k: v for k, v in self._shadow_shares.items() if k != name}
+        self._resplit(name)
+
+    def shadow_shares(self, name: str) -> dict[str, float]:
+        return dict(self._shadow_shares.get(name, {}))
+
+    def shadows(self, name: str) -> tuple[tuple[ModelVersion, float], ...]:
+        """The loaded candidate versions ``name``'s requests are mirrored to, with their shares."""
+        return self._shadows.get(name, ())
+
     def _resplit(self, name: str) -> None:
         entry = self._entries.get(name)
         weights = self._weights.get(name)
         split = TrafficSplit.over(weights, entry.versions) if entry is not None and weights else None
         others = {k: v for k, v in self._splits.items() if k != name}
         self._splits = {**others, name: split} if split is not None else others
+        shares = self._shadow_shares.get(name, {})
+        shadows = tuple((entry.versions[v], s) for v, s in sorted(shares.items(), key=lambda i: version_key(i[0]))
+                        if v in entry.versions) if entry is not None else ()
+        rest = {k: v for k, v in self._shadows.items() if k != name}
+        self._shadows = {**rest, name: shadows} if shadows else rest
 
     def remove(self, name: str) -> ModelEntry | None:
         entries = dict(self._entries)

@@ -52,6 +52,7 @@ class RepositoryManager:
         self._failed: dict[str, dict[str, tuple[object, str]]] = {}
         self._rejected: dict[str, tuple[object, str]] = {}
         self._traffic: dict[str, dict[str, float]] = {}   # model -> the traffic weights its config gave
+        self._shadow: dict[str, dict[str, float]] = {}    # model -> the shadow shares its config gave
         self._unreadable = False  # the root could not be scanned at the last pass (logged once)
         self._on_reloaded = on_reloaded  # after every pass (health follows what is loaded)
         self._closing: set[asyncio.Task] = set()
@@ -88,7 +89,9 @@ class RepositoryManager:
         for name in known - set(found):
             entry = self.registry.remove(name)
             self.registry.set_weights(name, {})
+            self.registry.set_shadow(name, {})
             self._traffic.pop(name, None)
+            self._shadow.pop(name, None)
             self._loaded.pop(name, None)
             self._failed.pop(name, None)
             self._rejected.pop(name, None)
@@ -191,6 +194,14 @@ class RepositoryManager:
     def _apply_traffic(self, name: str, config: ModelConfig) -> None:
         """The config's traffic weights, when they differ from those it gave before (a weight
         set at run time stays until the config's own weights change)."""
+        shadow = dict(config.traffic.shadow)
+        if self._shadow.get(name, {}) != shadow:
+            self._shadow[name] = shadow
+            self.registry.set_shadow(name, shadow)
+            self._record(name, "", "shadow", ", ".join(f"{v}: {s:.4g}" for v, s in shadow.items())
+                         or "off", "config")
+            log.info("model %s: shadow traffic %s (from its config)", name, shadow or "off",
+                     extra={"event": "traffic.shadow", "model": name, "fields": {"shadow": shadow, "source": "config"}})
         weights = dict(config.traffic.weights)
         if self._traffic.get(name, {}) == weights:
             return

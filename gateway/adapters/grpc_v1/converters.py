@@ -358,7 +358,11 @@ def stats_response(stats) -> pb.StatsResponse:
         for s in stats.models]
     return pb.StatsResponse(models=models, ring_drops=stats.ring_drops, feedback_unknown=stats.feedback_unknown,
                             rejected=[pb.Rejected(model=r.model, version=r.version, status=r.status, reason=r.reason,
-                                                  requests=r.requests) for r in stats.rejected])
+                                                  requests=r.requests) for r in stats.rejected],
+                            shadow=[pb.ShadowPair(primary=s.primary, shadow=s.shadow, mirrored=s.mirrored, shed=s.shed,
+                                                  errors=s.errors, agreement=s.agreement,
+                                                  compared_rows=s.compared_rows, mean_abs_diff=s.mean_abs_diff,
+                                                  p50_ms=s.p50_ms, p99_ms=s.p99_ms) for s in stats.shadow])
 
 
 def _measure(m: DriftMeasure) -> pb.DriftMeasure:

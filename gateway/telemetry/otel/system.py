@@ -60,6 +60,26 @@ def register_gateway_instruments(meter: Meter, dataplane) -> None:
     def concurrency_limit(_: CallbackOptions):
         return [Observation(v.concurrency_limit, attrs) for v, attrs in states() if v.concurrency_limit is not None]
 
+    def shadow_pairs():
+        for s in dataplane.shadowing.snapshot():
+            yield s, {"gateway.shadow.primary": s.primary, "gateway.shadow.candidate": s.shadow}
+
+    def shadow_requests(_: CallbackOptions):
+        out = []
+        for s, attrs in shadow_pairs():
+            errors = sum(s.errors.values())
+            out.append(Observation(s.mirrored - errors, {**attrs, "gateway.shadow.outcome": "answered"}))
+            out.append(Observation(s.shed, {**attrs, "gateway.shadow.outcome": "shed"}))
+            for status, n in s.errors.items():
+                out.append(Observation(n, {**attrs, "gateway.shadow.outcome": status.lower()}))
+        return out
+
+    def shadow_gauge(field: str):
+        def observe(_: CallbackOptions):
+            return [Observation(getattr(s, field), attrs) for s, attrs in shadow_pairs()
+                    if not math.isnan(getattr(s, field))]
+        return observe
+
     def rejected(_: CallbackOptions):
         return [Observation(r.requests, {"gateway.model.name": r.model, "gateway.model.version": r.version,
                                          "rpc.grpc.status_code": int(Status[r.status]), "gateway.reject.reason": r.reason})
@@ -80,6 +100,18 @@ def register_gateway_instruments(meter: Meter, dataplane) -> None:
     meter.create_observable_gauge(
         "gateway.queue.depth", [queue_depth], unit="{request}",
         description="Requests waiting in a model version's batch queue.")
+    meter.create_observable_counter(
+        "gateway.shadow.requests", [shadow_requests], unit="{request}",
+        description="Shadow requests per (primary, candidate) pair, by outcome (answered, shed, or the status).")
+    meter.create_observable_gauge(
+        "gateway.shadow.agreement", [shadow_gauge("agreement")], unit="1",
+        description="Share of shadowed rows whose predicted labels agree with the primary's.")
+    meter.create_observable_gauge(
+        "gateway.shadow.mean_abs_diff", [shadow_gauge("mean_abs_diff")], unit="1",
+        description="Mean absolute difference of the outputs the primary and the candidate share.")
+    meter.create_observable_gauge(
+        "gateway.shadow.latency.p99", [shadow_gauge("p99_ms")], unit="ms",
+        description="p99 latency of the candidate's shadow answers (the last 1024).")
     meter.create_observable_counter(
         "gateway.rejected", [rejected], unit="{request}",
         description="Requests refused, by model, status and reason (gateway.api.errors.REJECT_REASONS, "
