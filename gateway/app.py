@@ -26,6 +26,7 @@ from .core.observers import Decisions
 from .core.registry import ModelRegistry
 from .core.shadow import ShadowBudget, Shadowing
 from .lifecycle.history import VersionHistory
+from .lifecycle.rollback import RollbackWatcher
 from .logs import AccessLog, FallbackEventLog
 from .memory import MemoryReturn, set_mmap_threshold
 from .monitoring import MeanShift
@@ -129,7 +130,8 @@ class GatewayServer:
                                       quality=self.predictions.quality if self.predictions is not None else None,
                                       feedback_unknown=self._feedback_unknown,
                                       drift=self.drift.all if self.telemetry is not None else None,
-                                      alerts=self.alerts.active if self.alerts is not None else None)
+                                      alerts=self.alerts.active if self.alerts is not None else None,
+                                      rollbacks=self._rollback_counts)
         assembler = Assembler(self.executor, AssemblyOptions(
             batching=s.batching, inline_execution_below_us=s.inline_execution_below_us,
             allow_fault_injection=s.allow_fault_injection), observers=self.telemetry, decisions=decisions)
@@ -137,6 +139,9 @@ class GatewayServer:
                                           default_providers=s.execution_providers,
                                           allow_fault_injection=s.allow_fault_injection,
                                           on_reloaded=self._follow_registry, history=self.history)
+        self.rollback = RollbackWatcher(self.registry, self._statistics_with_shadow, history=self.history,
+                                        evaluate_every_s=s.rollback_evaluate_every_s)
+        self._rollback_task: asyncio.Task | None = None
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
                                max_message_bytes=s.max_message_bytes, sampler=sampler)
         self.admin: AdminServer | None = None  # bound in start()
@@ -162,7 +167,16 @@ class GatewayServer:
             for st in self.telemetry.models():
                 if st.model == model and st.version == version and st.reference is not None:
                     accuracy = st.reference.accuracy
-        return VersionFacts(float(deadline) if deadline else None, accuracy)
+        split = self.registry.split(model)
+        under_split = split is not None or version in self.registry.weights(model)
+        rolled_back = self.rollback.is_rolled_back(model, version) if under_split else None
+        return VersionFacts(float(deadline) if deadline else None, accuracy, rolled_back)
+
+    def _rollback_counts(self) -> dict[tuple[str, str], int]:
+        return dict(self.rollback.rollbacks)
+
+    def _statistics_with_shadow(self, window_s: float) -> Statistics:
+        return dataclasses.replace(self._statistics(window_s), shadow=self.dataplane.shadowing.snapshot())
 
     def _statistics(self, window_s: float) -> Statistics:
         telemetry = self.telemetry
@@ -206,6 +220,8 @@ class GatewayServer:
                  "no models", extra={"event": "server.ready"})
         if s.reload_interval_s > 0:
             self._poller = asyncio.create_task(self._manager.poll(s.reload_interval_s))
+        if self.telemetry is not None:   # rollback rules read the statistics
+            self._rollback_task = asyncio.create_task(self.rollback.run())
         return self.port
 
     def _tune_allocator(self) -> bool:
@@ -275,6 +291,8 @@ class GatewayServer:
             self._poller.cancel()
         if self._memory_return is not None:
             self._memory_return.cancel()
+        if self._rollback_task is not None:
+            self._rollback_task.cancel()
         await self.grpc.drain(grace)
         await self.dataplane.shadowing.drain()
         await self._manager.close()

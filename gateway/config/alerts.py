@@ -32,6 +32,8 @@ METRICS: dict[str, str] = {
     "nan_rate_max": "highest share of NaN values of any input feature in the drift window",
     "out_of_range_rate_max": "highest share of values outside the reference range of any input feature",
     "outlier_rate": "share of the rows scored in the drift window that were outliers against the reference",
+    "rolled_back": "1 while the version is rolled back by traffic.rollback (its weight 0), else 0; only for "
+                   "versions under a split",
 }
 
 MAX_RULES = 100
@@ -92,6 +94,8 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
               severity="critical"),
     AlertRule(name="p99_over_deadline", metric="p99_over_deadline", comparator=">", threshold=1, for_s=60,
               severity="warning"),
+    AlertRule(name="rollback", metric="rolled_back", comparator=">=", threshold=1, for_s=0,
+              severity="critical"),
 )
 
 
@@ -100,7 +104,7 @@ class AlertSettings(BaseModel):
 
     enabled: bool = True
     defaults: bool = True
-    """Include :data:`DEFAULT_RULES` (drift, accuracy drop, error rate, p99 over deadline)."""
+    """Include :data:`DEFAULT_RULES` (drift, accuracy drop, error rate, p99 over deadline, rollback)."""
     rules: list[AlertRule] = Field(default_factory=list, max_length=MAX_RULES)
     evaluate_every_s: float = Field(5.0, gt=0, le=3600)
     window_s: float = Field(60.0, gt=0, le=300)

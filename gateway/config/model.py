@@ -76,6 +76,40 @@ class MonitoringConfig(_Strict):
     its latency, throughput and errors are still recorded)."""
 
 
+class RollbackConfig(_Strict):
+    """Automatic rollback of a candidate version (see ``gateway.lifecycle.rollback``): under a
+    traffic split, every version with a share other than the baseline is a candidate, compared
+    with the baseline over the same window; a rule that holds for ``consecutive`` evaluations in
+    a row sets the candidate's weight to 0."""
+    enabled: bool = False
+    baseline: str = ""
+    """The version candidates are compared with; "" : the one with the largest share."""
+    window_s: float = Field(60.0, gt=0, le=300)
+    """Requests of the last this many seconds (errors, p99); labels: each version's label window."""
+    min_requests: int = Field(200, ge=1)
+    """Requests each side needs in the window before error rate and p99 are compared."""
+    min_labels: int = Field(200, ge=1)
+    """Joined labels each side needs before accuracy is compared."""
+    alpha: float = Field(0.01, gt=0, lt=0.5)
+    """The chance that a candidate no worse than its baseline is ever rolled back by the error-rate
+    and accuracy tests, however long it runs: spent over the looks (the k-th look with new data
+    tests at alpha / (k (k + 1)), each of the two tests at half of that)."""
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1)
+    """The candidate's error share may exceed the baseline's by this much (and significantly)."""
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1)
+    """Its accuracy from delayed labels may fall below the baseline's by this much (and significantly)."""
+    max_p99_ratio: float | None = Field(None, gt=1)
+    """Its p99 latency may be this many times the baseline's (None: not compared; a p99 over a
+    few hundred requests rests on its few slowest, so set it well above the noise, e.g. 3)."""
+    max_shadow_disagreement: float | None = Field(None, gt=0, le=1)
+    """Where the candidate is also shadowed from the baseline: the share of rows whose predicted
+    labels may differ (None: not compared). Needs ``min_requests`` compared rows."""
+    drift: bool = True
+    """Roll back a candidate whose input drift is graded alert while the baseline's is not."""
+    consecutive: int = Field(2, ge=1, le=100)
+    """Evaluations in a row a rule must hold before the rollback (hysteresis)."""
+
+
 class TrafficConfig(_Strict):
     """Which version answers a request that names none (one that names a version gets it)."""
     weights: dict[str, float] = Field(default_factory=dict)
@@ -83,6 +117,8 @@ class TrafficConfig(_Strict):
     versions loaded). Empty: the latest version takes everything. A request with a routing key
     (``parameters["routing_key"]``) keeps its version while the weights are unchanged."""
 
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    """Automatic rollback of a candidate that does worse than the baseline."""
     shadow: dict[str, float] = Field(default_factory=dict)
     """Candidate version -> share (0..1) of this model's answered requests mirrored to it, off
     the response path; its answers are compared, never returned (see ``gateway.core.shadow``)."""

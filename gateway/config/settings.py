@@ -105,6 +105,8 @@ class GatewaySettings(BaseSettings):
     """Request payload bytes held by running shadows; beyond it new ones are shed (counted)."""
     shadow_timeout_ms: int = Field(1000, ge=1, le=600_000)
     """A shadow's own deadline (it never uses the client's)."""
+    rollback_evaluate_every_s: float = Field(5.0, gt=0, le=3600)
+    """How often models' traffic.rollback rules are evaluated (needs telemetry)."""
     state_dir: pathlib.Path | None = None
     """Where state that outlives a restart is kept: the version history (``history.sqlite3``).
     None: the history is kept in memory only."""

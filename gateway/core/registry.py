@@ -85,6 +85,7 @@ class ModelRegistry:
         self._weights: dict[str, dict[str, float]] = {}   # model -> the weights asked for
         self._splits: dict[str, TrafficSplit] = {}        # model -> those over its loaded versions
         self._shadow_shares: dict[str, dict[str, float]] = {}  # model -> candidate version -> share
+        self._rollback: dict[str, object] = {}             # model -> its traffic.rollback rules
         self._shadows: dict[str, tuple[tuple[ModelVersion, float], ...]] = {}  # over loaded versions
 
     def resolve(self, name: str, version: str = "", routing_key: str = "") -> ModelVersion:
@@ -145,6 +146,14 @@ class ModelRegistry:
 
     def split(self, name: str) -> TrafficSplit | None:
         return self._splits.get(name)
+
+    def set_rollback(self, name: str, rules: object | None) -> None:
+        """The model's automatic-rollback rules (``gateway.config.model.RollbackConfig``; None: none)."""
+        others = {k: v for k, v in self._rollback.items() if k != name}
+        self._rollback = {**others, name: rules} if rules is not None else others
+
+    def rollback_rules(self, name: str):
+        return self._rollback.get(name)
 
     def set_shadow(self, name: str, shares: dict[str, float]) -> None:
         """Mirror ``shares`` of ``name``'s answered requests to those versions ({}: none)."""

@@ -41,6 +41,7 @@ class VersionFacts:
 
     deadline_ms: float | None = None        # its policy's attempt (else default) timeout
     reference_accuracy: float | None = None  # its reference profile's accuracy
+    rolled_back: bool | None = None          # under a traffic split: whether it is rolled back
 
 
 FactsSource = Callable[[str, str], VersionFacts]
@@ -80,7 +81,8 @@ class Evaluator:
         p99 = m.latency.p99_ms if m.latency.count else math.nan
         out = {"error_share": m.error_share, "degraded_share": m.degraded_share, "p99_ms": p99,
                "requests_per_s": m.requests_per_s,
-               "p99_over_deadline": p99 / facts.deadline_ms if facts.deadline_ms else math.nan}
+               "p99_over_deadline": p99 / facts.deadline_ms if facts.deadline_ms else math.nan,
+               "rolled_back": math.nan if facts.rolled_back is None else float(facts.rolled_back)}
         d = m.drift
         if d is not None and d.reference != "capturing":
             inputs = [f for f in d.features if f.input]

@@ -90,6 +90,7 @@ class RepositoryManager:
             entry = self.registry.remove(name)
             self.registry.set_weights(name, {})
             self.registry.set_shadow(name, {})
+            self.registry.set_rollback(name, None)
             self._traffic.pop(name, None)
             self._shadow.pop(name, None)
             self._loaded.pop(name, None)
@@ -194,6 +195,7 @@ class RepositoryManager:
     def _apply_traffic(self, name: str, config: ModelConfig) -> None:
         """The config's traffic weights, when they differ from those it gave before (a weight
         set at run time stays until the config's own weights change)."""
+        self.registry.set_rollback(name, config.traffic.rollback if config.traffic.rollback.enabled else None)
         shadow = dict(config.traffic.shadow)
         if self._shadow.get(name, {}) != shadow:
             self._shadow[name] = shadow

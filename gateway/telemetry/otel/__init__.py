@@ -61,11 +61,11 @@ class TelemetryExport:
     def __init__(self, telemetry, *, config: ExportConfig, resource, metric_exporter=None, spans=None,
                  dataplane=None, max_features: int = 32, dropped: dict[str, int] | None = None,
                  sampler: str | None = None, quality=None, feedback_unknown=None, drift=None,
-                 alerts=None) -> None:
+                 alerts=None, rollbacks=None) -> None:
         from .metrics import MetricsPipeline
         from .system import (register_gateway_instruments, register_gpu_instruments,
                              register_drift_instruments, register_process_instruments,
-                             register_quality_instruments)
+                             register_quality_instruments, register_rollback_instruments)
 
         self.config = cfg = config
         self.resource = resource
@@ -84,6 +84,8 @@ class TelemetryExport:
                 from .alerts import register_alert_instruments
 
                 register_alert_instruments(meter, alerts)
+            if rollbacks is not None:
+                register_rollback_instruments(meter, rollbacks)
             register_process_instruments(meter)
             register_gpu_instruments(meter)
 

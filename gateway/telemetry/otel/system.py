@@ -227,6 +227,16 @@ def register_drift_instruments(meter: Meter, drift: Callable[[], list], max_feat
             description=f"Share of a feature's values in the drift window that were {what}.")
 
 
+def register_rollback_instruments(meter: Meter, rollbacks: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+    """Automatic rollbacks per (model, candidate version) since start."""
+    def observe(_: CallbackOptions):
+        return [Observation(n, {"gateway.model.name": m, "gateway.model.version": v})
+                for (m, v), n in rollbacks().items()]
+
+    meter.create_observable_counter("gateway.rollbacks", [observe], unit="{rollback}",
+                                    description="Candidate versions rolled back by traffic.rollback rules.")
+
+
 def register_process_instruments(meter: Meter) -> None:
     """OTel semantic-convention process metrics: ``process.cpu.time`` and ``process.memory.usage``."""
     def cpu(_: CallbackOptions):
