@@ -25,6 +25,7 @@ from .core.dataplane import DataPlane
 from .core.observers import Decisions
 from .core.registry import ModelRegistry
 from .core.shadow import ShadowBudget, Shadowing
+from .lifecycle.capture import RequestCapture
 from .lifecycle.history import VersionHistory
 from .lifecycle.rollback import RollbackWatcher
 from .logs import AccessLog, FallbackEventLog
@@ -106,6 +107,12 @@ class GatewayServer:
         if s.feedback_store_entries:
             self.predictions = PredictionStore(s.feedback_store_entries, s.feedback_ttl_s, window=s.feedback_window)
             observers.append(PredictionCapture(self.predictions, self.registry))
+        # sampled capture of requests and answers for replay, only when configured
+        self.capture: RequestCapture | None = None
+        if s.capture.enabled:
+            directory = s.capture.directory or (s.state_dir / "capture" if s.state_dir else pathlib.Path("capture"))
+            self.capture = RequestCapture(s.capture, directory)
+            observers.append(self.capture)
         decisions = Decisions((FallbackEventLog(),) + ((spans,) if spans is not None else ()))
         # alert rules over the same statistics as GetStats, on their own thread (off with telemetry)
         self.alerts: Alerts | None = None
@@ -121,6 +128,7 @@ class GatewayServer:
                                    max_inflight_bytes=s.max_inflight_bytes or 0, feedback=self.predictions,
                                    alerts=self.alerts.listing if self.alerts is not None else None,
                                    history=self.history.events,
+                                   on_labels=self.capture.on_labels if self.capture is not None else None,
                                    shadowing=Shadowing(ShadowBudget(s.shadow_max_in_flight, s.shadow_max_inflight_bytes,
                                                                     s.shadow_timeout_ms)))
         self.export = TelemetryExport(self.telemetry, config=export_config, resource=resource,
@@ -308,6 +316,8 @@ class GatewayServer:
         if self.admin is not None:
             self.admin.stop()
         self.history.close()
+        if self.capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.capture.stop, 5.0)
         log.info("stopped", extra={"event": "server.stopped"})
 
 

@@ -273,6 +273,33 @@ def _load_labels(path: pathlib.Path) -> list:
     return labels
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .client import GatewayClient
+    from .replay import replay
+
+    paths = [pathlib.Path(f) for f in args.files]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"gateway replay: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    with GatewayClient(args.address) as client:
+        try:
+            report = replay(client, paths, version=args.version, atol=args.atol, rtol=args.rtol,
+                            limit=args.limit, timeout_s=args.timeout_s)
+        except (ValueError, KeyError) as exc:
+            print(f"gateway replay: not a capture file: {exc}", file=sys.stderr)
+            return 2
+    for d in report.differences:
+        print(f"differs: {d['request_id']} (captured from version {d['captured_version']}, replayed by "
+              f"{d['replayed_by']}{', masked inputs' if d['masked'] else ''}): {d['what']}")
+    skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.items()) or "none"
+    errors = ", ".join(f"{n} {code}" for code, n in report.errors.items()) or "none"
+    print(f"# replayed {report.replayed}: {report.same} the same, {report.differ} different "
+          f"({report.masked} with masked inputs); errors: {errors}; skipped: {skipped}")
+    print(json.dumps(report.as_dict()))
+    return 1 if report.differ or report.errors else 0
+
+
 def _cmd_feedback(args: argparse.Namespace) -> int:
     import grpc
 
@@ -566,6 +593,17 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--address", default=address, help=address_help)
     feedback.add_argument("--timeout-s", type=float, default=30.0, help="per call of up to 10000 labels")
     feedback.set_defaults(func=_cmd_feedback)
+
+    rp = sub.add_parser("replay", help="re-send captured requests (capture files) and report the answers "
+                        "that differ; exit status 1 when any differ or fail")
+    rp.add_argument("files", nargs="+", help="capture-*.jsonl files, or directories holding them")
+    rp.add_argument("--address", default=address, help=address_help)
+    rp.add_argument("--version", default="", help="replay against this version (default: the one that answered)")
+    rp.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: the bytes must match)")
+    rp.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
+    rp.add_argument("--limit", type=int, default=100_000, help="replay at most this many requests")
+    rp.add_argument("--timeout-s", type=float, default=10.0, help="per request")
+    rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo-repository", help="write the demo model repository to a directory")
     demo.add_argument("directory")

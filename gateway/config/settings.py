@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pydantic_settings
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .alerts import AlertSettings
@@ -41,6 +41,35 @@ class TelemetrySettings(BaseModel):
     change_expected_rows_between_false_alarms: float = Field(1e7, ge=0, le=1e15)
     """Sequential change detection per input (all its features and both directions together)
     and for a classifier's top-1 confidence: rows expected between two false alarms (0: off)."""
+
+
+class InputMask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mask: list[int] = Field(max_length=100_000)
+    """Positions of the input's last axis written as 0 (the rest as sent)."""
+
+
+class CaptureSettings(BaseModel):
+    """Sampled capture of requests, answers and labels for replay (``gateway.lifecycle.capture``)."""
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    directory: pathlib.Path | None = None
+    """Where the capture files go; default: ``<state_dir>/capture`` (one of the two is needed)."""
+    sample_ratio: float = Field(0.01, ge=0, le=1)
+    """Share of the answered requests captured."""
+    max_file_bytes: int = Field(64 << 20, ge=4096)
+    max_files: int = Field(8, ge=1, le=10_000)
+    """Files kept (the oldest deleted): the capture takes at most about max_files x max_file_bytes."""
+    queue: int = Field(1024, ge=1, le=1_000_000)
+    """Records waiting for the writer; beyond it they are dropped (and counted)."""
+    default_inputs: Literal["drop", "keep"] = "drop"
+    """What happens to an input ``inputs`` does not name: not written (the default) or written."""
+    inputs: dict[str, dict[str, Literal["keep", "drop"] | InputMask]] = Field(default_factory=dict)
+    """model -> input -> ``keep``, ``drop`` or ``{mask: [positions]}``."""
+    outputs: bool = True
+    """Write the answers' outputs (replay compares them)."""
 
 
 class GatewaySettings(BaseSettings):
@@ -107,6 +136,8 @@ class GatewaySettings(BaseSettings):
     """A shadow's own deadline (it never uses the client's)."""
     rollback_evaluate_every_s: float = Field(5.0, gt=0, le=3600)
     """How often models' traffic.rollback rules are evaluated (needs telemetry)."""
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    """Sampled capture of requests and answers for ``gateway replay`` (off by default)."""
     state_dir: pathlib.Path | None = None
     """Where state that outlives a restart is kept: the version history (``history.sqlite3``).
     None: the history is kept in memory only."""
@@ -137,6 +168,12 @@ class GatewaySettings(BaseSettings):
                              "would be a system call")
         return value
 
+
+    @model_validator(mode="after")
+    def _capture_has_a_place(self) -> "GatewaySettings":
+        if self.capture.enabled and self.capture.directory is None and self.state_dir is None:
+            raise ValueError("capture.enabled needs capture.directory or state_dir (where the files go)")
+        return self
 
 class _YamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):

@@ -73,7 +73,8 @@ class DataPlane:
                  max_inflight_bytes: int = 0, feedback: FeedbackSink | None = None,
                  alerts: Callable[[], AlertList] | None = None,
                  history: Callable[[str, int], list[HistoryEvent]] | None = None,
-                 shadowing: Shadowing | None = None) -> None:
+                 shadowing: Shadowing | None = None,
+                 on_labels: Callable[[Sequence[FeedbackLabel]], None] | None = None) -> None:
         self.registry = registry
         self.shadowing = shadowing or Shadowing()
         self._pipeline = Pipeline(registry, decisions or Decisions(), self.shadowing)
@@ -82,6 +83,7 @@ class DataPlane:
         self._feedback = feedback
         self._alerts = alerts
         self._history = history
+        self._on_labels = on_labels  # the capture's (labels of captured requests are written too)
         self._accepting = False
         self.in_flight = 0
         self.max_inflight_bytes = max_inflight_bytes  # 0: no bound
@@ -293,6 +295,11 @@ class DataPlane:
                                "labels to (feedback_store_entries=0)")
         if len(labels) > MAX_LABELS_PER_CALL:
             raise invalid(f"{len(labels)} labels in one call, more than the {MAX_LABELS_PER_CALL} allowed")
+        if self._on_labels is not None:
+            try:
+                self._on_labels(labels)
+            except Exception:  # the capture observes: it never changes the answer
+                log.exception("label capture failed")
         outcomes: list[Outcome] = []
         for start in range(0, len(labels), FEEDBACK_CHUNK):
             if start:

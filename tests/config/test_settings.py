@@ -126,3 +126,16 @@ def test_the_mmap_threshold_is_off_or_within_what_glibc_takes(value, ok):
     else:
         with pytest.raises(SettingsError, match=r"malloc_mmap_threshold_bytes: "):
             load_settings(malloc_mmap_threshold_bytes=value)
+
+
+def test_a_capture_needs_somewhere_to_write(tmp_path):
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("capture: {enabled: true}\n")
+    with pytest.raises(SettingsError, match="capture.enabled needs capture.directory or state_dir"):
+        load_settings(cfg)
+    cfg.write_text(f"state_dir: {tmp_path}\ncapture:\n  enabled: true\n  inputs: {{m: {{x: {{mask: [0, 2]}}}}}}\n")
+    s = load_settings(cfg)
+    assert s.capture.inputs["m"]["x"].mask == [0, 2] and s.capture.default_inputs == "drop"
+    cfg.write_text("capture: {inputs: {m: {x: sometimes}}}\n")
+    with pytest.raises(SettingsError, match="capture.inputs"):
+        load_settings(cfg)
