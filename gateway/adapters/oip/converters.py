@@ -6,6 +6,9 @@ data comes either in ``raw_input_contents`` (one entry per input, in order, litt
 element bytes) or in each input's typed ``contents``; the two never mix in one request. Every
 error names the input, output or field and quotes client text cut (:mod:`gateway.api.text`).
 No input may describe more than ``max_bytes`` of data (nor more dimensions than numpy holds).
+As on gateway.v1, a message longer than ``PRESCAN_ABOVE_BYTES`` is scanned before it is parsed
+and refused when it holds more inputs, raw contents, requested outputs, parameters or
+dimensions than a request may (:class:`_Scan`), so its parse allocates nothing for them.
 
 Answers carry every output in ``raw_output_contents`` (what tritonclient reads), or in typed
 ``contents`` where every requested output asks ``binary_data: false``. An output requested
@@ -28,7 +31,16 @@ from ..._proto import oip_pb2 as pb
 from ...api import GatewayError, InferRequest, InferResponse, ModelMetadata, ModelSummary, Status, TensorSpec
 from ...api import dims, invalid, quote
 from ...api.stats import ModelStatsSnapshot
-from ..grpc_v1.converters import MAX_INPUTS, MAX_OUTPUT_NAMES, MAX_PARAMETERS, MAX_RANK
+from ..grpc_v1.converters import (
+    _MAX_VARINT_BYTES,
+    MAX_INPUTS,
+    MAX_OUTPUT_NAMES,
+    MAX_PARAMETERS,
+    MAX_RANK,
+    PRESCAN_ABOVE_BYTES,
+    UNKNOWN_PARSE_ERROR,
+    _Prescan,
+)
 from . import datatypes
 
 PLATFORM = "onnxruntime_onnx"
@@ -40,12 +52,70 @@ MAX_CLASSES = 1 << 16  # classification: k is capped at the classes a row has, a
 _M = TypeVar("_M", bound=Message)
 
 
+_INPUTS, _OUTPUTS, _PARAMETERS, _RAW = 5, 6, 4, 7  # ModelInferRequest field numbers
+_SHAPE, _TENSOR_PARAMETERS = 3, 4                  # InferInputTensor
+
+
+class _Scan(_Prescan):
+    """Counts a ModelInferRequest's entries before it is parsed (see the module docstring)."""
+
+    protocol = "the Open Inference Protocol"
+
+    def request(self) -> None:
+        limits = {_INPUTS: (MAX_INPUTS, "input tensors"), _RAW: (MAX_INPUTS, "raw_input_contents"),
+                  _OUTPUTS: (MAX_OUTPUT_NAMES, "requested outputs"), _PARAMETERS: (MAX_PARAMETERS, "parameters")}
+        counts = dict.fromkeys(limits, 0)
+        pos, end = 0, len(self.data)
+        try:
+            while pos < end:
+                field, wire, start, pos = self.field(pos, end)
+                if wire == 2 and field in counts:
+                    counts[field] += 1
+                    limit, what = limits[field]
+                    if counts[field] > limit:
+                        raise invalid(f"request has more than {limit} {what}")
+                    if field == _INPUTS:
+                        self.tensor(start, pos, counts[_INPUTS])
+        except IndexError:
+            return
+
+    def tensor(self, pos: int, end: int, index: int) -> None:
+        packed_bytes = unpacked = params = 0
+        name: str | None = None
+        while pos < end:
+            field, wire, start, pos = self.field(pos, end)
+            if field == 1 and wire == 2:
+                name = self.data[start:pos].decode("utf-8", "replace")
+            elif field == _SHAPE and wire in (0, 2):
+                if wire == 2:
+                    packed_bytes += pos - start
+                else:
+                    unpacked += 1
+                if packed_bytes > MAX_RANK * _MAX_VARINT_BYTES or unpacked > MAX_RANK:
+                    which = f"input {quote(name)}" if name else f"input tensor {index} (counting from 1)"
+                    raise invalid(f"{which}: shape has more than the {MAX_RANK} dimensions a tensor may have")
+            elif field == _TENSOR_PARAMETERS and wire == 2:
+                params += 1
+                if params > MAX_PARAMETERS:
+                    raise invalid(f"input tensor {index} (counting from 1) has more than {MAX_PARAMETERS} parameters")
+
+
+def parse_infer_request(data: bytes) -> pb.ModelInferRequest:
+    """A ModelInferRequest from its wire bytes (scanned first when long); INVALID_ARGUMENT saying what failed."""
+    if len(data) > PRESCAN_ABOVE_BYTES:
+        _Scan(data, "inference.ModelInferRequest").request()
+    return parse(pb.ModelInferRequest, data)
+
+
 def parse(kind: type[_M], data: bytes) -> _M:
     msg = kind()
     try:
         msg.ParseFromString(data)
     except (DecodeError, ValueError) as exc:  # (ValueError: strings that are not UTF-8)
-        raise invalid(f"request is not a valid {kind.DESCRIPTOR.full_name}: {exc}") from None
+        # named as the protocol names it (inference.<Message>), not by this gateway's package
+        _, sep, reason = str(exc).partition(f"'{kind.DESCRIPTOR.full_name}': ")
+        raise invalid(f"request is not a valid inference.{kind.DESCRIPTOR.name} ({len(data)} bytes): "
+                      f"{(reason if sep else '') or UNKNOWN_PARSE_ERROR}") from None
     return msg
 
 

@@ -163,7 +163,7 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: bytes, context):
         try:
-            msg = converters.parse(pb.ModelInferRequest, request)
+            msg = converters.parse_infer_request(request)
             response = await self._infer(msg, context, self._infer_call)
             return converters.serialized(response, response.id, self._max_bytes)
         except GatewayError as exc:
@@ -200,7 +200,7 @@ class InferenceServicer:
                 count += 1
                 await room.acquire()
                 try:
-                    msg = converters.parse(pb.ModelInferRequest, raw)
+                    msg = converters.parse_infer_request(raw)
                 except GatewayError as exc:
                     answers.put_nowait(_error_answer(None, self._max_bytes, GatewayError(
                         exc.status, f"stream message {count} (counting from 1): {exc.message}")))

@@ -101,7 +101,24 @@ def test_parse_refuses_bytes_that_are_no_message():
     with pytest.raises(GatewayError) as info:
         converters.parse(pb.ModelInferRequest, b"\x0a\xff\xff")
     assert info.value.status is Status.INVALID_ARGUMENT
-    assert "gateway.oip.ModelInferRequest" in info.value.message
+    assert "inference.ModelInferRequest (3 bytes)" in info.value.message
+
+
+def test_long_messages_are_scanned_before_they_are_parsed():
+    many_outputs = _request(_input(shape=(1,)), raw=[b"\0" * 4],
+                            outputs=[_asked(f"o{i}") for i in range(converters.MAX_OUTPUT_NAMES + 1)])
+    many_outputs.id = "x" * converters.PRESCAN_ABOVE_BYTES  # (long enough to be scanned)
+    with pytest.raises(GatewayError, match="more than 1024 requested outputs"):
+        converters.parse_infer_request(many_outputs.SerializeToString())
+    raw = _request(_input(shape=(1,)), raw=[b""] * (converters.MAX_INPUTS + 1), id="x" * (1 << 17))
+    with pytest.raises(GatewayError, match="more than 1024 raw_input_contents"):
+        converters.parse_infer_request(raw.SerializeToString())
+    deep = _request(_input(shape=(1,) * 1000), id="x" * (1 << 17))  # (packed: 1000 bytes, refused unparsed)
+    data = deep.SerializeToString()
+    with pytest.raises(GatewayError, match=f"input 'x': shape has more than the {converters.MAX_RANK} dimensions"):
+        converters.parse_infer_request(data)
+    fine = _request(_input(shape=(1,)), raw=[b"\0" * 4], id="x" * (1 << 17))
+    assert converters.parse_infer_request(fine.SerializeToString()).id == fine.id
 
 
 def _asked(name: str, classes: int | None = None, binary: bool | None = None):
