@@ -145,6 +145,7 @@ def test_bad_input_gets_a_clear_status(gateway, client, stub):
     assert "features" in _raises("INVALID_ARGUMENT", client.infer, "classifier", [_input(_x(2, 5))])
     assert "'nope' not found" in _raises("NOT_FOUND", client.infer, "nope", [_input(x)])
     assert "version '9'" in _raises("NOT_FOUND", client.infer, "classifier", [_input(x)], model_version="9")
+    _raises("DEADLINE_EXCEEDED", client.infer, "classifier", [_input(x)], timeout=1)  # Triton's timeout: 1 µs
     request = service_pb2.ModelInferRequest(model_name="classifier")
     request.inputs.add(name="features", datatype="FP32", shape=[2, 16])
     request.raw_input_contents.append(x.tobytes()[:-4])

@@ -15,6 +15,9 @@ Answers carry every output in ``raw_output_contents`` (what tritonclient reads),
 with ``classification: k`` is answered as Triton's classification extension answers it: a
 BYTES tensor of the top ``k`` classes of each row, ``"<score>:<index>[:<label>]"``, highest
 score first, labels from the model's ``labels``.
+
+Of the request's parameters, ``timeout`` (µs, Triton's) shortens the deadline; the others
+(sequence and priority ones among them) are not used.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 CLASSIFICATION = "classification"
 BINARY_DATA = "binary_data"
+TIMEOUT = "timeout"
 MAX_CLASSES = 1 << 16  # classification: k is capped at the classes a row has, and this
 
 _M = TypeVar("_M", bound=Message)
@@ -167,6 +171,13 @@ def to_infer_request(msg: pb.ModelInferRequest, *, t_received_ns: int, deadline_
     names = tuple(o.name for o in outputs)
     if len(set(names)) != len(names):
         raise invalid("an output is requested more than once")
+    if TIMEOUT in msg.parameters:  # Triton's request timeout (tritonclient's timeout=, in µs)
+        p = msg.parameters[TIMEOUT]
+        if p.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param") or \
+                (p.int64_param if p.HasField("int64_param") else p.uint64_param) <= 0:
+            raise invalid("parameter 'timeout' must be a positive int64 (microseconds)")
+        timeout_ns = t_received_ns + (p.int64_param if p.HasField("int64_param") else p.uint64_param) * 1000
+        deadline_ns = min(deadline_ns, timeout_ns) if deadline_ns else timeout_ns
     request = InferRequest(model=model, version=msg.model_version, inputs=inputs,
                            request_id=msg.id or uuid.uuid4().hex, output_names=names, deadline_ns=deadline_ns,
                            payload_bytes=payload, t_received_ns=t_received_ns, call=call, trace=trace)

@@ -158,7 +158,10 @@ class InferenceServicer:
         response = await self.dataplane.infer(request)
         labels: tuple[str, ...] = ()
         if any(o.classes for o in wanted):
-            labels = self.dataplane.model_metadata(response.model, response.version).labels
+            try:
+                labels = self.dataplane.model_metadata(response.model, response.version).labels
+            except GatewayError:  # unloaded since it answered: the classes go without their labels
+                labels = ()
         return converters.to_infer_response(response, wanted, labels)
 
     async def ModelInfer(self, request: bytes, context):

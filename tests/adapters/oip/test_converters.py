@@ -223,3 +223,15 @@ def test_repository_index_lists_versions_failures_and_unloaded_models():
         ("a", "1", "READY", ""), ("a", "2", "READY", ""), ("b", "", "UNAVAILABLE", "1: bad file"),
         ("c", "", "UNAVAILABLE", "unloaded")]
     assert [m.name for m in converters.repository_index(models, ["c"], ready_only=True).models] == ["a", "a"]
+
+
+def test_the_timeout_parameter_shortens_the_deadline():
+    x = np.zeros((1,), np.float32)
+    msg = _request(_input(shape=(1,)), raw=[x.tobytes()])
+    msg.parameters["timeout"].int64_param = 2000  # µs
+    request, _ = converters.to_infer_request(msg, t_received_ns=10, deadline_ns=0, max_bytes=1 << 20)
+    assert request.deadline_ns == 10 + 2_000_000
+    request, _ = converters.to_infer_request(msg, t_received_ns=10, deadline_ns=1000, max_bytes=1 << 20)
+    assert request.deadline_ns == 1000
+    msg.parameters["timeout"].int64_param = -1
+    assert "'timeout' must be a positive int64" in _error(msg).message
