@@ -294,3 +294,29 @@ def test_the_gateway_and_tritonclient_share_one_environment():
     assert oip_pb2.DESCRIPTOR.package == "gateway.oip"
     assert service_pb2.DESCRIPTOR.package == "inference"
     assert pathlib.Path(tg.__file__).exists()
+
+
+def test_bytes_that_are_no_request_get_invalid_argument_and_the_stream_goes_on(gateway):
+    infer = gateway.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                                        response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        infer(b"\xff\xff\xff", timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("request is not a valid inference.ModelInferRequest (3 bytes)")
+    meta = gateway.channel.unary_unary("/inference.GRPCInferenceService/ModelMetadata", request_serializer=None,
+                                       response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        meta(b"\x07", timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "inference.ModelMetadataRequest" in \
+        info.value.details()
+    good = service_pb2.ModelInferRequest(model_name="regressor", id="after")
+    good.inputs.add(name="features", datatype="FP32", shape=[1, 8])
+    good.raw_input_contents.append(_x(1, 8).tobytes())
+    stream = gateway.channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                           request_serializer=None,
+                                           response_deserializer=service_pb2.ModelStreamInferResponse.FromString)
+    answers = list(stream(iter([b"\xff\xff\xff", good.SerializeToString()]), timeout=30))
+    assert len(answers) == 2
+    bad, ok = sorted(answers, key=lambda a: a.error_message == "")
+    assert bad.error_message.startswith("INVALID_ARGUMENT: stream message 1 (counting from 1)")
+    assert ok.error_message == "" and ok.infer_response.id == "after"
