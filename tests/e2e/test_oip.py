@@ -320,3 +320,26 @@ def test_bytes_that_are_no_request_get_invalid_argument_and_the_stream_goes_on(g
     bad, ok = sorted(answers, key=lambda a: a.error_message == "")
     assert bad.error_message.startswith("INVALID_ARGUMENT: stream message 1 (counting from 1)")
     assert ok.error_message == "" and ok.infer_response.id == "after"
+
+
+def test_refusals_are_counted_by_reason_as_on_gateway_v1(make_gateway, demo_models):
+    gw = make_gateway(model_repository=demo_models)
+    with tg.InferenceServerClient(gw.address) as c, grpc.insecure_channel(gw.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        _raises("INVALID_ARGUMENT", c.infer, "classifier", [_input(_x(1).astype(np.int64), datatype="INT64")])
+        _raises("NOT_FOUND", c.infer, "nope", [_input(_x(1))])
+        bad = service_pb2.ModelInferRequest(model_name="classifier")
+        bad.inputs.add(name="features", datatype="FP32", shape=[1, 16])
+        bad.raw_input_contents.append(b"\0" * 3)
+        _status(stub.ModelInfer, bad)
+        strings = service_pb2.ModelInferRequest(model_name="regressor")
+        strings.inputs.add(name="features", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"a")
+        _status(stub.ModelInfer, strings)
+        raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                                  response_deserializer=None)
+        with pytest.raises(grpc.RpcError):
+            raw(b"\xff\xff\xff", timeout=10)
+    got = {(r.model, r.status, r.reason): r.requests for r in gw.stub.GetStats(gpb.GetStatsRequest(window_s=60)).rejected}
+    assert got == {("classifier", "INVALID_ARGUMENT", "dtype"): 1, ("", "NOT_FOUND", "unknown_model"): 1,
+                   ("classifier", "INVALID_ARGUMENT", "malformed"): 1, ("regressor", "INVALID_ARGUMENT", "dtype"): 1,
+                   ("", "INVALID_ARGUMENT", "malformed"): 1}

@@ -16,8 +16,9 @@ with ``classification: k`` is answered as Triton's classification extension answ
 BYTES tensor of the top ``k`` classes of each row, ``"<score>:<index>[:<label>]"``, highest
 score first, labels from the model's ``labels``.
 
-Of the request's parameters, ``timeout`` (µs, Triton's) shortens the deadline; the others
-(sequence and priority ones among them) are not used.
+Of the request's parameters, ``timeout`` (µs, Triton's) shortens the deadline and
+``routing_key`` (a string) keeps the request's version under a traffic split, as on gateway.v1;
+the others (sequence and priority ones among them) are not used.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ from ..grpc_v1.converters import (
     MAX_OUTPUT_NAMES,
     MAX_PARAMETERS,
     MAX_RANK,
+    MAX_ROUTING_KEY_CHARS,
     PRESCAN_ABOVE_BYTES,
+    ROUTING_KEY,
     UNKNOWN_PARSE_ERROR,
     _Prescan,
 )
@@ -77,7 +80,7 @@ class _Scan(_Prescan):
                     counts[field] += 1
                     limit, what = limits[field]
                     if counts[field] > limit:
-                        raise invalid(f"request has more than {limit} {what}")
+                        raise invalid(f"request has more than {limit} {what}", "too_large")
                     if field == _INPUTS:
                         self.tensor(start, pos, counts[_INPUTS])
         except IndexError:
@@ -97,11 +100,13 @@ class _Scan(_Prescan):
                     unpacked += 1
                 if packed_bytes > MAX_RANK * _MAX_VARINT_BYTES or unpacked > MAX_RANK:
                     which = f"input {quote(name)}" if name else f"input tensor {index} (counting from 1)"
-                    raise invalid(f"{which}: shape has more than the {MAX_RANK} dimensions a tensor may have")
+                    raise invalid(f"{which}: shape has more than the {MAX_RANK} dimensions a tensor may have",
+                                  "too_large")
             elif field == _TENSOR_PARAMETERS and wire == 2:
                 params += 1
                 if params > MAX_PARAMETERS:
-                    raise invalid(f"input tensor {index} (counting from 1) has more than {MAX_PARAMETERS} parameters")
+                    raise invalid(f"input tensor {index} (counting from 1) has more than {MAX_PARAMETERS} parameters",
+                                  "too_large")
 
 
 def parse_infer_request(data: bytes) -> pb.ModelInferRequest:
@@ -119,7 +124,7 @@ def parse(kind: type[_M], data: bytes) -> _M:
         # named as the protocol names it (inference.<Message>), not by this gateway's package
         _, sep, reason = str(exc).partition(f"'{kind.DESCRIPTOR.full_name}': ")
         raise invalid(f"request is not a valid inference.{kind.DESCRIPTOR.name} ({len(data)} bytes): "
-                      f"{(reason if sep else '') or UNKNOWN_PARSE_ERROR}") from None
+                      f"{(reason if sep else '') or UNKNOWN_PARSE_ERROR}", "malformed") from None
     return msg
 
 
@@ -141,52 +146,62 @@ def to_infer_request(msg: pb.ModelInferRequest, *, t_received_ns: int, deadline_
                      call: int = 0, trace: object | None = None) -> tuple[InferRequest, list[OutputRequest]]:
     model = msg.model_name
     if not model:
-        raise invalid("request names no model (field 'model_name' is empty)")
+        raise invalid("request names no model (field 'model_name' is empty)", "no_model")
     tensors = msg.inputs
     if len(tensors) > MAX_INPUTS:
-        raise invalid(f"request has more than {MAX_INPUTS} input tensors")
+        raise invalid(f"request has more than {MAX_INPUTS} input tensors", "too_large")
     if len(msg.outputs) > MAX_OUTPUT_NAMES:
-        raise invalid(f"request has more than {MAX_OUTPUT_NAMES} requested outputs")
+        raise invalid(f"request has more than {MAX_OUTPUT_NAMES} requested outputs", "too_large")
     if len(msg.parameters) > MAX_PARAMETERS:
-        raise invalid(f"request has more than {MAX_PARAMETERS} parameters")
+        raise invalid(f"request has more than {MAX_PARAMETERS} parameters", "too_large")
     raw = msg.raw_input_contents
     if len(raw) and len(raw) != len(tensors):
         raise invalid(f"request has {len(raw)} raw_input_contents for {len(tensors)} inputs: give one per "
-                      "input, in the order of the inputs, or none (and typed contents)")
+                      "input, in the order of the inputs, or none (and typed contents)", "malformed")
     inputs: dict[str, np.ndarray] = {}
     payload = 0
     for i, tensor in enumerate(tensors):
         name = tensor.name
         if not name:
-            raise invalid(f"input {i + 1} (counting from 1) has an empty name")
+            raise invalid(f"input {i + 1} (counting from 1) has an empty name", "malformed")
         if name in inputs:
-            raise invalid(f"input {quote(name)} is given more than once")
+            raise invalid(f"input {quote(name)} is given more than once", "malformed")
         array = inputs[name] = decode_input(tensor, raw[i] if len(raw) else None, max_bytes)
         payload += array.nbytes
     outputs = [output_request(o) for o in msg.outputs]
     typed = [o.typed for o in outputs]
     if any(typed) and not all(typed):
         raise invalid("binary_data: false is given for some requested outputs and not others: an answer "
-                      "carries all its outputs raw or all typed")
+                      "carries all its outputs raw or all typed", "malformed")
     names = tuple(o.name for o in outputs)
     if len(set(names)) != len(names):
-        raise invalid("an output is requested more than once")
+        raise invalid("an output is requested more than once", "malformed")
     if TIMEOUT in msg.parameters:  # Triton's request timeout (tritonclient's timeout=, in µs)
         p = msg.parameters[TIMEOUT]
         if p.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param") or \
                 (p.int64_param if p.HasField("int64_param") else p.uint64_param) <= 0:
-            raise invalid("parameter 'timeout' must be a positive int64 (microseconds)")
+            raise invalid("parameter 'timeout' must be a positive int64 (microseconds)", "malformed")
         timeout_ns = t_received_ns + (p.int64_param if p.HasField("int64_param") else p.uint64_param) * 1000
         deadline_ns = min(deadline_ns, timeout_ns) if deadline_ns else timeout_ns
+    routing_key = ""
+    if ROUTING_KEY in msg.parameters:  # (as gateway.v1's parameters.routing_key: sticky under a traffic split)
+        p = msg.parameters[ROUTING_KEY]
+        if p.WhichOneof("parameter_choice") != "string_param":
+            raise invalid(f"parameter {ROUTING_KEY!r} must be a string", "malformed")
+        routing_key = p.string_param
+        if len(routing_key) > MAX_ROUTING_KEY_CHARS:
+            raise invalid(f"parameter {ROUTING_KEY!r} has {len(routing_key)} characters, more than the "
+                          f"{MAX_ROUTING_KEY_CHARS} allowed", "too_large")
     request = InferRequest(model=model, version=msg.model_version, inputs=inputs,
                            request_id=msg.id or uuid.uuid4().hex, output_names=names, deadline_ns=deadline_ns,
-                           payload_bytes=payload, t_received_ns=t_received_ns, call=call, trace=trace)
+                           payload_bytes=payload, t_received_ns=t_received_ns, call=call, trace=trace,
+                           routing_key=routing_key)
     return request, outputs
 
 
 def output_request(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> OutputRequest:
     if not o.name:
-        raise invalid("a requested output has an empty name")
+        raise invalid("a requested output has an empty name", "malformed")
     classes = 0
     typed = False
     params = o.parameters
@@ -196,12 +211,12 @@ def output_request(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> Output
         value = p.int64_param if which == "int64_param" else p.uint64_param if which == "uint64_param" else None
         if value is None or value < 0:
             raise invalid(f"output {quote(o.name)}: parameter 'classification' must be a non-negative int64 "
-                          f"(the number of classes to answer), got {which or 'nothing'}")
+                          f"(the number of classes to answer), got {which or 'nothing'}", "malformed")
         classes = value
     if BINARY_DATA in params:
         p = params[BINARY_DATA]
         if p.WhichOneof("parameter_choice") != "bool_param":
-            raise invalid(f"output {quote(o.name)}: parameter 'binary_data' must be a bool")
+            raise invalid(f"output {quote(o.name)}: parameter 'binary_data' must be a bool", "malformed")
         typed = not p.bool_param
     return OutputRequest(o.name, classes, typed)
 
@@ -212,17 +227,17 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     name = tensor.datatype
     if name == datatypes.BYTES:
         raise _bad(tensor, "datatype BYTES (strings) is not supported: the gateway's ONNX runtime serves "
-                           "numeric and bool tensors only")
+                           "numeric and bool tensors only", "dtype")
     dtype = datatypes.NAME_TO_NUMPY.get(name)
     if dtype is None:
         known = ", ".join(sorted(datatypes.KNOWN))
         what = "unsupported datatype BF16 (no numpy type)" if name == "BF16" else \
             f"unknown datatype {quote(name)} (the protocol's: {known})" if name else "no datatype"
-        raise _bad(tensor, what)
+        raise _bad(tensor, what, "dtype")
     field = tensor.shape
     rank = len(field)
     if rank > MAX_RANK:
-        raise _bad(tensor, f"rank {rank} is more than the {MAX_RANK} dimensions a tensor may have")
+        raise _bad(tensor, f"rank {rank} is more than the {MAX_RANK} dimensions a tensor may have", "too_large")
     shape = tuple(field)
     for axis, dim in enumerate(shape):
         if dim < 0:
@@ -231,7 +246,7 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     extent = (elements if elements else math.prod(d for d in shape if d)) * dtype.itemsize
     if extent > max_bytes:
         raise _bad(tensor, f"shape {dims(shape)} of {name} means more than the {max_bytes}-byte message limit "
-                           "(max_message_bytes) allows")
+                           "(max_message_bytes) allows", "too_large")
     has_contents = tensor.HasField("contents")
     if raw is not None:
         if has_contents and any(len(getattr(tensor.contents, f)) for f in datatypes.CONTENTS_FIELDS):
@@ -273,8 +288,8 @@ def _typed(tensor, name: str, dtype: np.dtype, shape: tuple[int, ...], elements:
     return array
 
 
-def _bad(tensor, problem: str) -> GatewayError:
-    return invalid(f"input {quote(tensor.name)}: {problem}")
+def _bad(tensor, problem: str, reason: str = "malformed") -> GatewayError:
+    return invalid(f"input {quote(tensor.name)}: {problem}", reason)
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -315,7 +330,7 @@ def to_infer_response(resp: InferResponse, wanted: Sequence[OutputRequest],
             field = datatypes.CONTENTS_FIELD.get(kind)
             if field is None:
                 raise invalid(f"output {quote(name)} is {kind}, which has no typed contents: ask for it raw "
-                              "(without binary_data: false)")
+                              "(without binary_data: false)", "malformed")
             getattr(out.contents, field).extend(array.ravel().tolist())
         else:
             msg.raw_output_contents.append(array.tobytes())
@@ -327,7 +342,7 @@ def classify(name: str, scores: np.ndarray, k: int, labels: Sequence[str]) -> np
     row) as ``b"<score>:<index>[:<label>]"``, highest first: shape [rows, k] (or [k])."""
     if scores.dtype.kind not in "fiu" or scores.ndim not in (1, 2) or scores.shape[-1] == 0:
         raise invalid(f"output {quote(name)} cannot be classified: classification needs numeric scores of shape "
-                      f"[classes] or [rows, classes], the output is {scores.dtype} {dims(scores.shape)}")
+                      f"[classes] or [rows, classes], the output is {scores.dtype} {dims(scores.shape)}", "malformed")
     rows = scores.reshape(1, -1) if scores.ndim == 1 else scores
     k = min(k, rows.shape[1], MAX_CLASSES)
     order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
@@ -351,7 +366,8 @@ def serialized(msg: Message, request_id: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise GatewayError(Status.RESOURCE_EXHAUSTED,
                            f"the answer to request {quote(request_id)} would be {len(data)} bytes, more than the "
-                           f"{max_bytes}-byte message limit (max_message_bytes); ask for fewer rows or outputs")
+                           f"{max_bytes}-byte message limit (max_message_bytes); ask for fewer rows or outputs",
+                           reason="too_large")
     return data
 
 

@@ -151,10 +151,17 @@ class InferenceServicer:
 
     # -- inference ------------------------------------------------------------------------
     async def _infer(self, msg: pb.ModelInferRequest, context, call: int) -> pb.ModelInferResponse:
+        """The answer to one request. A request refused here, before or after the data plane
+        (it cannot be decoded, its answer cannot be encoded), is counted by the data plane."""
         now = time.monotonic_ns()
         trace = self._sampler.start(context.invocation_metadata()) if self._sampler is not None else None
-        request, wanted = converters.to_infer_request(msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now),
-                                                      max_bytes=self._max_bytes, call=call, trace=trace)
+        try:
+            request, wanted = converters.to_infer_request(
+                msg, t_received_ns=now, deadline_ns=_deadline_ns(context, now), max_bytes=self._max_bytes,
+                call=call, trace=trace)
+        except GatewayError as exc:
+            self.dataplane.refused(msg.model_name, exc)
+            raise
         response = await self.dataplane.infer(request)
         labels: tuple[str, ...] = ()
         if any(o.classes for o in wanted):
@@ -162,13 +169,31 @@ class InferenceServicer:
                 labels = self.dataplane.model_metadata(response.model, response.version).labels
             except GatewayError:  # unloaded since it answered: the classes go without their labels
                 labels = ()
-        return converters.to_infer_response(response, wanted, labels)
+        try:
+            return converters.to_infer_response(response, wanted, labels)
+        except GatewayError as exc:
+            self.dataplane.refused(msg.model_name, exc)
+            raise
+
+    def _parsed(self, data: bytes) -> pb.ModelInferRequest:
+        try:
+            return converters.parse_infer_request(data)
+        except GatewayError as exc:
+            self.dataplane.refused("", exc)
+            raise
+
+    def _serialized(self, msg, request_id: str, model: str) -> bytes:
+        try:
+            return converters.serialized(msg, request_id, self._max_bytes)
+        except GatewayError as exc:  # the answer is too large for the wire
+            self.dataplane.refused(model, exc)
+            raise
 
     async def ModelInfer(self, request: bytes, context):
         try:
-            msg = converters.parse_infer_request(request)
+            msg = self._parsed(request)
             response = await self._infer(msg, context, self._infer_call)
-            return converters.serialized(response, response.id, self._max_bytes)
+            return self._serialized(response, response.id, msg.model_name)
         except GatewayError as exc:
             await _fail(context, exc, len(request))
         except Exception as exc:  # a bug: still a definite status, and the traceback in the log
@@ -184,8 +209,7 @@ class InferenceServicer:
         async def answer(msg: pb.ModelInferRequest) -> None:
             try:
                 resp = await self._infer(msg, context, self._stream_call)
-                out = converters.serialized(pb.ModelStreamInferResponse(infer_response=resp), resp.id,
-                                            self._max_bytes)
+                out = self._serialized(pb.ModelStreamInferResponse(infer_response=resp), resp.id, msg.model_name)
             except GatewayError as exc:
                 out = _error_answer(msg, self._max_bytes, exc)
             except asyncio.CancelledError:
@@ -203,7 +227,7 @@ class InferenceServicer:
                 count += 1
                 await room.acquire()
                 try:
-                    msg = converters.parse_infer_request(raw)
+                    msg = self._parsed(raw)
                 except GatewayError as exc:
                     answers.put_nowait(_error_answer(None, self._max_bytes, GatewayError(
                         exc.status, f"stream message {count} (counting from 1): {exc.message}")))

@@ -235,3 +235,22 @@ def test_the_timeout_parameter_shortens_the_deadline():
     assert request.deadline_ns == 1000
     msg.parameters["timeout"].int64_param = -1
     assert "'timeout' must be a positive int64" in _error(msg).message
+
+
+def test_the_routing_key_parameter_is_the_requests_routing_key():
+    x = np.zeros((1,), np.float32)
+    msg = _request(_input(shape=(1,)), raw=[x.tobytes()])
+    assert _decode(msg)[0].routing_key == ""
+    msg.parameters["routing_key"].string_param = "user-42"
+    assert _decode(msg)[0].routing_key == "user-42"
+    msg.parameters["routing_key"].int64_param = 42
+    assert "'routing_key' must be a string" in _error(msg).message
+    msg.parameters["routing_key"].string_param = "k" * (converters.MAX_ROUTING_KEY_CHARS + 1)
+    assert _error(msg).reason == "too_large"
+
+
+def test_refusals_carry_the_reason_they_are_counted_by():
+    assert _error(_request(_input(), raw=[b"\0" * 20])).reason == "malformed"
+    assert _error(_request(_input("s", "BYTES", (1,), bytes_contents=[b"a"]))).reason == "dtype"
+    assert _error(_request(_input(), model_name="")).reason == "no_model"
+    assert _error(_request(_input(shape=(1 << 20, 1 << 20)), raw=[b""]), 1 << 20).reason == "too_large"
