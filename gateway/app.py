@@ -15,7 +15,9 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from .adapters.auth import AdminToken
 from .adapters.grpc_v1.server import GrpcServer
+from .adapters.oip import InferenceServicer
 from .adapters.tracing import HeadSampler
 from .api import CallTable
 from .api.stats import Statistics
@@ -150,8 +152,10 @@ class GatewayServer:
         self.rollback = RollbackWatcher(self.registry, self._statistics_with_shadow, history=self.history,
                                         evaluate_every_s=s.rollback_evaluate_every_s)
         self._rollback_task: asyncio.Task | None = None
+        oip = InferenceServicer(self.dataplane, self.calls, max_message_bytes=s.max_message_bytes, sampler=sampler,
+                                admin=AdminToken(s.admin_secret()), control=self._manager)
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
-                               max_message_bytes=s.max_message_bytes, sampler=sampler)
+                               max_message_bytes=s.max_message_bytes, sampler=sampler, services=(oip,))
         self.admin: AdminServer | None = None  # bound in start()
         self.port = 0
         self._started = False  # between start() and stop(): gRPC health follows the registry

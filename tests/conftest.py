@@ -111,6 +111,16 @@ def outputs(response: pb.PredictResponse) -> dict[str, np.ndarray]:
     return to_numpy_outputs(response)
 
 
+def parse_reason(reason: str) -> str:
+    """How the gateway names why bytes did not parse: protobuf's reason where it gives one
+    (protobuf 7), else its own words (protobuf 6, which tritonclient[grpc] needs, gives none)."""
+    import google.protobuf
+
+    from gateway.adapters.grpc_v1.converters import UNKNOWN_PARSE_ERROR
+
+    return reason if int(google.protobuf.__version__.split(".")[0]) >= 7 else UNKNOWN_PARSE_ERROR
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

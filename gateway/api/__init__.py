@@ -5,6 +5,7 @@ from .calls import CallTable, RpcCall
 from .errors import GatewayError, Status, invalid, not_found
 from .text import dims, quote
 from .types import (
+    BatchingInfo,
     InferRequest,
     InferResponse,
     ModelMetadata,
@@ -14,6 +15,6 @@ from .types import (
     dtype_name,
 )
 
-__all__ = ["CallTable", "GatewayError", "InferRequest", "InferResponse", "ModelMetadata", "ModelSummary",
+__all__ = ["BatchingInfo", "CallTable", "GatewayError", "InferRequest", "InferResponse", "ModelMetadata", "ModelSummary",
            "RpcCall", "Status", "TensorSpec", "VersionState", "dims", "dtype_name", "invalid", "not_found",
            "quote"]

@@ -47,6 +47,44 @@ class ModelStatsSnapshot:
     top_shifts: list[FeatureShift]
     quality: QualitySnapshot | None = None  # from delayed labels (Feedback), where monitoring is on
     drift: DriftSnapshot | None = None      # against the reference, where telemetry is on
+    totals: VersionTotals | None = None     # cumulative, since the version was registered
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseTotal:
+    """How many requests (or executions) went through a phase and their time in it, in all."""
+
+    count: int
+    ns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSizeTotal:
+    """The model executions of one batch size (rows) and their compute time, in all."""
+
+    batch_size: int
+    executions: int
+    compute_ns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionTotals:
+    """A version's running totals, read at one instant (so they agree with each other):
+    ``success``/``fail``: answered requests by outcome, end to end; ``queue`` and ``compute``:
+    of the successful requests that reached an execution (a cached or static answer did not),
+    time queued (enqueued to compute start) and in the model run; ``rows``: rows of the
+    successful answers; ``executions``: model runs, of which ``batches`` per batch size (their
+    counts add up to ``executions``); ``last_unix_ms``: when the last request was answered (0:
+    none yet)."""
+
+    success: PhaseTotal
+    fail: PhaseTotal
+    queue: PhaseTotal
+    compute: PhaseTotal
+    rows: int
+    executions: int
+    batches: tuple[BatchSizeTotal, ...]
+    last_unix_ms: int
 
 
 @dataclasses.dataclass(frozen=True)

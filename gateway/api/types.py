@@ -95,6 +95,17 @@ class ModelMetadata:
     max_batch_size: int
     labels: tuple[str, ...]
     state: str
+    batching: BatchingInfo | None = None  # None: requests run alone (no dynamic batching)
+    instance_count: int = 1               # executions of this version that may run at once
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingInfo:
+    """How a version's dynamic batcher forms batches (its config's ``batching:``)."""
+
+    max_queue_delay_us: int
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_size: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,16 @@ from typing import Any, Literal
 
 import pydantic_settings
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .alerts import AlertSettings
@@ -143,6 +152,13 @@ class GatewaySettings(BaseSettings):
     None: the history is kept in memory only."""
     history_max_events: int = Field(100_000, ge=100, le=100_000_000)
     """Version history events kept (the oldest leave first)."""
+    admin_token: SecretStr | None = None
+    """The token admin calls need (the Open Inference Protocol's RepositoryModelLoad and
+    RepositoryModelUnload), sent as ``authorization: Bearer <token>`` metadata; best given as
+    ``GATEWAY_ADMIN_TOKEN`` or through ``admin_token_file``, never on a command line. Never
+    logged or shown. With neither set, admin calls are off."""
+    admin_token_file: pathlib.Path | None = None
+    """A file holding the admin token (its first line; read at start)."""
     allow_fault_injection: bool = False
     """Let models' ``faults:`` blocks inject latency, errors and NaN outputs (tests and benchmarks
     only; each active block is logged as a WARNING at load). Off: such configs are rejected."""
@@ -160,6 +176,34 @@ class GatewaySettings(BaseSettings):
                              f"could never be admitted (0 means no bound)")
         return value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("empty: unset it to turn admin calls off")
+        return value
+
+    @field_validator("admin_token_file")
+    @classmethod
+    def _token_file(cls, value: pathlib.Path | None) -> pathlib.Path | None:
+        if value is not None:
+            _read_token(value)  # (raises naming the problem, never the token)
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> GatewaySettings:
+        if self.admin_token is not None and self.admin_token_file is not None:
+            raise ValueError("admin_token and admin_token_file are both set: give one")
+        return self
+
+    def admin_secret(self) -> str | None:
+        """The admin token (from ``admin_token`` or the first line of ``admin_token_file``); None: admin calls off."""
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value().strip()
+        if self.admin_token_file is not None:
+            return _read_token(self.admin_token_file)
+        return None
+
     @field_validator("malloc_mmap_threshold_bytes")
     @classmethod
     def _mmap_threshold(cls, value: int) -> int:
@@ -174,6 +218,18 @@ class GatewaySettings(BaseSettings):
         if self.capture.enabled and self.capture.directory is None and self.state_dir is None:
             raise ValueError("capture.enabled needs capture.directory or state_dir (where the files go)")
         return self
+
+
+def _read_token(path: pathlib.Path) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline(4096).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    if not token:
+        raise ValueError(f"{path} holds no token (its first line is empty)")
+    return token
+
 
 class _YamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):

@@ -61,6 +61,10 @@ class DynamicBatcher:
         self.max_batch_size = max(1, max_batch_size)
         self._batching = max_batch_size > 0
         self._delay_s = max_queue_delay_us / 1e6
+        self.max_queue_delay_us = max_queue_delay_us
+        self.preferred_batch_sizes = tuple(sorted(set(preferred_batch_sizes)))
+        self.instance_count = instance_count
+        self.batching = max_batch_size > 0  # (False: every request runs alone)
         self._preferred = frozenset(preferred_batch_sizes)
         self.max_queue_size = max_queue_size
         self._instances = instance_count

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..api import (
+    BatchingInfo,
     GatewayError,
     InferRequest,
     InferResponse,
@@ -40,7 +41,7 @@ from ..policy.reasons import FallbackReason
 from .context import NO_ATTEMPT, Attempt
 from .observers import Decisions, RequestObserver
 from .pipeline import Pipeline, Served
-from .registry import ModelRegistry, version_key
+from .registry import ModelRegistry, ModelVersion, version_key
 from .rejections import Rejections
 from .shadow import Shadowing
 
@@ -228,7 +229,8 @@ class DataPlane:
             name=target.name, version=target.version, versions=versions, platform="onnxruntime",
             execution_provider=model.provider, inputs=tuple(model.inputs), outputs=tuple(model.outputs),
             max_batch_size=model.max_batch_size, labels=target.labels,
-            state=entry.state if entry is not None else "READY")
+            state=entry.state if entry is not None else "READY", batching=_batching(target),
+            instance_count=target.batcher.instance_count)
 
     def version_states(self) -> list[VersionState]:
         """Queue depth, breaker state and admission limit of every loaded version."""
@@ -309,6 +311,13 @@ class DataPlane:
             joined = iter(self._feedback.join_many(formed))
             outcomes.extend(next(joined) if _well_formed(label) else Outcome.INVALID for label in chunk)
         return FeedbackResult.of(outcomes)
+
+
+def _batching(mv: ModelVersion) -> BatchingInfo | None:
+    batcher = mv.batcher
+    if not batcher.batching:
+        return None
+    return BatchingInfo(batcher.max_queue_delay_us, batcher.preferred_batch_sizes, batcher.max_queue_size)
 
 
 def _well_formed(label: FeedbackLabel) -> bool:

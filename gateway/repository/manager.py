@@ -7,6 +7,11 @@ the registry and leaves every other model, and the old version, serving. It is t
 again when its files change (or on an explicit retry, SIGHUP), not at every poll, so
 each failure is logged once.
 
+Explicit control (:meth:`RepositoryManager.load_model` / :meth:`RepositoryManager.unload_model`,
+the admin calls of the Open Inference Protocol): an unloaded model leaves the registry as a
+model removed from disk would, and stays unloaded, whatever later passes find on disk, until
+it is loaded again; loading one syncs it from disk now, retrying what failed.
+
 A change to ``labels`` or ``classifier:`` reloads the model's sessions like any change
 beyond ``policy:``/``faults:``: the classifier head, the version's labels and its
 telemetry registration are built from one config with the runtime that resolved the
@@ -20,6 +25,7 @@ import pathlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
+from ..api import GatewayError, Status, not_found, quote
 from ..api.history import HistorySink
 from ..config.model import ModelConfig, load_model_config
 from ..config.profile import ProfileError, ReferenceProfile, load_profile
@@ -57,6 +63,7 @@ class RepositoryManager:
         self._on_reloaded = on_reloaded  # after every pass (health follows what is loaded)
         self._closing: set[asyncio.Task] = set()
         self._history = history  # loads, failed loads, unloads, weights and policy edits, recorded
+        self._unloaded: set[str] = set()  # models unloaded on request (kept out until loaded)
 
     def _record(self, model: str, version: str, kind: str, detail: str, source: str = "repository") -> None:
         if self._history is not None:
@@ -85,25 +92,76 @@ class RepositoryManager:
         if self._unreadable:
             self._unreadable = False
             log.info("model repository %s is readable again", self.root, extra={"event": "repository.readable"})
+        found = {name: d for name, d in found.items() if name not in self._unloaded}
         known = set(self._loaded) | {e.name for e in self.registry.entries()}
         for name in known - set(found):
-            entry = self.registry.remove(name)
-            self.registry.set_weights(name, {})
-            self.registry.set_shadow(name, {})
-            self.registry.set_rollback(name, None)
-            self._traffic.pop(name, None)
-            self._shadow.pop(name, None)
-            self._loaded.pop(name, None)
-            self._failed.pop(name, None)
-            self._rejected.pop(name, None)
-            if entry is not None:
-                log.info("model %s removed from the repository; unloading", name,
-                         extra={"event": "model.removed", "model": name})
-                for v in sorted(entry.versions, key=version_key):
-                    self._record(name, v, "unloaded", "the model was removed from the repository")
-                self._retire(entry.versions.values())
+            self._drop(name, "removed from the repository", "the model was removed from the repository")
         for name, model_dir in found.items():
             await self._sync_model(model_dir, retry_failed)
+
+    def _drop(self, name: str, why: str, detail: str, source: str = "repository") -> bool:
+        """Take the model out of the registry (its versions finish their queues), recording
+        ``detail`` in the history; False when it held none."""
+        entry = self.registry.remove(name)
+        self.registry.set_weights(name, {})
+        self.registry.set_shadow(name, {})
+        self.registry.set_rollback(name, None)
+        self._traffic.pop(name, None)
+        self._shadow.pop(name, None)
+        self._loaded.pop(name, None)
+        self._failed.pop(name, None)
+        self._rejected.pop(name, None)
+        if entry is None:
+            return False
+        log.info("model %s %s; unloading", name, why, extra={"event": "model.removed", "model": name})
+        for v in sorted(entry.versions, key=version_key):
+            self._record(name, v, "unloaded", detail, source)
+        self._retire(entry.versions.values())
+        return True
+
+    async def load_model(self, name: str) -> None:
+        """Load (or reload) ``name`` from disk now, retrying what failed before. NOT_FOUND when
+        the repository has no such model; UNAVAILABLE, with the reasons, when no version of it
+        could be loaded (versions that did load serve)."""
+        async with self._lock:
+            try:
+                found = scan(self.root)
+            except OSError as exc:
+                raise GatewayError(Status.UNAVAILABLE, f"cannot read model repository {self.root}: "
+                                   f"{exc.strerror or exc}") from None
+            model_dir = found.get(name)
+            if model_dir is None:
+                known = ", ".join(sorted(found)) or "none"
+                raise not_found(f"model {quote(name)} is not in the repository (models: {known})")
+            self._unloaded.discard(name)
+            await self._sync_model(model_dir, retry_failed=True)
+            if self._on_reloaded is not None:
+                await self._on_reloaded()
+            entry = self.registry.get(name)
+        if entry is None or not entry.versions:
+            why = entry.describe_errors() if entry is not None else "nothing loaded"
+            raise GatewayError(Status.UNAVAILABLE, f"model {quote(name)} failed to load: {why}")
+        log.info("model %s loaded on request", name, extra={"event": "model.load_requested", "model": name})
+
+    async def unload_model(self, name: str) -> None:
+        """Unload ``name`` (its queued requests finish first) and keep it unloaded until
+        :meth:`load_model`. NOT_FOUND when it is neither loaded nor in the repository."""
+        async with self._lock:
+            dropped = self._drop(name, "unloaded on request", "unloaded on request (RepositoryModelUnload)", "admin")
+            if not dropped and name not in self._unloaded:
+                try:
+                    on_disk = name in scan(self.root)
+                except OSError:
+                    on_disk = False
+                if not on_disk:
+                    raise not_found(f"model {quote(name)} is not loaded")
+            self._unloaded.add(name)
+            if self._on_reloaded is not None:
+                await self._on_reloaded()
+
+    def unloaded(self) -> list[str]:
+        """The models unloaded on request (sorted)."""
+        return sorted(self._unloaded)
 
     async def _sync_model(self, model_dir: ModelDir, retry_failed: bool = False) -> None:
         name = model_dir.name

@@ -1,6 +1,6 @@
 """The aggregator: drains the recorder's ring in bulk and folds the records into each version's
-histograms (end-to-end per call, queue, compute, batch size; seconds), windowed counters and
-outcome totals. Runs on its own daemon thread every ``interval_s``; nothing here is on the
+histograms (end-to-end per call, queue, compute, batch size; seconds), windowed counters,
+outcome totals and running totals (:mod:`.totals`). Runs on its own daemon thread every ``interval_s``; nothing here is on the
 request path."""
 from __future__ import annotations
 
@@ -70,7 +70,32 @@ def fold(records: Records, models: Sequence[ModelTelemetry]) -> int:
         c = c[~np.isnan(c)]
         state.conf_sum += float(c.sum(dtype=np.float64))
         state.conf_n += len(c)
+    _fold_totals(records, models, order)
     return unknown
+
+
+def _fold_totals(records: Records, models: Sequence[ModelTelemetry], order: np.ndarray) -> None:
+    """Each version's running totals, from its records (contiguous in ``order``: sorted by id first)."""
+    ids = records.telemetry_id[order]
+    bounds = np.flatnonzero(np.diff(ids)) + 1
+    recv = records.t_received_ns.astype(np.int64)
+    start = records.t_compute_start_ns.astype(np.int64)
+    end = records.t_compute_end_ns.astype(np.int64)
+    responded = records.t_responded_ns.astype(np.int64)
+    e2e = responded - recv
+    queue = start - records.t_enqueued_ns.astype(np.int64)
+    compute = end - start
+    ok = records.status_code == 0
+    ran = start > 0
+    rows = records.rows.astype(np.int64)
+    sizes = records.batch_size.astype(np.int64)
+    for s, e in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(ids)]))):
+        model_id = int(ids[s])
+        if model_id >= len(models):
+            continue
+        idx = order[s:e]
+        models[model_id].totals.fold(ok[idx], e2e[idx], queue[idx], compute[idx], ran[idx], rows[idx],
+                                     start[idx], sizes[idx], responded[idx])
 
 
 class Aggregator:

@@ -140,10 +140,14 @@ class Telemetry:
     def snapshot(self, window_s: float = 10.0, shifts: ShiftSource | None = None) -> list[ModelStatsSnapshot]:
         """Summary per registered version over the last ``window_s`` (whole seconds, a fraction
         rounds up; at most ``MAX_WINDOW_S``): rates and shares from the per-second counters,
-        percentiles and means against the history's snapshot from the window's start."""
+        percentiles and means against the history's snapshot from the window's start; running totals
+        (``totals``) up to date with every answer given so far."""
         if not 0 < window_s <= MAX_WINDOW_S:  # (also NaN)
             raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}], got {window_s}")
         with self._lock:
+            # the records written so far count too (a client that was answered sees its request
+            # in the totals); the periodic hooks and the history wait for the aggregator's tick
+            self.unknown_model_records += drain_into(self.recorder, self._models)
             now = time.monotonic_ns()
             start = now - math.ceil(window_s) * 1_000_000_000
             return [model_stats(st, window_s, now, shifts, self._history.at(st.model_id, start))

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import kernels
+from .totals import RunningTotals
 from ..config.profile import ReferenceProfile
 from ..policy import outliers
 from ..api.stats import MAX_WINDOW_S
@@ -107,6 +108,7 @@ class ModelTelemetry:
         self.outcomes: dict[tuple[int, int], int] = {}
         self.conf_sum = 0.0
         self.conf_n = 0
+        self.totals = RunningTotals()  # exact running totals (ModelStatistics)
         # The version's reference profile (None: captured from its first rows: see InputBinning)
         self.reference: ReferenceProfile | None = None
         # Sequential change detection (0: off): expected rows between false alarms, per input

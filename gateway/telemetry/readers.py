@@ -53,7 +53,7 @@ def model_stats(st: ModelTelemetry, window_s: float, now_ns: int,
         degraded_share=int(sums[3]) / w_req if w_req else 0.0,
         mean_batch_size=rows_in_batches / batches if batches > 0 else math.nan,
         mean_confidence=confidence_sum / confidences if confidences > 0 else math.nan,
-        top_shifts=shifts(st) if shifts is not None else [])
+        top_shifts=shifts(st) if shifts is not None else [], totals=st.totals.snapshot())
 
 
 # -- windows from cumulative snapshots (the GetStats reader) ---------------------------------

@@ -139,3 +139,27 @@ def test_a_capture_needs_somewhere_to_write(tmp_path):
     cfg.write_text("capture: {inputs: {m: {x: sometimes}}}\n")
     with pytest.raises(SettingsError, match="capture.inputs"):
         load_settings(cfg)
+
+
+def test_the_admin_token_comes_from_the_environment_or_a_file_and_is_never_shown(tmp_path, monkeypatch):
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN_FILE", raising=False)
+    assert load_settings().admin_secret() is None
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "s3cret")
+    s = load_settings()
+    assert s.admin_secret() == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump()) and "s3cret" not in s.model_dump_json()
+    path = tmp_path / "token"
+    path.write_text("fr0m-file\nignored\n")
+    with pytest.raises(SettingsError, match="both set"):
+        load_settings(admin_token_file=path)
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN")
+    assert load_settings(admin_token_file=path).admin_secret() == "fr0m-file"
+    path.write_text("\n")
+    with pytest.raises(SettingsError, match="holds no token"):
+        load_settings(admin_token_file=path)
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(admin_token_file=tmp_path / "missing")
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", " ")
+    with pytest.raises(SettingsError, match="GATEWAY_ADMIN_TOKEN"):
+        load_settings()

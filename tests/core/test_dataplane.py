@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from gateway.api import GatewayError, ModelMetadata, ModelSummary, Status, TensorSpec, VersionState
+from gateway.api import BatchingInfo, GatewayError, ModelMetadata, ModelSummary, Status, TensorSpec, VersionState
 from gateway.api.stats import Statistics
 from gateway.core.context import NO_ATTEMPT
 from gateway.core.registry import ModelEntry
@@ -212,7 +212,7 @@ def test_repository_index_metadata_and_version_states_in_plain_types(tmp_path):
         probabilities = TensorSpec("probabilities", F32, (-1, 3))
         assert plane.model_metadata("echo") == ModelMetadata(
             "echo", "10", ("2", "10"), "onnxruntime", "CPUExecutionProvider", (features,), (probabilities,),
-            32, ("a", "b", "c"), "READY")
+            32, ("a", "b", "c"), "READY", BatchingInfo(500, (), 1024), 1)
         assert plane.model_metadata("echo", "2").version == "2"
         assert _raises(plane.model_metadata, "nope").status is Status.NOT_FOUND
         assert _raises(plane.model_metadata, "echo", "3").status is Status.NOT_FOUND

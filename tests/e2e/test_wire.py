@@ -13,7 +13,7 @@ from gateway._proto import gateway_pb2 as pb
 from gateway.adapters.grpc_v1 import servicers
 from gateway.api.text import MESSAGE_LIMIT_BYTES
 from gateway.client import from_numpy
-from tests.conftest import matmul_graph, save_model
+from tests.conftest import matmul_graph, parse_reason, save_model
 
 PREDICT = "/gateway.v1.Gateway/Predict"
 STREAM = "/gateway.v1.Gateway/PredictStream"
@@ -35,9 +35,9 @@ def _tensor_request(model="classifier", name="features", shape=(1, 16), data=b"\
 
 HOSTILE = [
     ("corrupt wire format", b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT,
-     "request is not a valid gateway.v1.PredictRequest (3 bytes): Wire format was corrupt"),
+     "request is not a valid gateway.v1.PredictRequest (3 bytes): " + parse_reason("Wire format was corrupt")),
     ("invalid UTF-8 in the model name", b"\x0a\x03a\xffc", grpc.StatusCode.INVALID_ARGUMENT,
-     "String field had bad UTF-8"),
+     parse_reason("String field had bad UTF-8")),
     ("a group on the wire", b"\x2b" + b"\x7a\x80\x80\x04" + b"\0" * 65536, grpc.StatusCode.INVALID_ARGUMENT,
      "field 5 has wire type 3"),
     ("rank above numpy's limit", _tensor_request(shape=[1] * 65, data=b"\0" * 4), grpc.StatusCode.INVALID_ARGUMENT,
@@ -82,7 +82,8 @@ def test_the_other_calls_refuse_bytes_that_do_not_parse(gateway, method, data, r
     with pytest.raises(grpc.RpcError) as info:
         call(data, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.details() == f"request is not a valid gateway.v1.{method}Request ({len(data)} bytes): {reason}"
+    assert info.value.details() == \
+        f"request is not a valid gateway.v1.{method}Request ({len(data)} bytes): {parse_reason(reason)}"
     assert pb.ModelMetadata.FromString(call_model(gateway)).name == "classifier"
 
 

@@ -388,3 +388,35 @@ def test_a_profile_that_does_not_fit_the_model_is_rejected(tmp_path, caplog):
         assert telemetry.model(registry.resolve("echo").telemetry_id).reference is None
         assert "input 'features' has 4 features in the profile, 3 in the model" in caplog.text
     manage(tmp_path, body, observers=telemetry)
+
+
+def test_a_model_unloaded_on_request_stays_out_until_loaded_again(tmp_path):
+    async def body(root, manager, registry):
+        _model(root, "echo", "1")
+        _model(root, "other", "1")
+        await manager.reload()
+        old = registry.resolve("echo")
+        await manager.unload_model("echo")
+        assert registry.get("echo") is None and manager.unloaded() == ["echo"]
+        await manager.reload(retry_failed=True)                       # later passes leave it out
+        assert registry.get("echo") is None and registry.resolve("other").version == "1"
+        await manager.unload_model("echo")                            # again: nothing to do, no error
+        await manager.load_model("echo")
+        assert registry.resolve("echo") is not old and manager.unloaded() == []
+        await manager.reload()
+        assert registry.get("echo") is not None
+        for call in (manager.load_model, manager.unload_model):
+            with pytest.raises(GatewayError) as info:
+                await call("nope")
+            assert info.value.status is Status.NOT_FOUND and "'nope'" in info.value.message
+    manage(tmp_path, body)
+
+
+def test_loading_a_model_that_cannot_load_says_why(tmp_path):
+    async def body(root, manager, registry):
+        (root / "broken" / "1").mkdir(parents=True)
+        (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+        with pytest.raises(GatewayError) as info:
+            await manager.load_model("broken")
+        assert info.value.status is Status.UNAVAILABLE and "model.onnx" in info.value.message
+    manage(tmp_path, body)

@@ -55,6 +55,8 @@ _FEEDBACK = pb.FeedbackRequest.DESCRIPTOR.full_name
 _INPUTS, _OUTPUT_NAMES, _PARAMETERS = 4, 5, 6   # PredictRequest field numbers
 _SHAPE = 3                                       # Tensor.shape
 _M = TypeVar("_M", bound=Message)
+# what a failed parse is said to be when protobuf gives no reason (protobuf 6)
+UNKNOWN_PARSE_ERROR = "the wire format is corrupt or a string is not valid UTF-8"
 
 
 def parse_request(data: bytes) -> pb.PredictRequest:
@@ -71,9 +73,10 @@ def parse_message(kind: type[_M], data: bytes) -> _M:
     except DecodeError as exc:
         name = kind.DESCRIPTOR.full_name
         # upb: "Error parsing message with type 'gateway.v1.PredictRequest': Wire format was corrupt"
+        # (protobuf 6 stops before the colon: no reason given)
         _, sep, reason = str(exc).partition(f"'{name}': ")
         raise invalid(f"request is not a valid {name} ({len(data)} bytes): "
-                      f"{(reason if sep else str(exc)) or 'the wire format is corrupt'}", "malformed") from None
+                      f"{(reason if sep else '') or UNKNOWN_PARSE_ERROR}", "malformed") from None
 
 
 def parse_feedback(data: bytes) -> list[FeedbackLabel]:
@@ -134,6 +137,8 @@ class _Prescan:
     module docstring). Malformed wire data ends the scan: the parse that follows names the
     problem, having allocated no more than the entries scanned so far allow."""
 
+    protocol = "gateway.v1"  # (named in the error for a wire type no message of it uses)
+
     def __init__(self, data: bytes, kind: str = _REQUEST) -> None:
         self.data = data
         self.kind = kind
@@ -192,7 +197,7 @@ class _Prescan:
             start, stop = pos, pos + 4
         else:  # proto3 never writes groups (3, 4); 6 and 7 are no wire types
             raise invalid(f"request is not a valid {self.kind}: field {key >> 3} has wire type {wire}, "
-                          "which gateway.v1 never uses", "malformed")
+                          f"which {self.protocol} never uses", "malformed")
         if stop > end:
             raise IndexError("field runs past the end")
         return key >> 3, wire, start, stop

@@ -1,10 +1,13 @@
-"""The gRPC server of gateway.v1: the Gateway service, grpc.health.v1 and reflection on one port."""
+"""The gRPC server of gateway.v1: the Gateway service, grpc.health.v1 and reflection on one port,
+with the other protocols' services (``services``: the Open Inference Protocol's) beside them."""
 from __future__ import annotations
 
 import errno
 import logging
 import os
 import socket
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -60,12 +63,21 @@ def check_listenable(host: str, port: int) -> None:
     raise ListenError(f"cannot listen on {address}: {why}", code)
 
 
+class Service(Protocol):
+    """Another protocol's service served on this port: its full name and its handlers."""
+
+    name: str
+
+    def method_handlers(self) -> Mapping[str, grpc.RpcMethodHandler]: ...
+
+
 class GrpcServer:
     """Registers its calls in ``calls`` when built; ``start`` binds and serves NOT_SERVING until
-    :meth:`set_serving`."""
+    :meth:`set_serving`. ``services`` are served on the same port, their health following the
+    server's (they are not listed by reflection: their messages are in a package of their own)."""
 
     def __init__(self, dataplane: DataPlane, calls: CallTable, *, host: str, port: int, max_message_bytes: int,
-                 sampler: HeadSampler | None = None) -> None:
+                 sampler: HeadSampler | None = None, services: Sequence[Service] = ()) -> None:
         self._address = f"{host}:{port}"
         self._requested_port = port
         self.host = host
@@ -80,6 +92,12 @@ class GrpcServer:
         handlers = servicer.method_handlers()  # (not the generated registration: raw request bytes)
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         self._server.add_registered_method_handlers(SERVICE, handlers)
+        self._names = [SERVICE]
+        for service in services:
+            more = dict(service.method_handlers())
+            self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.name, more),))
+            self._server.add_registered_method_handlers(service.name, more)
+            self._names.append(service.name)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -107,7 +125,7 @@ class GrpcServer:
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE):
+        for name in ("", *self._names):
             await self._health.set(name, status)
 
     async def drain(self, grace_s: float) -> None:

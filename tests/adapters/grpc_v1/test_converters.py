@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -24,6 +26,7 @@ from gateway.adapters.grpc_v1.converters import (
 )
 from gateway.api import GatewayError, InferResponse, Status
 from gateway.api.text import MESSAGE_LIMIT_BYTES
+from tests.conftest import parse_reason
 
 DTYPES = st.sampled_from(sorted(NUMPY_TO_WIRE, key=str))
 
@@ -104,6 +107,7 @@ def test_bytes_that_are_no_predict_request_are_invalid_argument(data, reason):
     with pytest.raises(GatewayError) as info:
         parse_request(data)
     assert info.value.status is Status.INVALID_ARGUMENT
+    reason = parse_reason(reason)
     assert info.value.message == f"request is not a valid gateway.v1.PredictRequest ({len(data)} bytes): {reason}"
 
 
@@ -170,7 +174,8 @@ def test_the_scan_refuses_groups_and_bounds_its_own_work():
 
 def test_a_long_message_that_is_corrupt_after_the_scan_is_named_by_the_parse():
     data = pb.PredictRequest(model="m").SerializeToString() + _padding_field(PRESCAN_ABOVE_BYTES)[:-1]
-    with pytest.raises(GatewayError, match="not a valid gateway.v1.PredictRequest .*: Wire format was corrupt"):
+    with pytest.raises(GatewayError, match="not a valid gateway.v1.PredictRequest .*: "
+                                           + re.escape(parse_reason("Wire format was corrupt"))):
         parse_request(data)
 
 
