@@ -27,7 +27,9 @@ from .core.dataplane import DataPlane
 from .core.observers import Decisions
 from .core.registry import ModelRegistry
 from .core.shadow import ShadowBudget, Shadowing
+from .adapters.grpc_v1.admin import AdminServicer
 from .lifecycle.capture import RequestCapture
+from .lifecycle.control import TrafficAdmin
 from .lifecycle.history import VersionHistory
 from .lifecycle.rollback import RollbackWatcher
 from .logs import AccessLog, FallbackEventLog
@@ -152,10 +154,15 @@ class GatewayServer:
         self.rollback = RollbackWatcher(self.registry, self._statistics_with_shadow, history=self.history,
                                         evaluate_every_s=s.rollback_evaluate_every_s)
         self._rollback_task: asyncio.Task | None = None
+        self.traffic = TrafficAdmin(self.registry, history=self.history, rollback=self.rollback,
+                                    reload=self.reload, references=self._references)
+        self.rollback.before_change = self.traffic.remember
+        token = AdminToken(s.admin_secret())
         oip = InferenceServicer(self.dataplane, self.calls, max_message_bytes=s.max_message_bytes, sampler=sampler,
-                                admin=AdminToken(s.admin_secret()), control=self._manager)
+                                admin=token, control=self._manager)
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
-                               max_message_bytes=s.max_message_bytes, sampler=sampler, services=(oip,))
+                               max_message_bytes=s.max_message_bytes, sampler=sampler,
+                               services=(oip, AdminServicer(self.traffic, token)))
         self.admin: AdminServer | None = None  # bound in start()
         self.port = 0
         self._started = False  # between start() and stop(): gRPC health follows the registry
@@ -183,6 +190,11 @@ class GatewayServer:
         under_split = split is not None or version in self.registry.weights(model)
         rolled_back = self.rollback.is_rolled_back(model, version) if under_split else None
         return VersionFacts(float(deadline) if deadline else None, accuracy, rolled_back)
+
+    def _references(self, model: str) -> dict[str, str]:
+        """Each loaded version's reference: given (its profile), captured, capturing ("" unmonitored)."""
+        drift = self.drift.snapshots() if self.telemetry is not None else {}
+        return {v: d.reference for (m, v), d in drift.items() if m == model and d is not None}
 
     def _rollback_counts(self) -> dict[tuple[str, str], int]:
         return dict(self.rollback.rollbacks)

@@ -273,6 +273,76 @@ def _load_labels(path: pathlib.Path) -> list:
     return labels
 
 
+def _shares(text: str) -> dict[str, float]:
+    """``1=90,2=10`` -> {"1": 90.0, "2": 10.0} (``--weights`` / ``--shares``)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        version, sep, value = part.partition("=")
+        try:
+            if not sep or not version:
+                raise ValueError
+            out[version.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected version=number[,version=number...], got {part!r}") from None
+    return out
+
+
+def _admin_token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        try:
+            return pathlib.Path(args.token_file).read_text(encoding="utf-8").splitlines()[0].strip() or None
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            print(f"gateway traffic: cannot read the token from {args.token_file}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return os.environ.get("GATEWAY_ADMIN_TOKEN") or None
+
+
+def _cmd_traffic(args: argparse.Namespace) -> int:
+    import grpc
+
+    from ._proto import gateway_pb2 as pb
+    from .client import GatewayClient
+
+    token = None if args.op == "show" else _admin_token(args)
+    if args.op != "show" and token is None:
+        print("gateway traffic: an admin call needs the admin token: set GATEWAY_ADMIN_TOKEN or pass --token-file",
+              file=sys.stderr)
+        return 2
+    with GatewayClient(args.address) as client:
+        meta = client.token_metadata(token) if token else None
+        a, reason = client.admin, args.reason
+        try:
+            if args.op == "show":
+                state = a.GetTraffic(pb.TrafficRequest(model=args.model), timeout=args.timeout_s)
+            elif args.op == "set":
+                state = a.SetTraffic(pb.SetTrafficRequest(model=args.model, weights=args.weights, reason=reason),
+                                     timeout=args.timeout_s, metadata=meta)
+            elif args.op == "promote":
+                state = a.Promote(pb.PromoteRequest(model=args.model, version=args.version, reason=reason),
+                                  timeout=args.timeout_s, metadata=meta)
+            elif args.op == "rollback":
+                state = a.RollBack(pb.TrafficRequest(model=args.model, reason=reason), timeout=args.timeout_s,
+                                   metadata=meta)
+            elif args.op == "shadow":
+                state = a.SetShadow(pb.SetShadowRequest(model=args.model, shares=args.shares, reason=reason),
+                                    timeout=args.timeout_s, metadata=meta)
+            else:
+                refs = a.ReloadProfiles(pb.TrafficRequest(model=args.model, reason=reason), timeout=args.timeout_s,
+                                        metadata=meta)
+                for name, ref in sorted(refs.references.items()):
+                    print(f"{name}  reference={ref or '-'}")
+                return 0
+        except grpc.RpcError as exc:
+            return _rpc_failure(f"traffic {args.op}", args.address, exc)
+
+    def shown(shares) -> str:
+        return ", ".join(f"{v}: {w:g}" for v, w in sorted(shares.items())) or "-"
+    print(f"{state.model}: weights {shown(state.weights)}; in force {shown(state.shares) if state.shares else 'all to ' + state.latest_version}; "
+          f"shadow {shown(state.shadow)}; rolled back {', '.join(state.rolled_back) or '-'}; "
+          f"roll back to {shown(state.previous) if state.has_previous else '-'}")
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .client import GatewayClient
     from .replay import replay
@@ -593,6 +663,19 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--address", default=address, help=address_help)
     feedback.add_argument("--timeout-s", type=float, default=30.0, help="per call of up to 10000 labels")
     feedback.set_defaults(func=_cmd_feedback)
+
+    tr = sub.add_parser("traffic", help="a model's traffic: show it, or (admin token) set weights, promote, "
+                        "roll back, shadow, reload profiles")
+    tr.add_argument("op", choices=["show", "set", "promote", "rollback", "shadow", "reload-profiles"])
+    tr.add_argument("--model", default="", help="the model (reload-profiles: empty for every model)")
+    tr.add_argument("--weights", type=_shares, default={}, help="set: e.g. 1=90,2=10 (empty: the latest takes all)")
+    tr.add_argument("--version", default="", help="promote: the version that takes all the traffic")
+    tr.add_argument("--shares", type=_shares, default={}, help="shadow: e.g. 3=0.25 (empty: shadowing stops)")
+    tr.add_argument("--reason", default="", help="why (audit log and version history)")
+    tr.add_argument("--token-file", help="file whose first line is the admin token (default: $GATEWAY_ADMIN_TOKEN)")
+    tr.add_argument("--address", default=address, help=address_help)
+    tr.add_argument("--timeout-s", type=float, default=30.0)
+    tr.set_defaults(func=_cmd_traffic)
 
     rp = sub.add_parser("replay", help="re-send captured requests (capture files) and report the answers "
                         "that differ; exit status 1 when any differ or fail")

@@ -27,9 +27,15 @@ class GatewayClient:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
         self.stub = pb_grpc.GatewayStub(self.channel)
+        self.admin = pb_grpc.AdminStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
+
+    @staticmethod
+    def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
+        """The metadata admin calls carry (``gateway.v1.Admin``, repository load/unload)."""
+        return (("authorization", f"Bearer {token}"),)
 
     def __enter__(self) -> "GatewayClient":
         return self

@@ -136,6 +136,9 @@ class RollbackWatcher:
         self._looks: dict[tuple[str, str], tuple[int, tuple]] = {}  # candidate -> (looks with new data, last data)
         self.rolled_back: dict[tuple[str, str], Rollback] = {}   # (model, version) -> the last rollback
         self.rollbacks: dict[tuple[str, str], int] = {}  # (model, version) -> rollbacks so far
+        # told the weights before a rollback changes them (TrafficAdmin.remember: an admin's
+        # roll back undoes an automatic one too)
+        self.before_change: Callable[[str, dict[str, float]], None] | None = None
 
     def is_rolled_back(self, model: str, version: str) -> bool:
         r = self.rolled_back.get((model, version))
@@ -189,6 +192,8 @@ class RollbackWatcher:
 
     def _roll_back(self, model: str, version: str, baseline: str, held: list[tuple[str, str]]) -> Rollback:
         rule, detail = held[0]
+        if self.before_change is not None:
+            self.before_change(model, self.registry.weights(model))
         weights = {**self.registry.weights(model), version: 0.0}
         split = self.registry.set_weights(model, weights)
         r = Rollback(time.time(), model, version, baseline, rule, "; ".join(f"{k}: {d}" for k, d in held))
