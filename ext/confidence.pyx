@@ -245,16 +245,20 @@ cdef class ConfidenceStats:
             xf = <const float*>cnp.PyArray_DATA(x)
             if release:
                 with nogil:
-                    invalid = _rows_pass(xf, n, nc, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
+                    invalid = _rows_pass(xf, n, nc, logits, t1, pv, counts, ht, hm, he,
+                                         self.n_bins, &tsum)
             else:
-                invalid = _rows_pass(xf, n, nc, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
+                invalid = _rows_pass(xf, n, nc, logits, t1, pv, counts, ht, hm, he,
+                                     self.n_bins, &tsum)
         else:
             xd = <const double*>cnp.PyArray_DATA(x)
             if release:
                 with nogil:
-                    invalid = _rows_pass(xd, n, nc, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
+                    invalid = _rows_pass(xd, n, nc, logits, t1, pv, counts, ht, hm, he,
+                                         self.n_bins, &tsum)
             else:
-                invalid = _rows_pass(xd, n, nc, logits, t1, pv, counts, ht, hm, he, self.n_bins, &tsum)
+                invalid = _rows_pass(xd, n, nc, logits, t1, pv, counts, ht, hm, he,
+                                     self.n_bins, &tsum)
         self.rows += n - invalid
         self.invalid_rows += invalid
         self.top1_sum += tsum

@@ -103,7 +103,11 @@ class RequestCapture:
                   response: InferResponse | None, fallback_code: int, t_responded_ns: int) -> None:
         if self.stopped or random.random() >= self.settings.sample_ratio:
             return
-        self._put(("request", time.time(), request, attempt, status, response, t_responded_ns))
+        if self._put(("request", time.time(), request, attempt, status, response, t_responded_ns)):
+            with self._ids_lock:    # (here, not in the writer: a label may come before it writes)
+                self._ids[request.request_id] = None
+                while len(self._ids) > REMEMBERED_IDS:
+                    self._ids.popitem(last=False)
 
     def on_labels(self, labels: Sequence[FeedbackLabel]) -> None:
         if self.stopped:
@@ -113,11 +117,13 @@ class RequestCapture:
         if mine:
             self._put(("labels", time.time(), mine))
 
-    def _put(self, item) -> None:
+    def _put(self, item) -> bool:
         try:
             self._queue.put_nowait(item)
+            return True
         except queue.Full:
             self.dropped += 1
+            return False
 
     # -- the writer thread ----------------------------------------------------------------
     def _run(self) -> None:
@@ -177,10 +183,6 @@ class RequestCapture:
                "outputs": {k: encode_tensor(v) for k, v in response.outputs.items()}
                if response is not None and self.settings.outputs else {},
                "predicted_label": list(response.predicted_label) if response is not None else []}
-        with self._ids_lock:
-            self._ids[request.request_id] = None
-            while len(self._ids) > REMEMBERED_IDS:
-                self._ids.popitem(last=False)
         return [json.dumps(rec)]
 
     def _write(self, line: str) -> None:
