@@ -271,18 +271,19 @@ class PredictionStore:
         index out of range, for a row with no class). ``rows``: the answer's row count (default
         ``len(indices)``); only the first ``max_rows`` are kept. False when nothing is stored."""
         n = len(indices) if rows is None else rows
-        kept = np.asarray(indices[:min(n, self.max_rows)], np.int64)
-        if n == 1 and len(kept) == 1:
-            return self.put_class(request_id, model, version, int(kept[0]), labels=labels, classes=classes,
+        head = indices[:min(n, self.max_rows)]
+        if n == 1 and len(head) == 1:
+            return self.put_class(request_id, model, version, int(head[0]), labels=labels, classes=classes,
                                   now=now)
-        kept = np.where((kept >= 0) & (kept < MAX_CLASSES), kept, -1)
-        if not len(kept) or not (kept >= 0).any():
+        # (plain Python: for at most a few dozen rows it is faster than numpy's per-call costs)
+        kept = [int(i) if 0 <= i < MAX_CLASSES else -1 for i in head]
+        captured = len(kept) - kept.count(-1)
+        if not captured:
             return False
-        packed = kept.astype(_CLASS_ROW.format).tobytes()
+        packed = struct.pack(f"<{len(kept)}h", *kept)
         with self._lock:
-            v = self._classifier(model, version, labels, classes, int(kept.max()))
-            return self._put_rows(request_id, v, packed, int((kept >= 0).sum()), n,
-                                  self._clock() if now is None else now)
+            v = self._classifier(model, version, labels, classes, max(kept))
+            return self._put_rows(request_id, v, packed, captured, n, self._clock() if now is None else now)
 
     def put_value(self, request_id: str, model: str, version: str, value: float, *,
                   now: float | None = None) -> bool:
@@ -302,10 +303,12 @@ class PredictionStore:
         if n == 1 and len(kept) == 1:
             return self.put_value(request_id, model, version, float(kept[0]), now=now)
         finite = np.isfinite(kept)
-        captured = int(finite.sum())
+        captured = int(np.count_nonzero(finite))
         if not captured:
             return False
-        packed = np.where(finite, kept, np.nan).astype(_VALUE_ROW.format).tobytes()
+        if captured < len(kept):
+            kept = np.where(finite, kept, np.nan)
+        packed = kept.astype(_VALUE_ROW.format, copy=False).tobytes()
         with self._lock:
             v = self._version(model, version, REGRESSOR)
             return self._put_rows(request_id, v, packed, captured, n, self._clock() if now is None else now)
