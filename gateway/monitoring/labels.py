@@ -28,9 +28,9 @@ answer's row count and a bitmask of the rows joined. Each kept row counts as one
 Late and duplicate after eviction are told from unknown by a second bounded memory: each id
 that leaves the store leaves behind its 64-bit ``hash()`` (of this process) mapped to a small
 int (its version's slot and whether it had been joined; for a many-row answer a tuple of the
-slot, its row count and the bitmasks of rows captured and joined), for the last ``forget_after`` evicted
-evictions (default: ``capacity``; an id evicted again is remembered until its last eviction
-leaves). A label whose id hashes like a forgotten one that was never
+slot, its row count and the bitmasks of rows captured and joined), for the last
+``forget_after`` evictions (default: ``capacity``; an id evicted again is remembered until its
+last eviction leaves). A label whose id hashes like a forgotten one that was never
 captured would be called late instead of unknown: with 64-bit hashes, about one in 10^13 per
 label at a million remembered ids.
 

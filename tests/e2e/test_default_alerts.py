@@ -187,15 +187,19 @@ def test_error_rate_and_p99_over_deadline_fire_on_injected_faults_and_resolve(ma
                 assert "injected fault" in exc.details()
         g.predict("slow", {"features": x})
 
-    both = lambda: _event(receiver, "firing", "error_rate") and _event(receiver, "firing", "p99_over_deadline")  # noqa: E731
-    assert _until(both, traffic), receiver.events
+    def both(status: str):
+        return lambda: _event(receiver, status, "error_rate") and _event(receiver, status, "p99_over_deadline")
+
+    assert _until(both("firing"), traffic), receiver.events
     errors, late = _event(receiver, "firing", "error_rate"), _event(receiver, "firing", "p99_over_deadline")
     assert (errors["model"], errors["severity"], errors["value"]) == ("broken", "critical", 1.0)
     assert (late["model"], late["severity"]) == ("slow", "warning") and late["value"] > 2  # ~300 ms / 100 ms
-    assert {("error_rate", "broken", "1", "critical"), ("p99_over_deadline", "slow", "1", "warning")} <= _listed(g)
+    assert {("error_rate", "broken", "1", "critical"),
+            ("p99_over_deadline", "slow", "1", "warning")} <= _listed(g)
     lines = _cli_alerts(g, capsys)
-    assert lines[1].startswith("critical error_rate  broken@1  error_share 1 > 0.05"), lines  # most severe first
-    assert any(line.startswith("warning  p99_over_deadline  slow@1  p99_over_deadline ") for line in lines), lines
+    assert lines[1].startswith("critical error_rate  broken@1  error_share 1 > 0.05"), lines  # the most severe first
+    assert any(line.startswith("warning  p99_over_deadline  slow@1  p99_over_deadline ")
+               for line in lines), lines
 
     # the faults stop (hot reload): the window fills with good answers and both resolve
     for name in configs:
@@ -207,7 +211,6 @@ def test_error_rate_and_p99_over_deadline_fire_on_injected_faults_and_resolve(ma
         g.predict("slow", {"features": x})
         time.sleep(0.05)
 
-    resolved = lambda: _event(receiver, "resolved", "error_rate") and _event(receiver, "resolved", "p99_over_deadline")  # noqa: E731
-    assert _until(resolved, healthy), receiver.events
+    assert _until(both("resolved"), healthy), receiver.events
     assert _listed(g) == set()
     assert _cli_alerts(g, capsys)[0].startswith("# 0 firing")
