@@ -52,6 +52,6 @@ def test_defaults_for_s_sets_the_default_rules_for_s_only():
     rules = {r.name: r for r in settings.in_force()}
     assert {r.for_s for name, r in rules.items() if name != "mine"} == {0.5} and rules["mine"].for_s == 7
     assert {r.name: r.for_s for r in AlertSettings().in_force()} == \
-        {"drift": 60, "accuracy_drop": 300, "error_rate": 60, "p99_over_deadline": 60}
+        {"drift": 60, "accuracy_drop": 300, "error_rate": 60, "p99_over_deadline": 60, "rollback": 0}
     with pytest.raises(SettingsError, match="defaults_for_s"):
         load_settings(alerts={"defaults_for_s": -1})

@@ -1,6 +1,7 @@
 """The default alert rules, with no rules written, driven end to end in a real gateway: inputs
 shifted against a profile fire ``drift``, wrong delayed labels ``accuracy_drop``, injected
-errors ``error_rate``, injected latency over the version's deadline ``p99_over_deadline``.
+errors ``error_rate``, injected latency over the version's deadline ``p99_over_deadline``
+(the fifth default, ``rollback``, is driven by tests/e2e/test_rollback.py).
 Each is listed by ListAlerts and ``gateway alerts`` while it fires, reaches a webhook as a
 firing then a resolved event, and resolves once its cause stops. Only the timing is made
 small (``alerts.defaults_for_s``, a 2 s window, a 3 s drift window); the rules are the defaults."""
@@ -62,9 +63,9 @@ def _in_force(g) -> list[str]:
 def test_the_defaults_are_the_only_rules_in_force(make_gateway, demo_models):
     g = make_gateway(model_repository=demo_models, alerts=FAST)
     assert _in_force(g) == [r.name for r in DEFAULT_RULES] == ["drift", "accuracy_drop", "error_rate",
-                                                               "p99_over_deadline"]
+                                                               "p99_over_deadline", "rollback"]
     assert {r.for_s for r in g.server.alerts.evaluator.rules} == {0.3}
-    assert g.stub.ListAlerts(pb.ListAlertsRequest()).rules == 4
+    assert g.stub.ListAlerts(pb.ListAlertsRequest()).rules == 5
 
 
 def test_drift_fires_on_shifted_inputs_and_resolves_once_they_are_back(make_gateway, repo, receiver, capsys):
