@@ -1,9 +1,10 @@
 """Cost of keeping answers for delayed labels: µs per ``DataPlane.infer`` with and without the capture.
 
-    python bench/feedback_capture.py [--requests 20000] [--model classifier|regressor]
+    python bench/feedback_capture.py [--requests 20000] [--model classifier|regressor] [--rows 1]
 
 As bench/core_path.py: the gateway built as ``gateway serve`` builds it (demo repository,
-batching off, telemetry on), one batch-1 request at a time awaited on the event loop, each with
+batching off, telemetry on), one request of ``--rows`` rows (default 1; each row kept up to
+``feedback_max_rows``) at a time awaited on the event loop, each with
 a fresh request id (as a client sending labels would give); ``feedback_store_entries`` 0 (off)
 against 100000. Prints one JSON line: median µs/request over 5 rounds for each, their
 difference (within the noise of a shared machine), and the observer's own cost timed alone
@@ -22,7 +23,7 @@ import time
 import numpy as np
 
 
-async def _measure(entries: int, model: str, requests: int) -> tuple[float, float]:
+async def _measure(entries: int, model: str, requests: int, rows: int) -> tuple[float, float]:
     from gateway.api import InferRequest
     from gateway.app import GatewayServer
     from gateway.config.settings import load_settings
@@ -34,7 +35,7 @@ async def _measure(entries: int, model: str, requests: int) -> tuple[float, floa
     try:
         dataplane = server.dataplane
         width = 16 if model == "classifier" else 8
-        x = np.random.default_rng(0).standard_normal((1, width)).astype(np.float32)
+        x = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float32)
         x.setflags(write=False)
         it = (f"{i:032x}" for i in itertools.count())
         for _ in range(2000):
@@ -73,10 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--model", default="classifier", choices=["classifier", "regressor"])
+    parser.add_argument("--rows", type=int, default=1)
     args = parser.parse_args()
-    off, _ = asyncio.run(_measure(0, args.model, args.requests))
-    on, alone = asyncio.run(_measure(100_000, args.model, args.requests))
-    print(json.dumps({"model": args.model, "us_per_request_off": round(off, 2), "us_per_request_on": round(on, 2),
+    off, _ = asyncio.run(_measure(0, args.model, args.requests, args.rows))
+    on, alone = asyncio.run(_measure(100_000, args.model, args.requests, args.rows))
+    print(json.dumps({"model": args.model, "rows": args.rows, "us_per_request_off": round(off, 2), "us_per_request_on": round(on, 2),
                       "difference_us": round(on - off, 2), "observer_alone_us": round(alone, 2)}))
 
 

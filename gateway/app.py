@@ -109,7 +109,8 @@ class GatewayServer:
         # answers kept for delayed labels (Feedback), only with a store size set
         self.predictions: PredictionStore | None = None
         if s.feedback_store_entries:
-            self.predictions = PredictionStore(s.feedback_store_entries, s.feedback_ttl_s, window=s.feedback_window)
+            self.predictions = PredictionStore(s.feedback_store_entries, s.feedback_ttl_s, window=s.feedback_window,
+                                               max_rows=s.feedback_max_rows)
             observers.append(PredictionCapture(self.predictions, self.registry))
         # sampled capture of requests and answers for replay, only when configured
         self.capture: RequestCapture | None = None

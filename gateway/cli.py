@@ -183,8 +183,30 @@ def _quoted(text: str, limit: int = 80) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} chars)"
 
 
-def _label(path: pathlib.Path, line: int, request_id, values: dict):
-    """One ``pb.Label`` from a row: a request id and exactly one of LABEL_FIELDS."""
+def _row(where: str, value) -> int:
+    """A label's optional ``row`` (of its answer; absent or empty: 0)."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise LabelFileError(f"{where}: row {_quoted(value)} is not a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 32:
+        raise LabelFileError(f"{where}: row must be a whole number from 0 (the answer's first row) to "
+                             f"{2 ** 32 - 1}, got {_quoted(json.dumps(value))}")
+    return value
+
+
+def _label(path: pathlib.Path, line: int, request_id, values: dict, row=None):
+    """One ``pb.Label`` from a row: a request id, exactly one of LABEL_FIELDS and optionally
+    the row of the answer it is for."""
+    label = _truth(path, line, request_id, values)
+    label.row = _row(f"{path} line {line}", row)
+    return label
+
+
+def _truth(path: pathlib.Path, line: int, request_id, values: dict):
     from ._proto import gateway_pb2 as pb
 
     where = f"{path} line {line}"
@@ -221,9 +243,10 @@ def _label(path: pathlib.Path, line: int, request_id, values: dict):
 
 
 def _load_labels(path: pathlib.Path) -> list:
-    """Labels from a .csv (a header naming request_id and any of label, class_index, target;
-    each row filling one of those) or a .jsonl / .ndjson file (one object a line with the same
-    keys). The whole file is checked before anything is sent."""
+    """Labels from a .csv (a header naming request_id and any of label, class_index, target,
+    optionally row; each line filling one of the three, and row where the label is for a row
+    of its answer other than the first) or a .jsonl / .ndjson file (one object a line with the
+    same keys). The whole file is checked before anything is sent."""
     import csv
 
     suffix = path.suffix.lower()
@@ -243,9 +266,9 @@ def _load_labels(path: pathlib.Path) -> list:
         if "request_id" not in header or not set(LABEL_FIELDS) & set(header):
             raise LabelFileError(f"{path}: the first line must name the columns: request_id and one or more of "
                                  f"{', '.join(LABEL_FIELDS)}; got {_quoted(','.join(header))}")
-        unknown = [h for h in header if h not in ("request_id", *LABEL_FIELDS)]
+        unknown = [h for h in header if h not in ("request_id", "row", *LABEL_FIELDS)]
         if unknown or len(set(header)) != len(header):
-            raise LabelFileError(f"{path}: line 1: columns must be request_id, {', '.join(LABEL_FIELDS)} "
+            raise LabelFileError(f"{path}: line 1: columns must be request_id, {', '.join(LABEL_FIELDS)}, row "
                                  f"(each once); got {_quoted(','.join(header))}")
         for row in reader:
             line = reader.line_num
@@ -254,7 +277,7 @@ def _load_labels(path: pathlib.Path) -> list:
             if len(row) != len(header):
                 raise LabelFileError(f"{path} line {line}: {len(row)} fields, the header names {len(header)}")
             values = dict(zip(header, (v.strip() for v in row)))
-            labels.append(_label(path, line, values.pop("request_id"), values))
+            labels.append(_label(path, line, values.pop("request_id"), values, values.pop("row", None)))
         return labels
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -265,11 +288,12 @@ def _load_labels(path: pathlib.Path) -> list:
             raise LabelFileError(f"{path} line {line}: not valid JSON: {exc.msg} at column {exc.colno}") from None
         if not isinstance(obj, dict):
             raise LabelFileError(f"{path} line {line}: expected a JSON object, got {type(obj).__name__}")
-        unknown = sorted(set(obj) - {"request_id", *LABEL_FIELDS})
+        unknown = sorted(set(obj) - {"request_id", "row", *LABEL_FIELDS})
         if unknown:
             raise LabelFileError(f"{path} line {line}: unknown key {_quoted(unknown[0])} (keys: request_id, "
-                                 f"{', '.join(LABEL_FIELDS)})")
-        labels.append(_label(path, line, obj.get("request_id"), {k: obj.get(k) for k in LABEL_FIELDS}))
+                                 f"{', '.join(LABEL_FIELDS)}, row)")
+        labels.append(_label(path, line, obj.get("request_id"), {k: obj.get(k) for k in LABEL_FIELDS},
+                             obj.get("row")))
     return labels
 
 
@@ -657,9 +681,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--model-repository", help="default: the bundled demo models")
     build.set_defaults(func=_cmd_profile_build)
 
-    feedback = sub.add_parser("feedback", help="send delayed labels (request_id -> label, class index or target)")
+    feedback = sub.add_parser("feedback", help="send delayed labels (request_id [and row] -> label, class index "
+                              "or target)")
     feedback.add_argument("--file", required=True, help=".csv with a header (request_id and label, class_index "
-                          "or target) or .jsonl, one {\"request_id\": ..., \"label\": ...} object a line")
+                          "or target; optionally row, the answer's row, 0 by default) or .jsonl, one "
+                          "{\"request_id\": ..., \"label\": ..., \"row\": ...} object a line")
     feedback.add_argument("--address", default=address, help=address_help)
     feedback.add_argument("--timeout-s", type=float, default=30.0, help="per call of up to 10000 labels")
     feedback.set_defaults(func=_cmd_feedback)

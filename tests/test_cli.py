@@ -101,6 +101,14 @@ def test_feedback_files_csv_and_jsonl_become_labels(tmp_path):
     only = tmp_path / "t.csv"
     only.write_text("target,request_id\n0.5,x\n")
     assert cli._load_labels(only) == [pb.Label(request_id="x", target=0.5)]
+    rows = tmp_path / "rows.csv"
+    rows.write_text("request_id,row,class_index\na,3,1\na,,2\n")
+    assert cli._load_labels(rows) == [pb.Label(request_id="a", class_index=1, row=3),
+                                      pb.Label(request_id="a", class_index=2)]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"request_id": "a", "row": 4, "target": 2}\n{"request_id": "a", "row": "1", "label": "x"}\n')
+    assert cli._load_labels(rows) == [pb.Label(request_id="a", target=2.0, row=4),
+                                      pb.Label(request_id="a", class_label="x", row=1)]
 
 
 @pytest.mark.parametrize("name,content,what", [
@@ -120,6 +128,10 @@ def test_feedback_files_csv_and_jsonl_become_labels(tmp_path):
     ("x.jsonl", '[1]\n', "line 1: expected a JSON object, got list"),
     ("x.jsonl", '{"request_id": \n', "line 1: not valid JSON"),
     ("x.jsonl", '{"request_id": 3, "target": 1}\n', "line 1: no request_id"),
+    ("x.csv", "request_id,row,target\na,-1,1\n", "line 2: row must be a whole number from 0"),
+    ("x.csv", "request_id,row,target\na,first,1\n", "line 2: row 'first' is not a whole number"),
+    ("x.jsonl", '{"request_id": "a", "row": 1.5, "target": 1}\n', "line 1: row must be a whole number"),
+    ("x.jsonl", '{"request_id": "a", "row": 4294967296, "target": 1}\n', "line 1: row must be a whole number"),
 ])
 def test_feedback_file_errors_name_the_file_line_and_problem(tmp_path, capsys, name, content, what):
     path = tmp_path / name

@@ -1,7 +1,9 @@
 """Alert rules and the alerting settings (``alerts:`` in the gateway's settings).
 
 A rule compares one per-version signal (:data:`METRICS`) with a threshold; it fires once the
-comparison has held for ``for_s`` seconds and resolves when it no longer holds. The signals
+comparison has held for ``for_s`` seconds and resolves when it no longer holds. With no rules
+written the defaults (:data:`DEFAULT_RULES`) are in force; ``defaults_for_s`` sets their
+``for_s`` all at once (tests/e2e/test_default_alerts.py drives each through a real server). The signals
 are read from the gateway's own state (the ``GetStats`` snapshot: latency, errors, drift,
 quality from delayed labels) by :mod:`gateway.monitoring.alerts`.
 """
@@ -105,6 +107,8 @@ class AlertSettings(BaseModel):
     enabled: bool = True
     defaults: bool = True
     """Include :data:`DEFAULT_RULES` (drift, accuracy drop, error rate, p99 over deadline, rollback)."""
+    defaults_for_s: float | None = Field(None, ge=0, le=86400)
+    """``for_s`` of every default rule (default: each its own: 60 s; accuracy_drop 300 s; rollback 0)."""
     rules: list[AlertRule] = Field(default_factory=list, max_length=MAX_RULES)
     evaluate_every_s: float = Field(5.0, gt=0, le=3600)
     window_s: float = Field(60.0, gt=0, le=300)
@@ -146,4 +150,6 @@ class AlertSettings(BaseModel):
         """The rules evaluated: the defaults (where on) unless replaced by name, then the user's."""
         own = {r.name for r in self.rules}
         base = [r for r in DEFAULT_RULES if r.name not in own] if self.defaults else []
+        if self.defaults_for_s is not None:
+            base = [r.model_copy(update={"for_s": self.defaults_for_s}) for r in base]
         return base + list(self.rules)

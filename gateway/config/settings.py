@@ -129,12 +129,17 @@ class GatewaySettings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     feedback_store_entries: int = Field(0, ge=0, le=10_000_000)
     """Answers kept for delayed labels (the ``Feedback`` call; :mod:`gateway.monitoring.labels`):
-    at most this many, the oldest leaving first; about 250 bytes each, plus about 100 for each id
-    remembered after it leaves (as many again). 0 turns the capture and ``Feedback`` off."""
+    at most this many, the oldest leaving first; about 250 bytes each (one-row answers; see
+    ``feedback_max_rows`` for more), plus about 100 for each id remembered after it leaves (as
+    many again). 0 turns the capture and ``Feedback`` off."""
     feedback_ttl_s: float = Field(3600.0, gt=0, le=7 * 86400)
     """How long an answer waits for its label; a label after that counts as late."""
     feedback_window: int = Field(1000, ge=10, le=1_000_000)
     """Joined labels per model version that the online quality metrics cover (the last N)."""
+    feedback_max_rows: int = Field(64, ge=1, le=4096)
+    """Rows of one answer kept for labels (a label names its row, 0 by default); labels for
+    later rows count as unknown. Each kept row costs 2 bytes (classifiers) or 8 (regressors)
+    on top of its answer's entry (about 280 bytes for an answer of several rows)."""
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     """Alert rules evaluated in the background (:mod:`gateway.monitoring.alerts`; README "Alerts")."""
     shadow_max_in_flight: int = Field(64, ge=1, le=100_000)

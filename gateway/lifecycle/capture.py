@@ -21,7 +21,8 @@ Format, one JSON object per line (UTF-8):
   "outputs": {name: TENSOR}, "predicted_label": [...]}`` — ``version`` is the version whose
   answer it was ("" when none answered);
 - ``{"kind": "label", "t_unix_s", "request_id", "class_label" | "class_index" | "target"}`` for a
-  label of a captured request (the last 100,000 captured ids are remembered for this);
+  label of a captured request (the last 100,000 captured ids are remembered for this), with
+  ``"row"`` where the label is for a row of the answer other than the first;
 
 where TENSOR is ``{"dtype": "float32", "shape": [1, 16], "b64": "<little-endian bytes,
 base64>"}``, with ``"masked": [...]`` for a masked input, or ``{"dtype", "shape", "dropped":
@@ -158,6 +159,8 @@ class RequestCapture:
                     rec["class_index"] = label.index
                 else:
                     rec["target"] = label.target
+                if label.row:
+                    rec["row"] = label.row
                 out.append(json.dumps(rec))
             return out
         _, t, request, attempt, status, response, t_responded_ns = item

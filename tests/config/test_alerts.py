@@ -44,3 +44,14 @@ def test_duplicate_names_refused_and_defaults_replaced_by_name():
     assert set(rules) == {r.name for r in DEFAULT_RULES} and rules["error_rate"].threshold == 0.5
     assert AlertSettings(defaults=False).in_force() == []
     assert {r.metric for r in DEFAULT_RULES} <= set(METRICS)
+
+
+def test_defaults_for_s_sets_the_default_rules_for_s_only():
+    own = {"name": "mine", "metric": "p99_ms", "threshold": 1, "for_s": 7}
+    settings = load_settings(alerts={"defaults_for_s": 0.5, "rules": [own]}).alerts
+    rules = {r.name: r for r in settings.in_force()}
+    assert {r.for_s for name, r in rules.items() if name != "mine"} == {0.5} and rules["mine"].for_s == 7
+    assert {r.name: r.for_s for r in AlertSettings().in_force()} == \
+        {"drift": 60, "accuracy_drop": 300, "error_rate": 60, "p99_over_deadline": 60, "rollback": 0}
+    with pytest.raises(SettingsError, match="defaults_for_s"):
+        load_settings(alerts={"defaults_for_s": -1})

@@ -1,5 +1,6 @@
 """A real OTLP collector for tests and benchmarks: ``rotel-agent`` (PyPI ``rotel``) on loopback,
-with its debug log parsed back into metrics, spans and resource attributes."""
+with its debug log parsed back into metrics, spans, log records (``logs=True``) and resource
+attributes."""
 from __future__ import annotations
 
 import pathlib
@@ -32,8 +33,9 @@ def agent_runs() -> tuple[bool, str]:
 
 
 class Collector:
-    def __init__(self, grpc_port: int, http_port: int):
+    def __init__(self, grpc_port: int, http_port: int, *, logs: bool = False):
         self.grpc_port, self.http_port = grpc_port, http_port
+        self.logs = logs
         self.endpoint = f"http://127.0.0.1:{grpc_port}"
         self._log = pathlib.Path(tempfile.mkstemp(prefix="rotel-", suffix=".log")[1])
         self._offset = 0
@@ -44,7 +46,8 @@ class Collector:
         self.proc = subprocess.Popen(
             [str(agent_path()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
              "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}", "--exporter", "blackhole",
-             "--debug-log", "metrics", "--debug-log", "traces", "--debug-log-verbosity", "detailed"],
+             "--debug-log", "metrics", "--debug-log", "traces", *(("--debug-log", "logs") if self.logs else ()),
+             "--debug-log-verbosity", "detailed"],
             stdout=out, stderr=subprocess.STDOUT)
         out.close()
         deadline = time.monotonic() + wait_s
@@ -124,6 +127,33 @@ class Collector:
             elif s.startswith(("ResourceSpans", "ResourceMetrics")):
                 cur = None
         return spans
+
+    def log_records(self) -> list[dict]:
+        """Every log record received (``logs=True``): {event_name, severity_text, severity_number,
+        body, attrs}, in arrival order."""
+        records, cur, in_attrs = [], None, False
+        for line in self.text().splitlines():
+            s = line.strip()
+            if re.match(r"^LogRecord #\d+$", s):
+                cur, in_attrs = {"attrs": {}}, False
+                records.append(cur)
+            elif s.startswith(("ResourceLog", "ScopeLogs", "ResourceMetrics", "ResourceSpans")):
+                cur, in_attrs = None, False
+            elif cur is None:
+                continue
+            elif s == "Attributes:":
+                in_attrs = True
+            elif in_attrs and (m := _ATTR.match(line)):
+                cur["attrs"][m.group(1)] = m.group(2)
+            elif ": " in s and not s.startswith("->"):
+                key, value = s.split(": ", 1)
+                key = key.strip().lower().replace(" ", "_")
+                if key in ("eventname", "severitytext", "severitynumber", "body"):
+                    in_attrs = False
+                    key = {"eventname": "event_name", "severitytext": "severity_text",
+                           "severitynumber": "severity_number"}.get(key, key)
+                    cur[key] = value[4:-1] if key == "body" and value.startswith("Str(") else value
+        return records
 
     def resource_attributes(self) -> dict[str, str]:
         out, on = {}, False

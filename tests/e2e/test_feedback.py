@@ -163,3 +163,60 @@ def test_gateway_feedback_sends_a_file_in_calls_of_at_most_10000(make_gateway, d
         "10503 labels: accepted 1, unknown 10500, late 0, duplicate 1, invalid 1"
     assert cli.main(["feedback", "--file", str(path), "--address", "127.0.0.1:1"]) == 1
     assert "cannot reach a gateway at 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_five_row_answers_are_labelled_row_by_row(make_gateway, demo_models, tmp_path, capsys):
+    """Answers of 5 rows, their labels per row (``Label.row``) through Feedback and through
+    ``gateway feedback`` with a row column: late, out of order, duplicated, a row past the
+    answer (invalid), an unknown id; the quality equals scikit-learn's on the joined rows."""
+    gw = make_gateway(model_repository=demo_models, feedback_store_entries=50, feedback_window=1000)
+    rng = np.random.default_rng(8)
+    ids = [f"m{i}" for i in range(60)]  # a store of 50 answers: the first 10 leave before their labels
+    predicted = {}
+    for rid in ids:
+        reply = gw.predict("classifier", {"features": rng.standard_normal((5, 16)).astype(np.float32)},
+                           request_id=rid)
+        assert len(reply.predicted_label) == 5
+        for r, name in enumerate(reply.predicted_label):
+            predicted[rid, r] = LABELS.index(name)
+    truth = {key: int(rng.integers(0, 3)) for key in predicted}
+    keys = [list(predicted)[i] for i in rng.permutation(len(predicted))]  # out of order
+    first, rest = keys[:120], keys[120:]
+    late = {key for key in predicted if key[0] in ids[:10]}
+
+    reply = gw.stub.Feedback(pb.FeedbackRequest(labels=[
+        pb.Label(request_id=rid, row=r, class_label=LABELS[truth[rid, r]]) for rid, r in first] + [
+        pb.Label(request_id="m30", row=5, class_index=0),        # past the answer's 5 rows: invalid
+        pb.Label(request_id="m31", row=1_000_000, class_index=0),
+        pb.Label(request_id="never", row=2, class_index=0)]), timeout=10)
+    late_first = sum(1 for key in first if key in late)
+    assert (reply.accepted, reply.late, reply.duplicate, reply.invalid, reply.unknown) == \
+        (120 - late_first, late_first, 0, 2, 1)
+
+    path = tmp_path / "labels.csv"
+    lines = ["request_id,row,class_index"] + [f"{rid},{r},{truth[rid, r]}" for rid, r in rest]
+    lines += [f"{rid},{r},{truth[rid, r]}" for rid, r in first[:30]]  # sent again: duplicates
+    lines += ["m40,,0"]  # no row: row 0, joined already
+    path.write_text("\n".join(lines) + "\n")
+    assert cli.main(["feedback", "--file", str(path), "--address", gw.address]) == 0
+    late_rest = len(late) - late_first
+    assert capsys.readouterr().out.strip() == \
+        (f"{len(rest) + 31} labels: accepted {len(rest) - late_rest}, unknown 0, late {late_rest}, "
+         f"duplicate 31, invalid 0")
+
+    (m,) = gw.stub.GetStats(pb.GetStatsRequest(model="classifier"), timeout=10).models
+    q = m.quality
+    joined = [key for key in predicted if key not in late]
+    y_true = [truth[key] for key in joined]
+    y_pred = [predicted[key] for key in joined]
+    assert (q.predictions, q.joined, q.late, q.duplicate, q.invalid) == (300, 250, 50, 31, 2)
+    assert q.join_rate == pytest.approx(250 / 300) and q.window == 250
+    assert q.accuracy == pytest.approx(accuracy_score(y_true, y_pred))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2], zero_division=0)
+    assert [c.precision for c in q.classes] == pytest.approx(list(p))
+    assert [c.recall for c in q.classes] == pytest.approx(list(r))
+    assert [c.f1 for c in q.classes] == pytest.approx(list(f))
+    assert [c.support for c in q.classes] == list(s)
+    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    assert (q.macro_precision, q.macro_recall, q.macro_f1) == pytest.approx((mp, mr, mf))
+    assert list(q.confusion) == confusion_matrix(y_true, y_pred, labels=[0, 1, 2]).ravel().tolist()

@@ -1,5 +1,5 @@
 """OTLP export against a real collector (rotel-agent): metric names, histogram counts,
-span parents, resource attributes, and a collector killed mid-load."""
+span parents, resource attributes, alert events as log records, and a collector killed mid-load."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +11,7 @@ import pytest
 
 from gateway._proto import gateway_pb2 as pb
 from gateway.client import from_numpy
-from tests.conftest import RunningGateway, free_port
+from tests.conftest import RunningGateway, free_port, matmul_graph, save_model
 from tests.e2e.collector import Collector, agent_runs
 
 _ok, _why = agent_runs()
@@ -182,3 +182,59 @@ def test_shutdown_is_bounded_with_a_dead_collector(monkeypatch, demo_models):
     t = time.monotonic()
     gw.close()
     assert time.monotonic() - t < 7.0  # min(OTEL_EXPORTER_OTLP_TIMEOUT=10 s, 5 s) + margin
+
+
+def test_alert_events_reach_the_collector_as_log_records(monkeypatch, make_gateway, tmp_path):
+    """A rule fires and resolves; both events arrive at rotel as OTel log records with the
+    rule, severity, status, labels and model as attributes (the gateway's OTLP log exporter),
+    and the gateway.alerts.active gauge shows it while it fires."""
+    collector = Collector(free_port(), free_port(), logs=True).start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
+        monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "200")
+        monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "300")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "gw-alerts")
+        models = tmp_path / "models"
+        save_model(models / "fragile" / "1" / "model.onnx", matmul_graph(features="width"))
+        rule = {"name": "fragile_errors", "metric": "error_share", "comparator": ">", "threshold": 0.5,
+                "for_s": 0.2, "severity": "critical", "labels": {"team": "ml"}}
+        gw = make_gateway(model_repository=models, alerts={"defaults": False, "evaluate_every_s": 0.1,
+                                                           "window_s": 2, "rules": [rule]})
+        bad, good = np.ones((1, 5), np.float32), np.ones((1, 16), np.float32)
+        for _ in range(10):
+            with pytest.raises(grpc.RpcError):
+                gw.predict("fragile", {"features": bad})
+
+        def record(status):
+            return next((r for r in collector.log_records() if r.get("event_name") == f"alert.{status}"), None)
+
+        firing = _wait(lambda: record("firing"), 20.0)
+        assert firing, collector.text()[-3000:]
+        assert (firing["severity_text"], firing["severity_number"]) == ("WARNING", "SEVERITY_NUMBER_WARN(13)")
+        a = firing["attrs"]
+        assert (a["gateway.alert.rule"], a["gateway.alert.severity"], a["gateway.alert.status"]) == \
+            ("fragile_errors", "critical", "firing")
+        assert (a["gateway.model.name"], a["gateway.model.version"], a["gateway.alert.label.team"]) == \
+            ("fragile", "1", "ml")
+        assert (a["gateway.alert.metric"], a["gateway.alert.comparator"], float(a["gateway.alert.threshold"])) == \
+            ("error_share", ">", 0.5)
+        assert float(a["gateway.alert.value"]) == 1.0
+        assert '"rule": "fragile_errors"' in firing["body"]
+        # and, while it fires, the gateway.alerts.active gauge says so
+        assert _wait(lambda: _last_count(collector, "gateway.alerts.active", **{
+            "gateway.alert.rule": "fragile_errors", "gateway.alert.severity": "critical",
+            "gateway.model.name": "fragile"}) == 1), [p for p in collector.metric_points() if "alert" in p["name"]]
+
+        gw.predict("fragile", {"features": good})  # the errors stop: the window empties of them
+        resolved = _wait(lambda: record("resolved"), 20.0)
+        assert resolved, collector.text()[-3000:]
+        r = resolved["attrs"]
+        assert (resolved["severity_text"], r["gateway.alert.status"], r["gateway.alert.rule"]) == \
+            ("INFO", "resolved", "fragile_errors")
+        assert (r["gateway.model.name"], r["gateway.alert.severity"]) == ("fragile", "critical")
+        assert r["gateway.alert.firing_since_unix_s"] == a["gateway.alert.firing_since_unix_s"]
+        assert [x["event_name"] for x in collector.log_records()] == ["alert.firing", "alert.resolved"]
+        assert collector.resource_attributes()["service.name"] == "gw-alerts"
+    finally:
+        collector.stop()

@@ -44,18 +44,21 @@ def test_inputs_are_dropped_unless_kept_or_masked_and_labels_of_captured_request
     x = np.arange(4, dtype=np.float32).reshape(1, 4) + 1
     _answer(cap, 1, x)
     _answer(cap, 2, x, model="k")
-    cap.on_labels([FeedbackLabel("r1", label="a"), FeedbackLabel("never-captured", index=1)])
+    cap.on_labels([FeedbackLabel("r1", label="a"), FeedbackLabel("never-captured", index=1),
+                   FeedbackLabel("r1", index=2, row=3)])
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(_lines(tmp_path)) < 3:
+    while time.monotonic() < deadline and len(_lines(tmp_path)) < 4:
         time.sleep(0.02)
     cap.stop()
-    first, second, label = _lines(tmp_path)
+    first, second, label, row_label = _lines(tmp_path)
     assert first["kind"] == "request" and first["version"] == "1" and first["status"] == "OK"
     assert first["inputs"]["ids"] == {"dtype": "int64", "shape": [3], "dropped": True}      # the default: drop
     assert decode_tensor(first["inputs"]["features"]).tolist() == [[0, 2, 3, 4]]          # position 0 masked
     assert decode_tensor(second["inputs"]["features"]).tolist() == [[1, 2, 3, 4]]         # kept
     assert decode_tensor(second["outputs"]["probabilities"]).shape == (1, 3)
     assert label == {"kind": "label", "t_unix_s": label["t_unix_s"], "request_id": "r1", "class_label": "a"}
+    assert row_label == {"kind": "label", "t_unix_s": label["t_unix_s"], "request_id": "r1", "class_index": 2,
+                         "row": 3}
     assert cap.captured == 2 and not cap.stopped
 
 

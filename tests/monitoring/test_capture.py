@@ -72,14 +72,54 @@ def test_a_regressor_answer_is_stored_as_its_first_output_value(tmp_path):
     run(tmp_path, body)
 
 
-def test_requests_of_several_rows_and_failed_requests_are_not_captured(tmp_path):
+def test_failed_requests_are_not_captured(tmp_path):
     async def body(s, store, capture):
         s.add("clf", echo(), LABELS)
-        await s.dataplane.infer(request("clf", rows([0.1, 0.7, 0.2], [0.3, 0.3, 0.4]), request_id="two"))
         with pytest.raises(GatewayError):
             await s.dataplane.infer(request("clf", rows([0.1, 0.7]), request_id="bad"))
         with pytest.raises(GatewayError):
             await s.dataplane.infer(request("missing", request_id="gone"))
-        assert len(store) == 0 and capture.skipped_rows == 1
-        assert store.join(FeedbackLabel("two", label="b")) is Outcome.UNKNOWN
+        assert len(store) == 0
+        assert store.join(FeedbackLabel("bad", label="b")) is Outcome.UNKNOWN
     run(tmp_path, body)
+
+
+def test_a_many_row_answer_is_kept_row_by_row_up_to_max_rows(tmp_path):
+    async def body(s, store, capture):
+        s.add("clf", echo(), LABELS)
+        s.add("reg", echo())
+        x = rows([0.1, 0.7, 0.2], [0.9, 0.05, 0.05], [np.nan, 0.1, 0.2], [0.0, 0.1, 0.9], [0.5, 0.2, 0.3])
+        response = await s.dataplane.infer(request("clf", x, request_id="five"))
+        assert response.predicted_label == ["b", "a", "", "c", "a"]  # (NaN scores: no label)
+        await s.dataplane.infer(request("reg", x, request_id="vals"))
+        assert len(store) == 2
+        join = store.join_many
+        assert join([FeedbackLabel("five", label="c", row=3), FeedbackLabel("five", label="b", row=0),
+                     FeedbackLabel("five", index=1, row=1), FeedbackLabel("five", label="a", row=2),
+                     FeedbackLabel("five", label="a", row=3), FeedbackLabel("five", label="a", row=5)]) == \
+            [Outcome.JOINED, Outcome.JOINED, Outcome.JOINED, Outcome.UNKNOWN, Outcome.DUPLICATE, Outcome.INVALID]
+        q = store.quality()[("clf", "1")]
+        assert (q.predictions, q.joined, q.accuracy) == (4, 3, pytest.approx(2 / 3))
+        # a regressor's rows: the first value of each row of its first output
+        assert join([FeedbackLabel("vals", target=1.1, row=0), FeedbackLabel("vals", target=1.5, row=4),
+                     FeedbackLabel("vals", target=0.0, row=2)]) == [Outcome.JOINED, Outcome.JOINED, Outcome.UNKNOWN]
+        assert store.quality()[("reg", "1")].mae == pytest.approx(1.0)
+    run(tmp_path, body)
+
+
+def test_rows_past_max_rows_are_counted_as_skipped(tmp_path):
+    async def main():
+        later = Later()
+        s = Serving(tmp_path, observers=(later,))
+        store = PredictionStore(capacity=100, ttl_s=60.0, max_rows=2)
+        later.target = capture = PredictionCapture(store, s.registry)
+        try:
+            s.add("clf", echo(), LABELS)
+            await s.dataplane.infer(request("clf", rows(*[[0.1, 0.7, 0.2]] * 5), request_id="five"))
+            assert capture.skipped_rows == 3
+            assert store.join(FeedbackLabel("five", label="b", row=1)) is Outcome.JOINED
+            assert store.join(FeedbackLabel("five", label="b", row=2)) is Outcome.UNKNOWN
+            assert store.quality()[("clf", "1")].predictions == 2
+        finally:
+            await s.close()
+    asyncio.run(main())

@@ -103,15 +103,15 @@ def parse_feedback(data: bytes) -> list[FeedbackLabel]:
     out = []
     for label in msg.labels:
         which = label.WhichOneof("truth")
-        request_id = label.request_id
+        request_id, row = label.request_id, label.row
         if which == "class_label":
-            out.append(FeedbackLabel(request_id, label=label.class_label))
+            out.append(FeedbackLabel(request_id, label=label.class_label, row=row))
         elif which == "class_index":
-            out.append(FeedbackLabel(request_id, index=label.class_index))
+            out.append(FeedbackLabel(request_id, index=label.class_index, row=row))
         elif which == "target":
-            out.append(FeedbackLabel(request_id, target=label.target))
+            out.append(FeedbackLabel(request_id, target=label.target, row=row))
         else:
-            out.append(FeedbackLabel(request_id))
+            out.append(FeedbackLabel(request_id, row=row))
     return out
 
 

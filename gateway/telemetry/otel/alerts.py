@@ -3,7 +3,9 @@ and alert events as OTel log records (:class:`EventLogExport`): a LoggerProvider
 with a batch processor to the OTLP log exporter, only where an endpoint is configured
 (``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``, else ``OTEL_EXPORTER_OTLP_ENDPOINT``; none with
 ``OTEL_LOGS_EXPORTER=none``). The batch processor's queue is bounded (2048 records, the
-SDK's default; beyond it records are dropped), so a dead collector costs nothing more."""
+SDK's default; beyond it records are dropped), so a dead collector costs nothing more. The
+records' arrival at a real collector (rotel), attributes included, is checked by
+tests/e2e/test_otlp_collector.py."""
 from __future__ import annotations
 
 import json

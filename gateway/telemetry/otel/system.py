@@ -152,8 +152,8 @@ def register_quality_instruments(meter: Meter, quality: Callable[[], Mapping[tup
         "gateway.feedback.labels", [labels], unit="{label}",
         description="Feedback labels per version by outcome (joined, late, duplicate, invalid).")
     meter.create_observable_counter(
-        "gateway.feedback.predictions", [predictions], unit="{answer}",
-        description="Answers kept for delayed labels.")
+        "gateway.feedback.predictions", [predictions], unit="{row}",
+        description="Answer rows kept for delayed labels (one per kept row of each answer).")
     meter.create_observable_counter(
         "gateway.feedback.unknown", [lambda _: [Observation(unknown())]], unit="{label}",
         description="Feedback labels naming no answer kept.")
