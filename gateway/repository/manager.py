@@ -134,7 +134,7 @@ class RepositoryManager:
                 known = ", ".join(sorted(found)) or "none"
                 raise not_found(f"model {quote(name)} is not in the repository (models: {known})")
             self._unloaded.discard(name)
-            await self._sync_model(model_dir, retry_failed=True)
+            await self._sync_model(model_dir, retry_failed=True, source="admin")
             if self._on_reloaded is not None:
                 await self._on_reloaded()
             entry = self.registry.get(name)
@@ -163,7 +163,7 @@ class RepositoryManager:
         """The models unloaded on request (sorted)."""
         return sorted(self._unloaded)
 
-    async def _sync_model(self, model_dir: ModelDir, retry_failed: bool = False) -> None:
+    async def _sync_model(self, model_dir: ModelDir, retry_failed: bool = False, source: str = "repository") -> None:
         name = model_dir.name
         old_entry = self.registry.get(name)
         old_versions = dict(old_entry.versions) if old_entry else {}
@@ -221,7 +221,10 @@ class RepositoryManager:
                     fps[version] = fp
                     why = ("its files or the model's config changed; replaces the copy loaded before"
                            if current is not None else "found in the repository")
-                    self._record(name, version, "loaded", f"{why} (on {mv.model.provider})")
+                    if source == "admin":
+                        why = "loaded on request (RepositoryModelLoad)" + ("; replaces the copy loaded before"
+                                                                           if current is not None else "")
+                    self._record(name, version, "loaded", f"{why} (on {mv.model.provider})", source)
                     continue
                 except ModelLoadError as exc:
                     log.error("model %s version %s failed to load: %s", name, version, exc,
@@ -229,7 +232,8 @@ class RepositoryManager:
                     errors[version] = str(exc)
                     failed_now[version] = (fp, str(exc))
                     self._record(name, version, "load_failed",
-                                 str(exc) + ("; the copy loaded before keeps serving" if current is not None else ""))
+                                 str(exc) + ("; the copy loaded before keeps serving" if current is not None else ""),
+                                 source)
             if current is not None:  # keep serving the old copy of this version
                 new_versions[version] = current
                 fps[version] = old_fps.get(version)

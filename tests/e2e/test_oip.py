@@ -266,6 +266,9 @@ def test_admin_calls_need_the_token(tmp_path, demo_models, make_gateway, caplog)
         again = c.infer("regressor", [_input(_x(1, 8))])
         assert again.get_response().parameters["served_by"].string_param == "regressor@1"
         _raises("NOT_FOUND", c.load_model, "nope", headers=good)
+        events = gw.stub.ModelHistory(gpb.ModelHistoryRequest(model="regressor")).events  # newest first
+        assert [(e.kind, e.source) for e in events[:2]] == [("loaded", "admin"), ("unloaded", "admin")]
+        assert "RepositoryModelLoad" in events[0].detail and "RepositoryModelUnload" in events[1].detail
     finally:
         c.close()
     assert TOKEN not in caplog.text
