@@ -224,6 +224,8 @@ def test_statistics_count_every_answer_consistently(gateway, client):
     assert i1.fail.count - i0.fail.count == 1
     assert after.inference_count - before.inference_count == 6
     assert i1.queue.count == i1.compute_infer.count <= i1.success.count
+    assert i1.compute_input.count == i1.compute_output.count == i1.compute_infer.count   # as perf_analyzer checks
+    assert all(b.compute_input.count == b.compute_output.count == b.compute_infer.count for b in after.batch_stats)
     assert after.execution_count - before.execution_count == 3
     assert sum(b.compute_infer.count for b in after.batch_stats) == after.execution_count
     # per request (a batch's compute time once for each of its requests) and per execution

@@ -417,20 +417,27 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 
 
 def model_statistics(s: ModelStatsSnapshot) -> pb.ModelStatistics:
-    """One version's statistics; compute_input and compute_output stay zero (the gateway times
-    the model run as a whole: compute_infer)."""
+    """One version's statistics. The gateway times the model run as a whole (``compute_infer``);
+    it does not time copying inputs in and outputs out apart (they are inside ``queue`` and
+    ``success``), so ``compute_input`` and ``compute_output`` carry the same counts as
+    ``compute_infer`` with 0 ns: clients that check the three counts agree (perf_analyzer stops
+    with "compute counts must be the same" otherwise) and no time is counted twice."""
     t = s.totals
     if t is None:
         raise GatewayError(Status.INTERNAL, f"model {quote(s.model)} version {quote(s.version)}: no running totals")
     stats = pb.InferStatistics(success=_duration(t.success.count, t.success.ns),
                                fail=_duration(t.fail.count, t.fail.ns),
                                queue=_duration(t.queue.count, t.queue.ns),
-                               compute_infer=_duration(t.compute.count, t.compute.ns))
+                               compute_input=_duration(t.compute.count, 0),
+                               compute_infer=_duration(t.compute.count, t.compute.ns),
+                               compute_output=_duration(t.compute.count, 0))
     return pb.ModelStatistics(
         name=s.model, version=s.version, last_inference=t.last_unix_ms, inference_count=t.rows,
         execution_count=t.executions, inference_stats=stats,
         batch_stats=[pb.InferBatchStatistics(batch_size=b.batch_size,
-                                             compute_infer=_duration(b.executions, b.compute_ns))
+                                             compute_input=_duration(b.executions, 0),
+                                             compute_infer=_duration(b.executions, b.compute_ns),
+                                             compute_output=_duration(b.executions, 0))
                      for b in t.batches])
 
 
