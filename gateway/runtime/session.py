@@ -64,8 +64,9 @@ class OnnxModel:
         # onnxruntime's CPU arena grows to the largest batch it has run (in power-of-two steps)
         # and never shrinks: one 100k-row request kept hundreds of MB resident for good. Without
         # it tensors come from malloc, which returns large blocks (gateway.memory); the demo
-        # models measured no slower (bench/RESULTS.md, "Memory").
-        options.enable_cpu_mem_arena = False
+        # models measured no slower (bench/RESULTS.md, "Memory"). A model with large
+        # activations can turn it back on (cpu_memory_arena: page faults on every batch).
+        options.enable_cpu_mem_arena = config.cpu_memory_arena
         # onnxruntime-gpu prints loader errors when CUDA libraries are missing and then
         # silently uses the CPU; keep that noise out and say what happened in one line.
         quiet = not log.isEnabledFor(logging.DEBUG)

@@ -83,3 +83,12 @@ def test_unreadable_files_and_unsupported_types_fail_the_load(tmp_path):
         [helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])])
     with pytest.raises(ModelLoadError, match=r"tensor 'text' has unsupported type tensor\(string\)"):
         _load(tmp_path, strings)
+
+
+@pytest.mark.parametrize("arena", [False, True])
+def test_the_cpu_arena_is_off_unless_the_model_asks_for_it(demo_models, arena):
+    config = ModelConfig(cpu_memory_arena=True) if arena else ModelConfig()
+    model = OnnxModel(demo_models / "regressor" / "1" / "model.onnx", "regressor", "1", config)
+    assert model.session.get_session_options().enable_cpu_mem_arena is arena
+    x = np.ones((3, 8), np.float32)
+    assert model.run({"features": x})[0].shape == (3, 1)
