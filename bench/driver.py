@@ -149,7 +149,8 @@ def run_load(*, address: str, method: str, model: str, batch: int = 1, mode: str
                      concurrency=concurrency if mode == "closed" else None,
                      rate=rate if mode == "open" else None, arrival=arrival if mode == "open" else None,
                      processes=processes,
-                     cpu=cpu if "start" in cpu else None, spike=spike, drift=drift, warmup_s=warmup_s)
+                     cpu=cpu if "start" in cpu else None, spike=spike, drift=drift, warmup_s=warmup_s,
+                     measure_start_unix=round(start_at + warmup_s, 3))
 
 
 def _progress(label: str, s: int, warmup_s: float, parts: list[dict], batch: int) -> None:

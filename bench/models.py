@@ -30,9 +30,11 @@ def build_mlp() -> onnx.ModelProto:
     return _mlp("mlp", [64, 256, 10], softmax=True, output_name="probabilities", seed=11)
 
 
-def write_repository(root: pathlib.Path, models: tuple[str, ...] = BENCH_MODELS) -> pathlib.Path:
-    """``root/<model>/1/model.onnx`` and ``config.yaml`` for each model; kept when already there."""
-    marker = root / f".bench-v{VERSION}-{'-'.join(models)}"
+def write_repository(root: pathlib.Path, models: tuple[str, ...] = BENCH_MODELS,
+                     instance_count: int = 1) -> pathlib.Path:
+    """``root/<model>/1/model.onnx`` and ``config.yaml`` for each model; kept when already there.
+    ``instance_count`` > 1 lets that many executions of each model run at once."""
+    marker = root / f".bench-v{VERSION}-{'-'.join(models)}-i{instance_count}"
     if marker.exists():
         return root
     for name in models:
@@ -41,6 +43,8 @@ def write_repository(root: pathlib.Path, models: tuple[str, ...] = BENCH_MODELS)
             model, config = DEMO_MODELS["wide_mlp"]["build"](), DEMO_MODELS["wide_mlp"]["config"]
         else:
             model, config = build_mlp(), FAULTS_CONFIG if name == "mlp_faults" else MLP_CONFIG
+        if instance_count > 1:
+            config += f"instance_count: {instance_count}\n"
         onnx.save(model, str(root / name / "1" / "model.onnx"))
         (root / name / "config.yaml").write_text(config)
     marker.write_text("")
