@@ -59,7 +59,7 @@ def run_load(*, address: str, method: str, model: str, batch: int = 1, mode: str
              server_pid: int | None = None, timeout_s: float = 10.0, spike: dict | None = None,
              drift: dict | None = None, channels: int = 1, streams: int = 4, seed: int = 0,
              max_requests: int = 50_000_000, max_outstanding: int = 20_000, quiet: bool = False,
-             label: str = "", python: str | None = None) -> dict[str, Any]:
+             distinct: int = 0, label: str = "", python: str | None = None) -> dict[str, Any]:
     check_loopback(address)
     if method not in METHODS:
         raise SystemExit(f"bench: unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -75,7 +75,7 @@ def run_load(*, address: str, method: str, model: str, batch: int = 1, mode: str
         spec = dict(address=address, method=method, model=model, batch=batch, mode=mode,
                     concurrency=int(conc[i]), rate=rates[i], arrival=arrival, duration_s=duration_s,
                     warmup_s=warmup_s, start_at=start_at, timeout_s=timeout_s, spike=spike, drift=drift,
-                    channels=channels, streams=streams, seed=seed + i, max_requests=max_requests // processes,
+                    channels=channels, streams=streams, seed=seed + i, distinct=distinct, max_requests=max_requests // processes,
                     max_outstanding=max(1, max_outstanding // processes))
         argv = [python or sys.executable, "-m", "bench.worker", json.dumps(spec)]
         if client_cpus:
@@ -193,7 +193,8 @@ def summarize(finals: list[dict], *, cpu: dict | None, warmup_s: float, **info: 
         out["server_cpu_us_per_request"] = round(cpu_s / n * 1e6, 1)
     out["series"] = [{"t_s": round(s - warmup_s + 1, 3), "ok": v["ok"], "errors": v["errors"],
                       "degraded": v["degraded"], "p50_ms": round(v["hist"].quantile_ns(0.5) / 1e6, 4),
-                      "p99_ms": round(v["hist"].quantile_ns(0.99) / 1e6, 4)} for s, v in sorted(series.items())]
+                      "p99_ms": round(v["hist"].quantile_ns(0.99) / 1e6, 4)} for s, v in sorted(series.items())
+                     if s - warmup_s + 1 <= duration + 1e-6]  # the drain after the window: not a full second
     out["histogram"] = hist.to_json()
     return out
 

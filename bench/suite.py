@@ -10,8 +10,9 @@ Scenarios (model ``mlp``, 64 -> 256 -> 10):
 - ``faults``: ``mlp_faults`` (5 % of executions fail, 0.2-2.2 ms extra latency, a static
   fallback), closed loop: the error and degraded shares, the latency of degraded answers;
 - ``drift``: closed loop, inputs shifted by ``--shift`` standard deviations from the middle of
-  the window; the gateway's drift window is ``--drift-window-s``; the first change alarm and the
-  alerts seen (GetStats / ListAlerts, polled every 0.5 s) are marked on the time series.
+  the window; the gateway's drift window is ``--drift-window-s``; when a feature's drift grade
+  first read "alert", the first change-detector alarm, and the alerts seen (GetStats /
+  ListAlerts, polled every 0.5 s) are marked on the time series.
 """
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class Monitor:
     def __init__(self, address: str, model: str):
         self.address, self.model = address, model
         self.first_alarm_unix: float | None = None
+        self.first_drift_alert_unix: float | None = None
         self.alerts: dict[str, float] = {}
         self.drift: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -148,6 +150,8 @@ class Monitor:
                     if m.model == self.model and m.HasField("drift"):
                         if m.drift.change_alarms and self.first_alarm_unix is None:
                             self.first_alarm_unix = time.time()
+                        if m.drift.features_alert and self.first_drift_alert_unix is None:
+                            self.first_drift_alert_unix = time.time()
                         self.drift = {k: v for k, v in MessageToDict(m.drift).items()
                                       if k in ("reference", "referenceRows", "windowRows", "featuresAlert",
                                                "featuresWarn", "featuresOk", "changeAlarms")}
@@ -171,7 +175,7 @@ def scenario(args: argparse.Namespace) -> dict:
         model = "mlp_faults"
         env = {"GATEWAY_ALLOW_FAULT_INJECTION": "true"}
     elif name == "drift":
-        kw["drift"] = {"at_s": half, "shift": args.shift}
+        kw.update(drift={"at_s": half, "shift": args.shift}, distinct=2000)
         env = {"GATEWAY_TELEMETRY__DRIFT_WINDOW_S": str(args.drift_window_s)}
         events = [(half, f"drift +{args.shift:g} sd")]
     if args.address and env:
@@ -189,9 +193,13 @@ def scenario(args: argparse.Namespace) -> dict:
         t0 = r["measure_start_unix"]
         r["monitoring"] = {"drift": monitor.drift, "alerts_s": {k: round(v - t0, 2) for k, v in monitor.alerts.items()},
                            "first_change_alarm_s": None if monitor.first_alarm_unix is None
-                           else round(monitor.first_alarm_unix - t0, 2)}
+                           else round(monitor.first_alarm_unix - t0, 2),
+                           "first_drift_alert_s": None if monitor.first_drift_alert_unix is None
+                           else round(monitor.first_drift_alert_unix - t0, 2)}
         if monitor.first_alarm_unix is not None:
-            events.append((monitor.first_alarm_unix - t0, "change alarm"))
+            events.append((monitor.first_alarm_unix - t0, "first change alarm"))
+        if monitor.first_drift_alert_unix is not None:
+            events.append((monitor.first_drift_alert_unix - t0, "drift grade: alert"))
         for rule, at in monitor.alerts.items():
             events.append((at - t0, f"alert {rule}"))
     _write(out, r)

@@ -8,6 +8,9 @@ at ``rate`` per second, evenly spaced (``arrival: constant``) or with exponentia
 or server that falls behind shows as latency, not as fewer samples. Streams in open loop spread
 the messages over ``streams`` streams and match answers by id.
 
+``distinct`` > 0: that many different requests (rows drawn once), sent in turn, instead of one
+per worker re-sent (input statistics then see a distribution, not a few fixed rows).
+
 Events, in seconds from the start of the measured window: ``spike`` (``at_s``, ``for_s``,
 ``factor``: concurrency or rate times ``factor``) and ``drift`` (``at_s``, ``shift``: from then on
 the inputs are the same rows shifted by ``shift`` standard deviations).
@@ -86,7 +89,11 @@ class Run:
         self.drift_from = self.measure_from + drift["at_s"] if drift else float("inf")
 
     def request(self, k: int) -> Any:
+        """Worker ``k``'s request, or with ``distinct`` requests the next of them in turn."""
         reqs = self.drifted if self.clock() >= self.drift_from else self.reqs
+        if self.rotate:
+            self.sent += 1
+            return reqs[self.sent % len(reqs)]
         return reqs[k % len(reqs)]
 
     def stopped(self) -> bool:
@@ -251,7 +258,9 @@ class Run:
         try:
             self.wire = Wire(spec["method"], channels[0], spec["model"])
             await self.wire.metadata()
-            n_reqs = max(1, spec.get("concurrency", 1))
+            distinct = int(spec.get("distinct") or 0)
+            self.rotate, self.sent = distinct > 0, 0
+            n_reqs = max(1, distinct or spec.get("concurrency", 1))
             self.reqs = self.wire.requests(spec["batch"], n_reqs, spec["seed"])
             self.drifted = (self.wire.requests(spec["batch"], n_reqs, spec["seed"], spec["drift"]["shift"])
                             if spec.get("drift") else self.reqs)
