@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="workers pair: instance_count N against 1")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fresh", action="store_true", help="a new server process for every run")
+    p.add_argument("--profile", action="store_true",
+                   help="one more run per arm under perf: CPU samples by shared object (bench/profile.py)")
     return parser
 
 

@@ -11,6 +11,8 @@ beside throughput. Pairs (``--pairs``, any of):
   (skipped, saying why, while the gateway has no OIP service);
 - ``telemetry``: gateway telemetry on / ``GATEWAY_TELEMETRY__ENABLED=false``;
 - ``workers``: ``instance_count`` N / 1 (``--workers N``);
+- ``--profile``: one more run per arm under ``perf`` (bench/profile.py): where each server's CPU
+  goes, by shared object; gateway arms also carry the gateway's own GetStats (queue, compute).
 - ``ceiling``: gateway rows/s on the compute-heavy ``wide_mlp`` (``--ceiling-concurrency``, 32)
   / raw onnxruntime in one process at the mean batch size the gateway formed in that run
   (``GetStats``), pinned to the server's CPUs.
@@ -56,6 +58,7 @@ class Arm:
     model: str = "mlp"
     server: Server | None = None
     runs: dict[int, list[dict]] = field(default_factory=dict)
+    profile: dict | None = None
 
 
 class Servers:
@@ -134,6 +137,8 @@ def run_arms(args: argparse.Namespace, pool: Servers, arms: list[Arm], concurren
                                client_cpus=args.client_cpus, server_pid=arm.server.proc.pid, quiet=args.quiet,
                                label=f"{arm.label} c{c}")
                 res["label"] = arm.label
+                if arm.label.startswith("gateway") and "requests" in res:
+                    res["gateway_stats"] = gateway_stats(arm.server.address, arm.model, args.duration_s)
                 if after_run is not None:
                     after_run(arm, res)
                 if args.fresh:
@@ -145,9 +150,43 @@ def run_arms(args: argparse.Namespace, pool: Servers, arms: list[Arm], concurren
                     log(f"c{c} repeat {r + 1}/{args.repeats} {arm.label:<22} {res['rps']:9.1f} req/s "
                         f"p50 {res['p50_ms']:.2f} p99 {res['p99_ms']:.2f} ms  server CPU "
                         f"{res.get('server_cpu_us_per_request', float('nan')):.0f} us/req  errors {res['error_count']}")
+    if getattr(args, "profile", False):
+        for arm in arms:  # one more run each, under perf, at the first concurrency
+            if args.fresh:
+                pool.launch(arm)
+            assert arm.server is not None and arm.server.proc is not None
+            pool.activate(arm.server)
+            from bench.profile import Recording
+            with Recording(arm.server.proc.pid, 2.0 + 0.3 * args.processes + args.warmup_s + args.duration_s) as rec:
+                run_load(address=arm.server.address, method=arm.method, model=arm.model, concurrency=concurrencies[0],
+                         duration_s=args.duration_s, warmup_s=args.warmup_s, processes=args.processes,
+                         client_cpus=args.client_cpus, quiet=True)
+            arm.profile = rec.top()
+            log(f"profile {arm.label}: {arm.profile}")
+            if args.fresh:
+                pool.stop(arm.server)
     for arm in arms:
         if arm.server is not None and not args.fresh:
             pool.stop(arm.server)
+
+
+def gateway_stats(address: str, model: str, window_s: float) -> dict[str, Any]:
+    """Where the gateway's time went over the last window (its own GetStats): end-to-end, queue
+    and compute p50/p99 and the mean batch it formed."""
+    from gateway._proto import gateway_pb2 as pb
+    from gateway._proto import gateway_pb2_grpc as pb_grpc
+    try:
+        with grpc.insecure_channel(address) as ch:
+            stats = pb_grpc.GatewayStub(ch).GetStats(pb.GetStatsRequest(model=model, window_s=window_s), timeout=5)
+    except grpc.RpcError as exc:
+        return {"error": exc.code().name}
+    for m in stats.models:
+        if m.model == model:
+            return {"latency_p50_ms": round(m.latency.p50_ms, 3), "latency_p99_ms": round(m.latency.p99_ms, 3),
+                    "queue_p50_ms": round(m.queue.p50_ms, 3), "queue_p99_ms": round(m.queue.p99_ms, 3),
+                    "compute_p50_ms": round(m.compute.p50_ms, 3), "compute_p99_ms": round(m.compute.p99_ms, 3),
+                    "mean_batch_size": round(m.mean_batch_size, 2)}
+    return {"error": f"no stats for {model}"}
 
 
 def medians(arm: Arm, c: int) -> dict[str, Any]:
@@ -157,8 +196,12 @@ def medians(arm: Arm, c: int) -> dict[str, Any]:
         return {"skipped": skipped}
     keys = ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "server_cpu_us_per_request",
             "error_share", "degraded_share")
-    return {"method": arm.method, **{k: _median(rs, k) for k in keys},
-            "runs_rps": [r["rps"] for r in rs], "errors": sum(r["error_count"] for r in rs)}
+    out = {"method": arm.method, **{k: _median(rs, k) for k in keys},
+           "runs_rps": [r["rps"] for r in rs], "errors": sum(r["error_count"] for r in rs)}
+    inside = [r["gateway_stats"] for r in rs if "error" not in r.get("gateway_stats", {"error": 1})]
+    if inside:
+        out["gateway_stats"] = {k: _median(inside, k) for k in inside[0]}
+    return out
 
 
 def ratio(a: dict, b: dict, key: str) -> float | None:
@@ -200,12 +243,16 @@ def _pair_result(name: str, arms: list[Arm], concurrencies: list[int], what: str
                 "rps": ratio(a, b, "rps"), "rows_per_s": ratio(a, b, "rows_per_s"), "p99": ratio(a, b, "p99_ms"),
                 "server_cpu_per_request": ratio(a, b, "server_cpu_us_per_request")}
         out["by_concurrency"][str(c)] = row
+    profiles = {arm.label: arm.profile for arm in arms if arm.profile is not None}
+    if profiles:
+        out["profile"] = {"what": f"perf record on the server's process group, c{concurrencies[0]}: "
+                                  "share of samples by shared object", **profiles}
     return out
 
 
 def _plots(out: pathlib.Path, name: str, arms: list[Arm]) -> None:
     results = [r for arm in arms for rs in arm.runs.values() for r in rs if "requests" in r]
-    if not results:
+    if not results or plots.available():
         return
     # one point per arm and concurrency: the run with the median throughput
     points = []

@@ -8,6 +8,15 @@ from typing import Any
 from bench.histogram import Histogram
 
 
+def available() -> str | None:
+    """None when matplotlib can be imported, else why the plots are left out."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "no plots: matplotlib is not installed (pip install -e .[bench])"
+    return None
+
+
 def _pyplot() -> Any:
     import matplotlib
     matplotlib.use("Agg")

@@ -88,10 +88,11 @@ def sweep(args: argparse.Namespace) -> dict:
                     break
     _write(out, results)
     measured = [r for r in results if "requests" in r]
-    if measured:
+    if measured and not plots.available():
         plots.throughput_latency(measured, out / "throughput_latency.png")
         plots.latency_cdf(measured, out / "latency_cdf.png")
-    return {"command": "sweep", "out": str(out), "points": [_point(r) for r in results]}
+    return {"command": "sweep", "out": str(out), "points": [_point(r) for r in results],
+            **({"plots": plots.available()} if plots.available() else {})}
 
 
 def _point(r: dict) -> dict:
@@ -106,7 +107,7 @@ def rate(args: argparse.Namespace) -> dict:
         r = run_load(address=address, method=args.method, model=args.model, mode="open", rate=args.rate,
                      arrival=args.arrival, server_pid=pid, **load_kwargs(args))
     _write(out, r)
-    if "requests" in r:
+    if "requests" in r and not plots.available():
         plots.time_series(r, out / "time_series.png")
         plots.latency_cdf([r], out / "latency_cdf.png")
     return {"command": "rate", "out": str(out), **one_line(r)}
@@ -203,7 +204,7 @@ def scenario(args: argparse.Namespace) -> dict:
         for rule, at in monitor.alerts.items():
             events.append((at - t0, f"alert {rule}"))
     _write(out, r)
-    if "requests" in r:
+    if "requests" in r and not plots.available():
         plots.time_series(r, out / "time_series.png", events)
         plots.latency_cdf([r], out / "latency_cdf.png")
     return {"command": "scenario", "out": str(out), **one_line(r)}
