@@ -194,7 +194,7 @@ def summarize(finals: list[dict], *, cpu: dict | None, warmup_s: float, **info: 
     out["series"] = [{"t_s": round(s - warmup_s + 1, 3), "ok": v["ok"], "errors": v["errors"],
                       "degraded": v["degraded"], "p50_ms": round(v["hist"].quantile_ns(0.5) / 1e6, 4),
                       "p99_ms": round(v["hist"].quantile_ns(0.99) / 1e6, 4)} for s, v in sorted(series.items())
-                     if s - warmup_s + 1 <= duration + 1e-6]  # the drain after the window: not a full second
+                     if s < warmup_s + duration]  # seconds that begin after the window: the drain
     out["histogram"] = hist.to_json()
     return out
 
