@@ -7,7 +7,7 @@
     python -m bench compare  --pairs floor,mlserver,pytriton,telemetry,ceiling --concurrency 16,64
 
 Without ``--address`` a command starts its own gateway on the bench repository (``mlp``,
-``mlp_faults``, ``wide_mlp``; bench/models.py). Loopback only; every run is bounded by its
+``mlp_faults``, ``heavy_cnn``, ``wide_mlp``; bench/models.py). Loopback only; every run is bounded by its
 duration (at most 600 s) and the client's deadlines. Clients are ``--processes`` processes
 (pinned to ``--client-cpus``), percentiles within 0.5 % (bench/histogram.py). Each command writes
 ``results.json`` and PNG plots into ``--out`` and prints a one-line JSON summary last.
@@ -21,7 +21,7 @@ import sys
 
 from bench.wire import METHODS
 
-DEFAULT_REPOSITORY = "~/.cache/onnx-inference-gateway/bench-repository-v1"
+DEFAULT_REPOSITORY = "~/.cache/onnx-inference-gateway/bench-repository"
 
 
 def _common(p: argparse.ArgumentParser, *, target: bool = True) -> None:
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: floor, mlserver, pytriton, oip, telemetry, workers, ceiling")
     p.add_argument("--concurrency", default="16,64", help="comma-separated (telemetry uses the first)")
     p.add_argument("--ceiling-concurrency", type=int, default=32)
+    p.add_argument("--ceiling-model", choices=("heavy_cnn", "wide_mlp"), default="heavy_cnn")
     p.add_argument("--workers", type=int, default=2, help="workers pair: instance_count N against 1")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fresh", action="store_true", help="a new server process for every run")

@@ -13,7 +13,8 @@ beside throughput. Pairs (``--pairs``, any of):
 - ``workers``: ``instance_count`` N / 1 (``--workers N``);
 - ``--profile``: one more run per arm under ``perf`` (bench/profile.py): where each server's CPU
   goes, by shared object; gateway arms also carry the gateway's own GetStats (queue, compute).
-- ``ceiling``: gateway rows/s on the compute-heavy ``wide_mlp`` (``--ceiling-concurrency``, 32)
+- ``ceiling``: gateway rows/s on the compute-heavy ``heavy_cnn`` (``--ceiling-model``;
+  ``--ceiling-concurrency``, 32)
   / raw onnxruntime in one process at the mean batch size the gateway formed in that run
   (``GetStats``), pinned to the server's CPUs.
 
@@ -368,29 +369,29 @@ def compare(args: argparse.Namespace) -> dict:
 
 
 def ceiling(args: argparse.Namespace, pool: Servers, repo: pathlib.Path, logdir: pathlib.Path) -> dict:
-    """Gateway rows/s on wide_mlp against raw onnxruntime at the batch sizes it formed, alternating."""
+    """Gateway rows/s on the ceiling model against raw onnxruntime at the batch sizes it formed, alternating."""
     from gateway._proto import gateway_pb2 as pb
     from gateway._proto import gateway_pb2_grpc as pb_grpc
 
     c = args.ceiling_concurrency
-    arm = gateway_arm(repo, logdir, args, "gateway", model="wide_mlp")
+    arm = gateway_arm(repo, logdir, args, "gateway", model=args.ceiling_model)
     server = pool.launch(arm)
     runs = []
     try:
         for r in range(args.repeats):
             pool.activate(server)
             assert server.proc is not None
-            res = run_load(address=server.address, method="predict", model="wide_mlp", concurrency=c,
+            res = run_load(address=server.address, method="predict", model=args.ceiling_model, concurrency=c,
                            duration_s=args.duration_s, warmup_s=args.warmup_s, processes=args.processes,
                            client_cpus=args.client_cpus, server_pid=server.proc.pid, quiet=args.quiet,
-                           label=f"gateway wide_mlp c{c}")
+                           label=f"gateway {args.ceiling_model} c{c}")
             with grpc.insecure_channel(server.address) as ch:
                 stats = pb_grpc.GatewayStub(ch).GetStats(
-                    pb.GetStatsRequest(model="wide_mlp", window_s=args.duration_s), timeout=5)
-            mean_batch = max((m.mean_batch_size for m in stats.models if m.model == "wide_mlp"), default=0.0)
+                    pb.GetStatsRequest(model=args.ceiling_model, window_s=args.duration_s), timeout=5)
+            mean_batch = max((m.mean_batch_size for m in stats.models if m.model == args.ceiling_model), default=0.0)
             server.pause()
             argv = pinned([sys.executable, "-m", "bench.ceiling", "--model-path",
-                           str(repo / "wide_mlp" / "1" / "model.onnx"), "--mean-batch", str(max(1.0, mean_batch)),
+                           str(repo / args.ceiling_model / "1" / "model.onnx"), "--mean-batch", str(max(1.0, mean_batch)),
                            "--seconds", str(min(args.duration_s, 5.0))], cpu_set(args.server_cpus))
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                                   cwd=str(pathlib.Path(__file__).resolve().parents[1]))
@@ -400,7 +401,12 @@ def ceiling(args: argparse.Namespace, pool: Servers, repo: pathlib.Path, logdir:
             row = {"gateway_rows_per_s": res["rows_per_s"], "gateway_p99_ms": res["p99_ms"],
                    "gateway_server_cpu_us_per_request": res.get("server_cpu_us_per_request"),
                    "mean_batch_formed": round(mean_batch, 2), "raw_rows_per_s": raw["rows_per_s"],
-                   "ratio": round(res["rows_per_s"] / raw["rows_per_s"], 3) if raw["rows_per_s"] else None}
+                   "raw_cpu_us_per_row": raw["cpu_us_per_row"],
+                   "ratio": round(res["rows_per_s"] / raw["rows_per_s"], 3) if raw["rows_per_s"] else None,
+                   # rows per CPU-second, gateway / raw: the same comparison with the CPU each got
+                   "cpu_ratio": round(raw["cpu_us_per_row"] / res["server_cpu_us_per_request"], 3)
+                   if res.get("server_cpu_us_per_request") else None,
+                   "gateway_stats": gateway_stats(server.address, args.ceiling_model, args.duration_s)}
             runs.append(row)
             log(f"ceiling repeat {r + 1}/{args.repeats}: gateway {row['gateway_rows_per_s']:.0f} rows/s at mean batch "
                 f"{row['mean_batch_formed']}, raw onnxruntime {row['raw_rows_per_s']:.0f} rows/s: {row['ratio']}")
@@ -408,10 +414,27 @@ def ceiling(args: argparse.Namespace, pool: Servers, repo: pathlib.Path, logdir:
         pool.stop(server)
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
     med = round(statistics.median(ratios), 3) if ratios else None
-    return {"what": f"wide_mlp batch-1 requests, c{c}: gateway rows/s / raw onnxruntime in-process rows/s at the "
+    cpu_ratios = [r["cpu_ratio"] for r in runs if r["cpu_ratio"] is not None]
+    profile = None
+    if getattr(args, "profile", False):
+        from bench.profile import Recording
+        server = pool.launch(gateway_arm(repo, logdir, args, "gateway-profiled", model=args.ceiling_model))
+        try:
+            pool.activate(server)
+            assert server.proc is not None
+            with Recording(server.proc.pid, 2.0 + 0.3 * args.processes + args.warmup_s + args.duration_s) as rec:
+                run_load(address=server.address, method="predict", model=args.ceiling_model, concurrency=c,
+                         duration_s=args.duration_s, warmup_s=args.warmup_s, processes=args.processes,
+                         client_cpus=args.client_cpus, quiet=True)
+            profile = rec.top(12)
+        finally:
+            pool.stop(server)
+    return {"what": f"{args.ceiling_model} batch-1 requests, c{c}: gateway rows/s / raw onnxruntime in-process rows/s at the "
                     f"mean batch the gateway formed (GetStats), one intra-op thread, server CPUs",
             "runs": runs, "ratio": med, "target": TARGETS["ceiling"],
-            "met": med is not None and med >= TARGETS["ceiling"]}
+            "met": med is not None and med >= TARGETS["ceiling"],
+            "cpu_ratio": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
+            **({"profile": profile} if profile is not None else {})}
 
 
 def one_line_summary(summary: dict) -> dict:
@@ -421,7 +444,7 @@ def one_line_summary(summary: dict) -> dict:
         if "skipped" in res:
             out[name] = {"skipped": res["skipped"]}
         elif name == "ceiling":
-            out[name] = {"ratio": res["ratio"], "met": res["met"]}
+            out[name] = {"ratio": res["ratio"], "met": res["met"], "cpu_ratio": res["cpu_ratio"]}
         elif name == "oip":
             out[name] = {k: {c: row["ratios"] for c, row in res[k]["by_concurrency"].items()} for k in ("unary", "stream")}
         else:

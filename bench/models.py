@@ -5,14 +5,20 @@ server loads the same weights).
   compared on (batch 1, where the servers' own per-request work dominates);
 - ``mlp_faults``: the same model with injected faults (errors, jittered latency) and a static
   fallback, for the fault scenario (the gateway must run with ``GATEWAY_ALLOW_FAULT_INJECTION``);
-- ``wide_mlp``: the demo's compute-heavy model (256 -> 3 x 1792 -> 10, 6.9 M weights), for the
-  gateway-against-raw-onnxruntime ceiling.
+- ``heavy_cnn``: compute-bound: a 1 x 64 x 64 input through three 3 x 3 convolutions (32, 64 and
+  64 channels, the last with stride 2: ~230 MFLOP a row, 56 k weights), global average pooling
+  and a 10-way softmax: a row costs about the same in any batch (~2-4 ms on one core here), so
+  it is the ceiling comparison's model;
+- ``wide_mlp``: the demo's large MLP (256 -> 3 x 1792 -> 10, 6.9 M weights), bound by streaming
+  its weights at small batches (the batching benchmark's model).
 """
 from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from gateway.demo.models import DEMO_MODELS, _mlp
 
@@ -22,12 +28,44 @@ FAULTS_CONFIG = MLP_CONFIG + (
     "faults: {error_rate: 0.05, latency_ms: 0.2, latency_jitter_ms: 2.0, seed: 7}\n"
     "policy:\n  fallback: {chain: [{static: {probabilities: [0.1, 0.1, 0.1, 0.1, 0.1, "
     "0.1, 0.1, 0.1, 0.1, 0.1]}}]}\n")
-BENCH_MODELS = ("mlp", "mlp_faults", "wide_mlp")
-VERSION = "1"
+HEAVY_CONFIG = ("batching:\n  max_batch_size: 32\n  max_queue_delay_us: 1000\n"
+                "classifier:\n  output: probabilities\n")
+BENCH_MODELS = ("mlp", "mlp_faults", "heavy_cnn", "wide_mlp")
+VERSION = "3"
 
 
 def build_mlp() -> onnx.ModelProto:
     return _mlp("mlp", [64, 256, 10], softmax=True, output_name="probabilities", seed=11)
+
+
+def build_heavy_cnn() -> onnx.ModelProto:
+    rng = np.random.default_rng(12)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name)
+
+    inits = [weight("C1", 32, 1, 3, 3), numpy_helper.from_array(np.zeros(32, np.float32), "c1"),
+             weight("C2", 64, 32, 3, 3), numpy_helper.from_array(np.zeros(64, np.float32), "c2"),
+             weight("C3", 64, 64, 3, 3), numpy_helper.from_array(np.zeros(64, np.float32), "c3"),
+             weight("W", 64, 10), numpy_helper.from_array(np.zeros(10, np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["image", "C1", "c1"], ["x1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["x1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "C2", "c2"], ["x2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["x2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "C3", "c3"], ["x3"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["x3"], ["r3"]),
+             helper.make_node("GlobalAveragePool", ["r3"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "heavy_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 64, 64])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="gateway-bench")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
 
 
 def write_repository(root: pathlib.Path, models: tuple[str, ...] = BENCH_MODELS,
@@ -41,6 +79,8 @@ def write_repository(root: pathlib.Path, models: tuple[str, ...] = BENCH_MODELS,
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         if name == "wide_mlp":
             model, config = DEMO_MODELS["wide_mlp"]["build"](), DEMO_MODELS["wide_mlp"]["config"]
+        elif name == "heavy_cnn":
+            model, config = build_heavy_cnn(), HEAVY_CONFIG
         else:
             model, config = build_mlp(), FAULTS_CONFIG if name == "mlp_faults" else MLP_CONFIG
         if instance_count > 1:
