@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="workers pair: instance_count N against 1")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fresh", action="store_true", help="a new server process for every run")
+    p.add_argument("--gateway-env", action="append", metavar="KEY=VALUE",
+                   help="a setting for every gateway started (repeatable), e.g. GATEWAY_MALLOC_MMAP_THRESHOLD_BYTES=0")
     p.add_argument("--profile", action="store_true",
                    help="one more run per arm under perf: CPU samples by shared object (bench/profile.py)")
     return parser
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         check_loopback(args.address)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally blocks that stop servers
     if args.command == "compare":
+        bad = [kv for kv in args.gateway_env or [] if "=" not in kv or not kv.startswith("GATEWAY_")]
+        if bad:
+            raise SystemExit(f"bench compare: --gateway-env takes GATEWAY_...=VALUE, not {bad}")
         from bench.compare import compare, one_line_summary
         if args.repeats < 1:
             raise SystemExit("bench compare: --repeats >= 1")

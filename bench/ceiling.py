@@ -19,12 +19,13 @@ import time
 import numpy as np
 
 
-def measure(model_path: str, mean_batch: float, seconds: float, seed: int = 0) -> dict:
+def measure(model_path: str, mean_batch: float, seconds: float, seed: int = 0, arena: bool = True) -> dict:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = arena  # on: onnxruntime's default; the gateway turns it off
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
     width = [1 if not isinstance(d, int) or d < 0 else d for d in inp.shape[1:]]
@@ -47,7 +48,7 @@ def measure(model_path: str, mean_batch: float, seconds: float, seed: int = 0) -
         rows += b
         runs += 1
     elapsed, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"rows_per_s": round(rows / elapsed, 1), "cpu_us_per_row": round(cpu_s / rows * 1e6, 1),
+    return {"arena": arena, "rows_per_s": round(rows / elapsed, 1), "cpu_us_per_row": round(cpu_s / rows * 1e6, 1),
             "runs": runs, "mean_batch": round(rows / runs, 3),
             "batch_sizes": sorted(feeds), "seconds": round(elapsed, 3)}
 
@@ -57,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-path", required=True)
     p.add_argument("--mean-batch", type=float, required=True)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--no-arena", action="store_true", help="without onnxruntime's CPU arena, as the gateway runs")
     a = p.parse_args(argv)
     if a.mean_batch < 1:
         raise SystemExit("bench.ceiling: --mean-batch must be >= 1")
-    print(json.dumps(measure(a.model_path, a.mean_batch, a.seconds)), flush=True)
+    print(json.dumps(measure(a.model_path, a.mean_batch, a.seconds, arena=not a.no_arena)), flush=True)
     return 0
 
 

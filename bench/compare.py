@@ -214,6 +214,7 @@ def ratio(a: dict, b: dict, key: str) -> float | None:
 def gateway_arm(repo: pathlib.Path, logdir: pathlib.Path, args: argparse.Namespace, label: str = "gateway",
                 env: dict[str, str] | None = None, method: str = "predict", model: str = "mlp",
                 repository: pathlib.Path | None = None) -> Arm:
+    env = {**dict(kv.split("=", 1) for kv in (args.gateway_env or [])), **(env or {})}
     return Arm(label, lambda: servers.gateway(label, repository or repo, logdir, args.server_cpus, env), method, model)
 
 
@@ -280,12 +281,14 @@ def compare(args: argparse.Namespace) -> dict:
     summary: dict[str, Any] = {"command": "compare", "date": time.strftime("%Y-%m-%d"), "out": str(out),
                                "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
                                "duration_s": args.duration_s, "warmup_s": args.warmup_s, "repeats": args.repeats,
-                               "processes": args.processes, "fresh": args.fresh, "pairs": {}}
+                               "processes": args.processes, "fresh": args.fresh,
+                               "gateway_env": args.gateway_env or [], "pairs": {}}
     pool = Servers()
     t0 = time.monotonic()
     try:
         # Does this gateway serve the Open Inference Protocol? (decides the gateway's peer arm)
-        probe = servers.gateway("gateway-probe", repo, logdir, args.server_cpus)
+        probe = servers.gateway("gateway-probe", repo, logdir, args.server_cpus,
+                                dict(kv.split("=", 1) for kv in (args.gateway_env or [])))
         probe.start()
         try:
             probe.wait_serving(120)
@@ -389,6 +392,7 @@ def ceiling(args: argparse.Namespace, pool: Servers, repo: pathlib.Path, logdir:
                 stats = pb_grpc.GatewayStub(ch).GetStats(
                     pb.GetStatsRequest(model=args.ceiling_model, window_s=args.duration_s), timeout=5)
             mean_batch = max((m.mean_batch_size for m in stats.models if m.model == args.ceiling_model), default=0.0)
+            inside = gateway_stats(server.address, args.ceiling_model, args.duration_s)
             server.pause()
             argv = pinned([sys.executable, "-m", "bench.ceiling", "--model-path",
                            str(repo / args.ceiling_model / "1" / "model.onnx"), "--mean-batch", str(max(1.0, mean_batch)),
@@ -406,7 +410,7 @@ def ceiling(args: argparse.Namespace, pool: Servers, repo: pathlib.Path, logdir:
                    # rows per CPU-second, gateway / raw: the same comparison with the CPU each got
                    "cpu_ratio": round(raw["cpu_us_per_row"] / res["server_cpu_us_per_request"], 3)
                    if res.get("server_cpu_us_per_request") else None,
-                   "gateway_stats": gateway_stats(server.address, args.ceiling_model, args.duration_s)}
+                   "gateway_stats": inside}
             runs.append(row)
             log(f"ceiling repeat {r + 1}/{args.repeats}: gateway {row['gateway_rows_per_s']:.0f} rows/s at mean batch "
                 f"{row['mean_batch_formed']}, raw onnxruntime {row['raw_rows_per_s']:.0f} rows/s: {row['ratio']}")
