@@ -60,6 +60,7 @@ class Arm:
     server: Server | None = None
     runs: dict[int, list[dict]] = field(default_factory=dict)
     profile: dict | None = None
+    is_gateway: bool = False
 
 
 class Servers:
@@ -138,7 +139,7 @@ def run_arms(args: argparse.Namespace, pool: Servers, arms: list[Arm], concurren
                                client_cpus=args.client_cpus, server_pid=arm.server.proc.pid, quiet=args.quiet,
                                label=f"{arm.label} c{c}")
                 res["label"] = arm.label
-                if arm.label.startswith("gateway") and "requests" in res:
+                if arm.is_gateway and "requests" in res:
                     res["gateway_stats"] = gateway_stats(arm.server.address, arm.model, args.duration_s)
                 if after_run is not None:
                     after_run(arm, res)
@@ -215,7 +216,8 @@ def gateway_arm(repo: pathlib.Path, logdir: pathlib.Path, args: argparse.Namespa
                 env: dict[str, str] | None = None, method: str = "predict", model: str = "mlp",
                 repository: pathlib.Path | None = None) -> Arm:
     env = {**dict(kv.split("=", 1) for kv in (args.gateway_env or [])), **(env or {})}
-    return Arm(label, lambda: servers.gateway(label, repository or repo, logdir, args.server_cpus, env), method, model)
+    return Arm(label, lambda: servers.gateway(label, repository or repo, logdir, args.server_cpus, env), method, model,
+               is_gateway=True)
 
 
 def has_oip(address: str) -> str | None:
