@@ -145,7 +145,7 @@ def run_load(*, address: str, method: str, model: str, batch: int = 1, mode: str
     skipped = [f["skipped"] for f in finals if f and "skipped" in f]
     if skipped:
         return {"address": address, "method": method, "model": model, "skipped": skipped[0]}
-    return summarize(finals, address=address, method=method, model=model, batch=batch, mode=mode,
+    return summarize([f for f in finals if f is not None], address=address, method=method, model=model, batch=batch, mode=mode,
                      concurrency=concurrency if mode == "closed" else None,
                      rate=rate if mode == "open" else None, arrival=arrival if mode == "open" else None,
                      processes=processes,
