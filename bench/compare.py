@@ -338,16 +338,19 @@ def compare(args: argparse.Namespace) -> dict:
             if oip_missing:
                 summary["pairs"]["oip"] = {"skipped": f"gateway ModelInfer / ModelStreamInfer: {oip_missing}"}
             else:
-                arms = [gateway_arm(repo, logdir, args, "gateway", method=m) for m in ("infer", "predict")]
-                sarms = [gateway_arm(repo, logdir, args, "gateway", method=m) for m in ("stream_infer", "stream")]
-                for a in arms + sarms:
-                    a.label = f"gateway-{a.method}"
+                arms = [gateway_arm(repo, logdir, args, f"gateway-{m}", method=m) for m in ("infer", "predict")]
+                sarms = [gateway_arm(repo, logdir, args, f"gateway-{m}", method=m) for m in ("stream_infer", "stream")]
                 run_arms(args, pool, arms, concurrencies)
                 run_arms(args, pool, sarms, concurrencies)
-                summary["pairs"]["oip"] = {"unary": _pair_result("oip", arms, concurrencies, "ModelInfer / Predict"),
-                                           "stream": _pair_result("oip", sarms, concurrencies,
-                                                                  "ModelStreamInfer / PredictStream"),
-                                           "target": TARGETS["oip"]}
+                res = {"unary": _pair_result("oip", arms, concurrencies, "ModelInfer / Predict"),
+                       "stream": _pair_result("oip", sarms, concurrencies, "ModelStreamInfer / PredictStream"),
+                       "target": TARGETS["oip"]}
+                for kind in ("unary", "stream"):
+                    for row in res[kind]["by_concurrency"].values():
+                        (r,) = row["ratios"].values()
+                        row["met"] = r["rps"] is not None and r["rps"] >= TARGETS["oip"]
+                summary["pairs"]["oip"] = res
+                _plots(out, "oip", arms + sarms)
 
         if "telemetry" in pairs:
             arms = [gateway_arm(repo, logdir, args, "telemetry_on"),
@@ -452,7 +455,8 @@ def one_line_summary(summary: dict) -> dict:
         elif name == "ceiling":
             out[name] = {"ratio": res["ratio"], "met": res["met"], "cpu_ratio": res["cpu_ratio"]}
         elif name == "oip":
-            out[name] = {k: {c: row["ratios"] for c, row in res[k]["by_concurrency"].items()} for k in ("unary", "stream")}
+            out[name] = {k: {c: {**row["ratios"], "met": row["met"]} for c, row in res[k]["by_concurrency"].items()}
+                         for k in ("unary", "stream")}
         else:
             out[name] = {c: {"ratios": row["ratios"], **({"targets": row["targets"]} if "targets" in row else {})}
                          for c, row in res["by_concurrency"].items()}
