@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: floor, mlserver, pytriton, oip, telemetry, workers, ceiling")
     p.add_argument("--concurrency", default="16,64", help="comma-separated (telemetry uses the first)")
     p.add_argument("--ceiling-concurrency", type=int, default=32)
-    p.add_argument("--ceiling-model", choices=("heavy_cnn", "wide_mlp"), default="heavy_cnn")
+    p.add_argument("--ceiling-model", choices=("heavy_cnn", "heavy_cnn_arena", "wide_mlp"), default="heavy_cnn")
     p.add_argument("--workers", type=int, default=2, help="workers pair: instance_count N against 1")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fresh", action="store_true", help="a new server process for every run")

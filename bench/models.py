@@ -8,7 +8,8 @@ server loads the same weights).
 - ``heavy_cnn``: compute-bound: a 1 x 64 x 64 input through three 3 x 3 convolutions (32, 64 and
   64 channels, the last with stride 2: ~230 MFLOP a row, 56 k weights), global average pooling
   and a 10-way softmax: a row costs about the same in any batch (~2-4 ms on one core here), so
-  it is the ceiling comparison's model;
+  it is the ceiling comparison's model; ``heavy_cnn_arena``: the same with onnxruntime's CPU
+  arena on (``cpu_memory_arena: true``; the gateway's default is off);
 - ``wide_mlp``: the demo's large MLP (256 -> 3 x 1792 -> 10, 6.9 M weights), bound by streaming
   its weights at small batches (the batching benchmark's model).
 """
@@ -30,8 +31,8 @@ FAULTS_CONFIG = MLP_CONFIG + (
     "0.1, 0.1, 0.1, 0.1, 0.1]}}]}\n")
 HEAVY_CONFIG = ("batching:\n  max_batch_size: 32\n  max_queue_delay_us: 1000\n"
                 "classifier:\n  output: probabilities\n")
-BENCH_MODELS = ("mlp", "mlp_faults", "heavy_cnn", "wide_mlp")
-VERSION = "3"
+BENCH_MODELS = ("mlp", "mlp_faults", "heavy_cnn", "heavy_cnn_arena", "wide_mlp")
+VERSION = "4"
 
 
 def build_mlp() -> onnx.ModelProto:
@@ -79,8 +80,9 @@ def write_repository(root: pathlib.Path, models: tuple[str, ...] = BENCH_MODELS,
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         if name == "wide_mlp":
             model, config = DEMO_MODELS["wide_mlp"]["build"](), DEMO_MODELS["wide_mlp"]["config"]
-        elif name == "heavy_cnn":
-            model, config = build_heavy_cnn(), HEAVY_CONFIG
+        elif name in ("heavy_cnn", "heavy_cnn_arena"):
+            model = build_heavy_cnn()
+            config = HEAVY_CONFIG + ("cpu_memory_arena: true\n" if name == "heavy_cnn_arena" else "")
         else:
             model, config = build_mlp(), FAULTS_CONFIG if name == "mlp_faults" else MLP_CONFIG
         if instance_count > 1:
