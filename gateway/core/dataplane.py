@@ -15,6 +15,7 @@ RESOURCE_EXHAUSTED and a retry delay before it is queued, batched or run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -259,7 +260,7 @@ class DataPlane:
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
         models: list[ModelStatsSnapshot] = [s for s in stats.models if not model or s.model == model]
         shadow = tuple(s for s in self.shadowing.snapshot() if not model or s.primary.split("@")[0] == model)
-        return Statistics(models, stats.ring_drops, stats.feedback_unknown, self.rejections.snapshot(model), shadow)
+        return dataclasses.replace(stats, models=models, rejected=self.rejections.snapshot(model), shadow=shadow)
 
     # -- version history --------------------------------------------------------------------
     def history(self, model: str = "", limit: int = 100) -> list[HistoryEvent]:
