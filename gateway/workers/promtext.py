@@ -91,6 +91,8 @@ def merge(texts: list[tuple[str, str]]) -> str:
                 family.kept.append((name, f"{labels},{worker_label}" if labels else worker_label, value))
     lines = []
     for name, family in families.items():
+        if not family.added and not family.kept:
+            continue
         if family.help:
             lines.append(f"# HELP {name} {family.help}")
         lines.append(f"# TYPE {name} {family.kind}")
