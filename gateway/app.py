@@ -233,7 +233,8 @@ class GatewayServer:
         workers, restarts = 1, 0
         if merged and self._worker is not None:
             others, workers, restarts = self._worker.others(window_s)
-        models = telemetry.snapshot(window_s, shifts=self.shifts.top_shifts, others=[p for o in others for p in o.parts])
+        models = telemetry.snapshot(window_s, shifts=self.shifts.top_shifts,
+                                    others=[p for o in others for p in o.parts])
         drift = self.drift.snapshots()
         models = [dataclasses.replace(m, drift=drift.get((m.model, m.version))) for m in models]
         ring_drops = telemetry.ring_drops + sum(o.ring_drops for o in others)
