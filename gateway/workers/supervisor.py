@@ -60,6 +60,14 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     return port, held
 
 
+def restart_delay(previous_s: float | None, lived_s: float) -> float:
+    """How long to wait before starting again a worker that died after ``lived_s``;
+    ``previous_s``: the wait before its previous restart (None: it never died before)."""
+    if previous_s is None or lived_s >= BACKOFF_RESET_S:
+        return BACKOFF_MIN_S
+    return min(2 * previous_s, BACKOFF_MAX_S)
+
+
 def _exit_text(rc: int) -> str:
     if rc < 0:
         try:
@@ -141,7 +149,7 @@ class Supervisor:
     # -- the workers ---------------------------------------------------------------------
     async def _keep(self, index: int) -> None:
         """Run worker ``index`` until the server stops, restarting it when it dies."""
-        delay = BACKOFF_MIN_S
+        delay: float | None = None
         argv = [sys.executable, "-m", "gateway.workers.worker", str(self._root), str(index), str(os.getpid())]
         while not self._stop.is_set():
             started = time.monotonic()
@@ -158,8 +166,7 @@ class Supervisor:
                          extra={"event": "workers.exited"})
                 return
             lived_s = time.monotonic() - started
-            if lived_s >= BACKOFF_RESET_S:
-                delay = BACKOFF_MIN_S
+            delay = restart_delay(delay, lived_s)
             self.restarts[index] += 1
             rundir.write_state(self._root, rundir.State(self.count, tuple(self.restarts)))
             log.warning("worker %d (pid %d) died (%s) after %.1f s: restart %d in %.1f s", index, proc.pid,
@@ -168,7 +175,6 @@ class Supervisor:
                 await asyncio.wait_for(self._stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
-            delay = min(2 * delay, BACKOFF_MAX_S)
         self._exit_codes[index] = 0
 
     def _signal_all(self, sig: int) -> None:
