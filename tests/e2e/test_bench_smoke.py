@@ -89,3 +89,14 @@ def test_the_deadline_flood_bench_reports_both_arms_and_the_default_one_clean():
     (off,) = summary["runs"]["rollout off (gateway default)"]
     assert sum(off["statuses"].values()) == 400 and set(off["statuses"]) <= {"OK", "DEADLINE_EXCEEDED"}, off
     assert off["failed_follow_ups"] == 0
+
+
+def test_workers_bench_reports_throughput_per_worker_count():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "workers.py"), "--workers", "1,2", "--repeats", "1", "--clients", "2",
+         "--concurrency", "2", "--channels", "2", "--duration-s", "1", "--settle-s", "0.3", "--warmup-s", "0.2"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(summary["median_rps"]) == {"1", "2"} and all(v > 0 for v in summary["median_rps"].values())
+    assert summary["ratio_to_1"]["1"] == 1.0 and summary["errors"] == {"1": 0, "2": 0}
