@@ -109,8 +109,7 @@ def endpoint(server: GatewayServer, path: str) -> channel.PrivateEndpoint:
     return channel.PrivateEndpoint(path, {"/metrics": metrics, "/readyz": ready, "/share": share})
 
 
-async def run(root: pathlib.Path, index: int) -> int:
-    settings = GatewaySettings.model_validate_json((root / rundir.SETTINGS).read_text())
+async def run(root: pathlib.Path, index: int, settings: GatewaySettings) -> int:
     peers = Peers(root, index)
     server = GatewayServer(settings, worker=peers)
     stop = asyncio.Event()
@@ -145,7 +144,7 @@ def main(argv: list[str]) -> int:
     logs.configure(settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerName(index))
-    return asyncio.run(run(root, index))
+    return asyncio.run(run(root, index, settings))
 
 
 if __name__ == "__main__":
