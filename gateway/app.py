@@ -270,12 +270,15 @@ class GatewayServer:
             self.alerts.start()
         self._start_admin()
         self.export.start()
-        self.port = await self.grpc.start()
-        log.info("listening on %s:%d (model repository %s)", s.host, self.port, self.repository,
-                 extra={"event": "server.listening"})
+        if self._worker is None:
+            await self._listen()
         await self._manager.reload()
         if not any(e.versions for e in self.registry.entries()):
             log.warning("no model could be loaded from %s", self.repository, extra={"event": "server.no_models"})
+        if self._worker is not None:
+            # a worker listens once its models are loaded: until then the kernel hands new
+            # connections to the other workers (a restarted one fails none while it loads)
+            await self._listen()
         self.dataplane.set_accepting(True)
         self._started = True
         await self._follow_registry()
@@ -286,6 +289,11 @@ class GatewayServer:
         if self.telemetry is not None:   # rollback rules read the statistics
             self._rollback_task = asyncio.create_task(self.rollback.run())
         return self.port
+
+    async def _listen(self) -> None:
+        self.port = await self.grpc.start()
+        log.info("listening on %s:%d (model repository %s)", self.settings.host, self.port, self.repository,
+                 extra={"event": "server.listening"})
 
     def _tune_allocator(self) -> bool:
         """Set glibc's mmap threshold; True where the heaps are to be trimmed after large requests."""

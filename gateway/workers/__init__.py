@@ -25,7 +25,10 @@ worker and many connections spread over all of them.
   ``service.instance.id`` (a UUID per process) and ``gateway.worker.index``.
 - **Restarts.** A worker that exits while the server is not stopping is started again after a
   backoff (0.5 s, doubling to 30 s while it keeps dying within 30 s of its start) and counted.
-  Its counts die with it: the merged counters drop back (a counter reset to Prometheus).
+  Its counts die with it: the merged counters drop back (a counter reset to Prometheus). A
+  worker opens the port only once its models are loaded (a single-process server opens it
+  first and says NOT_SERVING meanwhile), so while one restarts the kernel hands new
+  connections to the others.
 - **Stopping.** SIGTERM/SIGINT go to every worker, each drains as a single-process server does
   (``grace_period_s``); the supervisor exits when all have, 0 if all exited 0. SIGHUP is
   forwarded (rescan the repository). A worker whose supervisor dies gets SIGTERM (Linux
