@@ -196,7 +196,31 @@ def test_a_killed_worker_is_restarted_and_counted_and_serving_goes_on(served):
             break
         time.sleep(0.05)
     assert seen is not None and "worker 1" in seen, seen
-    s.wait_ready()
+    # while worker 1 starts again (it listens only once loaded), new connections reach worker 0
+    while "died" not in s.log():
+        time.sleep(0.05)
+    during: list = []
+    ready = threading.Event()
+
+    def call_meanwhile():
+        rng = np.random.default_rng(1)
+        while not ready.is_set():
+            with _own_connection(s.address) as ch:
+                x = rng.standard_normal((1, 16)).astype(np.float32)
+                try:
+                    during.append(pb_grpc.GatewayStub(ch).Predict(
+                        pb.PredictRequest(model="classifier", inputs=[from_numpy("features", x)]), timeout=30).served_by)
+                except grpc.RpcError as exc:
+                    during.append(exc.code())
+
+    caller = threading.Thread(target=call_meanwhile)
+    caller.start()
+    try:
+        s.wait_ready()
+    finally:
+        ready.set()
+        caller.join(60)
+    assert during and set(during) == {"classifier@1"}, during
     assert re.search(rf"worker 1 \(pid {victim}\) died \(killed by SIGKILL\).*restart 1 in 0.5 s", s.log())
     assert s.worker_pids()[1] != victim
     _predict_on_connections(s.address, 8, 2)
@@ -204,11 +228,12 @@ def test_a_killed_worker_is_restarted_and_counted_and_serving_goes_on(served):
     while time.monotonic() < deadline:
         with _own_connection(s.address) as ch:
             stats = pb_grpc.GatewayStub(ch).GetStats(pb.GetStatsRequest(window_s=300), timeout=10)
-        if next(m for m in stats.models if m.model == "classifier").requests >= 16:
+        if next(m for m in stats.models if m.model == "classifier").requests >= 16 + len(during):
             break
         time.sleep(0.1)
     assert (stats.workers, stats.worker_restarts) == (2, 1)
-    assert next(m for m in stats.models if m.model == "classifier").requests == 16
+    # (no call before the kill: the calls meanwhile and after are all counted)
+    assert next(m for m in stats.models if m.model == "classifier").requests == 16 + len(during)
     metrics = s.admin("/metrics")[1]
     assert 'gateway_worker_restarts_total{worker="1"} 1' in metrics
     assert 'gateway_worker_restarts_total{worker="0"} 0' in metrics
