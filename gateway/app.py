@@ -218,7 +218,8 @@ class GatewayServer:
         return dict(self.rollback.rollbacks)
 
     def _statistics_with_shadow(self, window_s: float) -> Statistics:
-        return dataclasses.replace(self._statistics(window_s), shadow=self.dataplane.shadowing.snapshot())
+        # (a worker's rollbacks are its own: its registry's weights, judged on its own share)
+        return dataclasses.replace(self._statistics(window_s, merged=False), shadow=self.dataplane.shadowing.snapshot())
 
     def _local_statistics(self, window_s: float) -> Statistics:
         return self._statistics(window_s, merged=False)
@@ -226,7 +227,8 @@ class GatewayServer:
     def _statistics(self, window_s: float, *, merged: bool = True) -> Statistics:
         """What GetStats answers: this process's statistics, and with ``worker`` (and
         ``merged``) the other workers' merged in: counts add, histograms merge; drift, online
-        quality and the top shifts are this worker's (each sees a share of the connections)."""
+        quality, shadow pairs and the top shifts are this worker's (each sees a share of the
+        connections)."""
         telemetry = self.telemetry
         assert telemetry is not None  # (the data plane gets this only with telemetry on)
         others: list[StatsShare] = []
@@ -244,7 +246,10 @@ class GatewayServer:
             quality = store.quality()
             models = [dataclasses.replace(m, quality=quality.get((m.model, m.version))) for m in models]
             unknown += store.unknown
-        return Statistics(models, ring_drops, feedback_unknown=unknown, workers=workers, worker_restarts=restarts)
+        # (the data plane adds its own tally of refused requests to the others')
+        others_rejected = tuple(r for o in others for r in o.rejected)
+        return Statistics(models, ring_drops, feedback_unknown=unknown, rejected=others_rejected, workers=workers,
+                          worker_restarts=restarts)
 
     def share(self, window_s: float) -> StatsShare:
         """This process's statistics over ``window_s`` in mergeable form (for the other workers)."""
@@ -252,7 +257,8 @@ class GatewayServer:
         if telemetry is None:
             return StatsShare([], 0, 0)
         return StatsShare(telemetry.window_parts(window_s), telemetry.ring_drops,
-                          self.predictions.unknown if self.predictions is not None else 0)
+                          self.predictions.unknown if self.predictions is not None else 0,
+                          self.dataplane.rejections.snapshot())
 
     async def start(self) -> int:
         s = self.settings

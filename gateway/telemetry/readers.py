@@ -23,6 +23,7 @@ from ..api.stats import (
     LatencySummary,
     ModelStatsSnapshot,
     PhaseTotal,
+    Rejected,
     VersionTotals,
 )
 from .models import ModelTelemetry
@@ -91,6 +92,7 @@ class StatsShare:
     parts: list[WindowPart]
     ring_drops: int
     feedback_unknown: int
+    rejected: tuple[Rejected, ...] = ()   # the data plane's tally of refused requests
 
 
 def window_part(st: ModelTelemetry, window_s: float, now_ns: int, since: Cumulative | None = None) -> WindowPart:

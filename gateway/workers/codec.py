@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..api.stats import Rejected
 from ..telemetry.readers import StatsShare, WindowHistogram, WindowPart
 from ..telemetry.snapshots import HistogramSnapshot
 
@@ -38,7 +39,8 @@ def dumps(share: StatsShare) -> str:
         d = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in _HISTOGRAMS}
         d.update({name: _window_out(getattr(p, name)) for name in _HISTOGRAMS})
         parts.append(d)
-    return json.dumps({"parts": parts, "ring_drops": share.ring_drops, "feedback_unknown": share.feedback_unknown})
+    return json.dumps({"parts": parts, "ring_drops": share.ring_drops, "feedback_unknown": share.feedback_unknown,
+                       "rejected": [dataclasses.astuple(r) for r in share.rejected]})
 
 
 def loads(text: str) -> StatsShare:
@@ -49,4 +51,5 @@ def loads(text: str) -> StatsShare:
         fields: dict[str, Any] = {k: v for k, v in d.items() if k not in _HISTOGRAMS}
         fields.update({name: _window_in(d[name]) for name in _HISTOGRAMS})
         parts.append(WindowPart(**fields))
-    return StatsShare(parts, int(data["ring_drops"]), int(data["feedback_unknown"]))
+    rejected = tuple(Rejected(str(m), str(v), str(s), str(r), int(n)) for m, v, s, r, n in data["rejected"])
+    return StatsShare(parts, int(data["ring_drops"]), int(data["feedback_unknown"]), rejected)

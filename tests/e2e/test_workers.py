@@ -143,6 +143,13 @@ def test_calls_spread_over_the_workers_and_stats_and_metrics_merge_them(served, 
     connections, calls_each = 16, 5
     _predict_on_connections(s.address, connections, calls_each)
     total = connections * calls_each
+    refused = 0
+    for _ in range(8):  # refused calls, on connections of their own too: their tallies merge
+        with _own_connection(s.address) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                pb_grpc.GatewayStub(ch).Predict(pb.PredictRequest(model="no_such_model"), timeout=30)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            refused += 1
 
     # (the workers' aggregators fold their rings every 0.2 s)
     deadline = time.monotonic() + 30
@@ -157,6 +164,8 @@ def test_calls_spread_over_the_workers_and_stats_and_metrics_merge_them(served, 
     with _own_connection(s.address) as ch:
         stats = pb_grpc.GatewayStub(ch).GetStats(pb.GetStatsRequest(window_s=300), timeout=10)
     assert (stats.workers, stats.worker_restarts) == (2, 0)
+    assert sum(r.requests for r in stats.rejected if r.reason == "unknown_model") == refused
+    assert sum(r.requests for share in shares for r in share.rejected) == refused
     clf = next(m for m in stats.models if m.model == "classifier")
     assert clf.requests == total and clf.latency.count == total
     # the answering worker's merge is that of the two raw shares: the percentiles of one

@@ -25,6 +25,7 @@ def test_a_share_round_trips():
     share = codec.loads(codec.dumps(_share(t)))
     original = _share(t)
     assert (share.ring_drops, share.feedback_unknown) == (3, 7)
+    assert share.rejected == original.rejected and len(share.rejected) == 2
     assert len(share.parts) == 2
     for got, want in zip(share.parts, original.parts):
         for name in ("latency", "queue", "compute"):
@@ -42,9 +43,11 @@ def test_a_share_round_trips():
 
 
 def _share(t):
+    from gateway.api.stats import Rejected
     from gateway.telemetry.readers import StatsShare
 
-    return StatsShare(t.window_parts(10.0), 3, 7)
+    return StatsShare(t.window_parts(10.0), 3, 7, (Rejected("", "", "NOT_FOUND", "unknown_model", 5),
+                                                   Rejected("mlp", "1", "INVALID_ARGUMENT", "shape", 2)))
 
 
 def test_a_text_it_did_not_write_is_refused():
