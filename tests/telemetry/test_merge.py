@@ -3,6 +3,7 @@ histograms merge into exactly the histogram of all their values, so merged perce
 percentiles of one histogram built from the union; window parts add up."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -129,6 +130,9 @@ def test_two_processes_parts_summarize_as_one_process_that_took_all_requests():
     merged, = a.snapshot(10.0, others=b.window_parts(10.0))
     alone, = whole.snapshot(10.0)
     assert merged.requests == alone.requests == 60
+    assert merged.totals is not None and alone.totals is not None and merged.totals.success.count == 50
+    # the running totals add up (the last answer's time is the later worker's: not compared)
+    assert dataclasses.replace(merged.totals, last_unix_ms=0) == dataclasses.replace(alone.totals, last_unix_ms=0)
     for kind in ("latency", "queue", "compute"):
         assert getattr(merged, kind) == getattr(alone, kind), kind
     assert merged.latency.count == 60 and merged.latency.p90_ms == pytest.approx(40.0, rel=0.01)

@@ -39,6 +39,7 @@ def test_a_share_round_trips():
                 (w.histogram.scale, w.histogram.offset, w.histogram.count)
         assert (got.model, got.requests, got.window_errors, got.batch_sum, got.conf_n) == \
             (want.model, want.requests, want.window_errors, want.batch_sum, want.conf_n)
+        assert got.totals == want.totals and want.totals is not None
     assert share.parts[1].latency is None  # (the idle version)
 
 
