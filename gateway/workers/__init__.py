@@ -13,9 +13,9 @@ worker and many connections spread over all of them.
   :mod:`.codec`). Nothing of it is on the network.
 - **One GetStats.** The worker a ``GetStats`` call lands on asks the others for their shares
   and merges (:func:`gateway.telemetry.readers.summarize_parts`): counts, rates, the running
-  totals (which OIP ``ModelStatistics`` reports) and the tallies of refused requests add; window histograms are base-2 exponential ones, merged at a
-  common scale by adding bucket counts, so the percentiles are exactly those of one histogram
-  of every worker's requests. Drift, online quality (delayed labels are joined only by the
+  totals (which OIP ``ModelStatistics`` reports) and the tallies of refused requests add;
+  window histograms are base-2 exponential ones, merged at a common scale by adding bucket
+  counts, so the percentiles are exactly those of one histogram of every worker's requests. Drift, online quality (delayed labels are joined only by the
   worker that answered the request), shadow pairs and the top input shifts are the answering
   worker's own; alert rules and automatic rollbacks judge each worker's own share (a rollback
   sets that worker's weights).

@@ -216,9 +216,9 @@ def test_a_killed_worker_is_restarted_and_counted_and_serving_goes_on(served):
         while not ready.is_set():
             with _own_connection(s.address) as ch:
                 x = rng.standard_normal((1, 16)).astype(np.float32)
+                request = pb.PredictRequest(model="classifier", inputs=[from_numpy("features", x)])
                 try:
-                    during.append(pb_grpc.GatewayStub(ch).Predict(
-                        pb.PredictRequest(model="classifier", inputs=[from_numpy("features", x)]), timeout=30).served_by)
+                    during.append(pb_grpc.GatewayStub(ch).Predict(request, timeout=30).served_by)
                 except grpc.RpcError as exc:
                     during.append(exc.code())
 
