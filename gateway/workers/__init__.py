@@ -6,7 +6,8 @@ telemetry) listening on the same gRPC port with ``SO_REUSEPORT``: Linux hashes e
 connection to one of the listening workers, so a client's calls on one connection stay on one
 worker and many connections spread over all of them.
 
-- **Private endpoints.** The supervisor owns a run directory (``mkdtemp``, mode 0700) holding
+- **Private endpoints.** The supervisor owns a run directory (``mkdtemp``, mode 0700; removed at
+  exit, or by the next supervisor's start when this one was SIGKILLed) holding
   the workers' settings (``settings.json``), the restart counts (``state.json``) and one unix
   socket per worker (``w<i>.sock``, :mod:`.channel`): HTTP with ``/metrics`` (the worker's
   Prometheus text), ``/readyz`` and ``/share?window_s=`` (its GetStats share in mergeable form,

@@ -6,10 +6,13 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 
 SETTINGS = "settings.json"
 STATE = "state.json"
+PID = "supervisor.pid"
+PREFIX = "gateway-workers-"
 #: A unix socket's path must fit ``sockaddr_un`` (108 bytes on Linux, with its NUL).
 MAX_SOCKET_PATH = 100
 
@@ -23,12 +26,36 @@ class State:
 
 
 def make() -> pathlib.Path:
-    """A fresh private directory (0700), under ``$TMPDIR`` unless its sockets' paths would be too long."""
-    root = pathlib.Path(tempfile.mkdtemp(prefix="gateway-workers-"))
+    """A fresh private directory (0700), under ``$TMPDIR`` unless its sockets' paths would be too
+    long, naming this process as its owner; the directories of supervisors that died without
+    removing theirs (SIGKILL) are removed first."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix=PREFIX))
     if len(str(socket_path(root, 99))) > MAX_SOCKET_PATH:
         root.rmdir()
-        root = pathlib.Path(tempfile.mkdtemp(prefix="gateway-workers-", dir="/tmp"))
+        root = pathlib.Path(tempfile.mkdtemp(prefix=PREFIX, dir="/tmp"))
+    (root / PID).write_text(str(os.getpid()))
+    sweep(root.parent, keep=root)
     return root
+
+
+def sweep(parent: pathlib.Path, keep: pathlib.Path) -> None:
+    """Remove the run directories under ``parent`` that are this user's and whose supervisor
+    is no longer running."""
+    for path in parent.glob(PREFIX + "*"):
+        try:
+            if path == keep or path.stat().st_uid != os.getuid():
+                continue
+            pid = int((path / PID).read_text())
+        except (OSError, ValueError):
+            continue  # (not one of ours, or being made right now)
+        try:
+            os.kill(pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def socket_path(root: pathlib.Path, index: int) -> pathlib.Path:

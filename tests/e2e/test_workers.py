@@ -77,8 +77,12 @@ class Served:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
         for pid in self.worker_pids().values():  # (killing the supervisor SIGTERMs them; make sure)
             try:
                 os.kill(pid, signal.SIGKILL)

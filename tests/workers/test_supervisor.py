@@ -1,6 +1,7 @@
 """The supervisor's hold on the port, and its refusal of one it cannot have."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -66,3 +67,24 @@ def test_restarts_back_off_while_a_worker_keeps_dying_and_start_over_once_it_liv
     assert (BACKOFF_MIN_S, BACKOFF_MAX_S) == (0.5, 30.0)
     assert restart_delay(30.0, lived_s=BACKOFF_RESET_S) == BACKOFF_MIN_S
     assert restart_delay(4.0, lived_s=BACKOFF_RESET_S - 1) == 8.0
+
+
+def test_run_directories_of_dead_supervisors_are_swept(tmp_path, monkeypatch):
+    from gateway.workers import rundir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (TMPDIR is read once, then cached)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / (rundir.PREFIX + "stale")
+    stale.mkdir()
+    (stale / rundir.PID).write_text(str(dead.pid))
+    alive = tmp_path / (rundir.PREFIX + "alive")
+    alive.mkdir()
+    (alive / rundir.PID).write_text(str(os.getppid()))
+    unknown = tmp_path / (rundir.PREFIX + "unknown")  # no pid file: not touched
+    unknown.mkdir()
+    root = rundir.make()
+    assert root.parent == tmp_path and (root / rundir.PID).read_text() == str(os.getpid())
+    assert not stale.exists() and alive.exists() and unknown.exists()
