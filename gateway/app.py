@@ -13,7 +13,7 @@ import logging
 import pathlib
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .adapters.auth import AdminToken
 from .adapters.grpc_v1.server import GrpcServer
@@ -42,6 +42,7 @@ from .monitoring.labels import PredictionStore
 from .repository.manager import RepositoryManager
 from .telemetry import Telemetry
 from .telemetry.otel import ExportConfig, TelemetryExport, make_resource, otlp_exporters
+from .telemetry.readers import StatsShare
 
 if TYPE_CHECKING:
     from .adapters.admin_http import AdminServer
@@ -49,14 +50,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.server")
 
 
+class WorkerLink(Protocol):
+    """What a worker process of ``gateway serve --workers N`` knows of the others
+    (:mod:`gateway.workers.worker`): its index, and the other workers' statistics."""
+
+    index: int
+
+    def others(self, window_s: float) -> tuple[list[StatsShare], int, int]:
+        """The other workers' shares over ``window_s``, the number of workers and restarts so far."""
+        ...
+
+
 class GatewayServer:
     """Everything one ``gateway serve`` runs; usable in-process by tests (``start``/``stop``).
 
     ``metric_exporter`` / ``span_exporter`` replace the OTLP exporters the ``OTEL_*``
-    environment would make (tests pass in-memory ones)."""
+    environment would make (tests pass in-memory ones). ``worker``: this server is one worker
+    process of several (``gateway serve --workers``): it listens with ``SO_REUSEPORT``, its
+    resource names its index, and ``GetStats`` merges the other workers' statistics in."""
 
-    def __init__(self, settings: GatewaySettings, *, metric_exporter=None, span_exporter=None) -> None:
+    def __init__(self, settings: GatewaySettings, *, metric_exporter=None, span_exporter=None,
+                 worker: WorkerLink | None = None) -> None:
         s = self.settings = settings
+        self._worker = worker
         if s.model_repository is not None:
             self.repository = pathlib.Path(s.model_repository)
         else:
@@ -80,7 +96,7 @@ class GatewayServer:
         export_config = ExportConfig.from_env()
         if metric_exporter is None and span_exporter is None:
             metric_exporter, span_exporter = otlp_exporters(export_config)
-        resource = make_resource()
+        resource = make_resource({"gateway.worker.index": worker.index} if worker is not None else None)
         dropped = {"spans": 0, "metrics": 0}
         sampler = None
         spans = None
@@ -126,7 +142,8 @@ class GatewayServer:
             from .telemetry.otel.alerts import EventLogExport
 
             self._alert_log = EventLogExport.from_env(resource, export_config.protocol)
-            self.alerts = Alerts(s.alerts, self._statistics, facts=self._alert_facts,
+            # (each worker's rules watch its own share: merged, every worker would fire each alert)
+            self.alerts = Alerts(s.alerts, self._local_statistics, facts=self._alert_facts,
                                  emit=self._alert_log.emit if self._alert_log is not None else None)
         self.dataplane = DataPlane(self.registry, observers=tuple(observers), decisions=decisions,
                                    statistics=self._statistics if self.telemetry is not None else None,
@@ -163,7 +180,7 @@ class GatewayServer:
                                 admin=token, control=self._manager)
         self.grpc = GrpcServer(self.dataplane, self.calls, host=s.host, port=s.port,
                                max_message_bytes=s.max_message_bytes, sampler=sampler,
-                               services=(oip, AdminServicer(self.traffic, token)))
+                               services=(oip, AdminServicer(self.traffic, token)), reuse_port=worker is not None)
         self.admin: AdminServer | None = None  # bound in start()
         self.port = 0
         self._started = False  # between start() and stop(): gRPC health follows the registry
@@ -201,20 +218,47 @@ class GatewayServer:
         return dict(self.rollback.rollbacks)
 
     def _statistics_with_shadow(self, window_s: float) -> Statistics:
-        return dataclasses.replace(self._statistics(window_s), shadow=self.dataplane.shadowing.snapshot())
+        # (a worker's rollbacks are its own: its registry's weights, judged on its own share)
+        return dataclasses.replace(self._statistics(window_s, merged=False), shadow=self.dataplane.shadowing.snapshot())
 
-    def _statistics(self, window_s: float) -> Statistics:
+    def _local_statistics(self, window_s: float) -> Statistics:
+        return self._statistics(window_s, merged=False)
+
+    def _statistics(self, window_s: float, *, merged: bool = True) -> Statistics:
+        """What GetStats answers: this process's statistics, and with ``worker`` (and
+        ``merged``) the other workers' merged in: counts add, histograms merge; drift, online
+        quality, shadow pairs and the top shifts are this worker's (each sees a share of the
+        connections)."""
         telemetry = self.telemetry
         assert telemetry is not None  # (the data plane gets this only with telemetry on)
-        models = telemetry.snapshot(window_s, shifts=self.shifts.top_shifts)
+        others: list[StatsShare] = []
+        workers, restarts = 1, 0
+        if merged and self._worker is not None:
+            others, workers, restarts = self._worker.others(window_s)
+        models = telemetry.snapshot(window_s, shifts=self.shifts.top_shifts,
+                                    others=[p for o in others for p in o.parts])
         drift = self.drift.snapshots()
         models = [dataclasses.replace(m, drift=drift.get((m.model, m.version))) for m in models]
+        ring_drops = telemetry.ring_drops + sum(o.ring_drops for o in others)
+        unknown = sum(o.feedback_unknown for o in others)
         store = self.predictions
-        if store is None:
-            return Statistics(models, telemetry.ring_drops)
-        quality = store.quality()
-        models = [dataclasses.replace(m, quality=quality.get((m.model, m.version))) for m in models]
-        return Statistics(models, telemetry.ring_drops, feedback_unknown=store.unknown)
+        if store is not None:
+            quality = store.quality()
+            models = [dataclasses.replace(m, quality=quality.get((m.model, m.version))) for m in models]
+            unknown += store.unknown
+        # (the data plane adds its own tally of refused requests to the others')
+        others_rejected = tuple(r for o in others for r in o.rejected)
+        return Statistics(models, ring_drops, feedback_unknown=unknown, rejected=others_rejected, workers=workers,
+                          worker_restarts=restarts)
+
+    def share(self, window_s: float) -> StatsShare:
+        """This process's statistics over ``window_s`` in mergeable form (for the other workers)."""
+        telemetry = self.telemetry
+        if telemetry is None:
+            return StatsShare([], 0, 0)
+        return StatsShare(telemetry.window_parts(window_s), telemetry.ring_drops,
+                          self.predictions.unknown if self.predictions is not None else 0,
+                          self.dataplane.rejections.snapshot())
 
     async def start(self) -> int:
         s = self.settings
@@ -232,12 +276,15 @@ class GatewayServer:
             self.alerts.start()
         self._start_admin()
         self.export.start()
-        self.port = await self.grpc.start()
-        log.info("listening on %s:%d (model repository %s)", s.host, self.port, self.repository,
-                 extra={"event": "server.listening"})
+        if self._worker is None:
+            await self._listen()
         await self._manager.reload()
         if not any(e.versions for e in self.registry.entries()):
             log.warning("no model could be loaded from %s", self.repository, extra={"event": "server.no_models"})
+        if self._worker is not None:
+            # a worker listens once its models are loaded: until then the kernel hands new
+            # connections to the other workers (a restarted one fails none while it loads)
+            await self._listen()
         self.dataplane.set_accepting(True)
         self._started = True
         await self._follow_registry()
@@ -248,6 +295,11 @@ class GatewayServer:
         if self.telemetry is not None:   # rollback rules read the statistics
             self._rollback_task = asyncio.create_task(self.rollback.run())
         return self.port
+
+    async def _listen(self) -> None:
+        self.port = await self.grpc.start()
+        log.info("listening on %s:%d (model repository %s)", self.settings.host, self.port, self.repository,
+                 extra={"event": "server.listening"})
 
     def _tune_allocator(self) -> bool:
         """Set glibc's mmap threshold; True where the heaps are to be trimmed after large requests."""

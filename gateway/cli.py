@@ -27,7 +27,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, flags=True, model_repository=args.model_repository,
-                                 host=args.host, port=args.port, admin_port=args.admin_port)
+                                 host=args.host, port=args.port, admin_port=args.admin_port, workers=args.workers)
     except SettingsError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -35,6 +35,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .adapters.grpc_v1.server import ListenError
         from .app import serve
+        if settings.workers > 1:
+            from .workers.supervisor import serve
     except ImportError as exc:
         if exc.name != "gateway._native":  # (KernelsMissing: a source tree without built kernels)
             raise
@@ -472,7 +474,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             return _rpc_failure("stats", args.address, exc)
     # (the server counts whole seconds: a fraction rounds up)
-    print(f"# window {math.ceil(args.window_s)} s; ring drops {stats.ring_drops}")
+    workers = (f"; {stats.workers} workers, restarts {stats.worker_restarts}"
+               if stats.workers > 1 or stats.worker_restarts else "")
+    print(f"# window {math.ceil(args.window_s)} s; ring drops {stats.ring_drops}{workers}")
     print(f"# {'model@version':<22}{'req/s':>9}{'rows/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
           f"{'max ms':>9}{'err %':>7}{'degr %':>7}{'batch':>7}{'conf':>6}")
     for m in stats.models:
@@ -633,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="gRPC port (default 8001; 0 picks a free one)")
     serve.add_argument("--admin-port", type=int,
                        help="admin HTTP port for /metrics, /healthz, /readyz (default 8002; 0: off)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (SO_REUSEPORT), each "
+                       "with its own models and runtime; one /metrics and GetStats for all (default 1)")
     serve.add_argument("--config", help="YAML settings file (see README)")
     serve.set_defaults(func=_cmd_serve)
 

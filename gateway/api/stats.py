@@ -218,3 +218,5 @@ class Statistics:
     feedback_unknown: int = 0  # labels naming a request id never captured (or forgotten)
     rejected: tuple[Rejected, ...] = ()
     shadow: tuple[ShadowSnapshot, ...] = ()
+    workers: int = 1           # processes whose figures these are (``gateway serve --workers``)
+    worker_restarts: int = 0   # workers that died and were started again

@@ -103,6 +103,9 @@ class GatewaySettings(BaseSettings):
     """glibc only (elsewhere ignored): allocations of at least this size get a mapping of their
     own that goes back to the system when freed (0, or 64 KiB to 32 MiB). 0 keeps glibc's dynamic
     threshold, which after large requests keeps freed buffers of up to 32 MiB resident."""
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes serving the one port (``SO_REUSEPORT``; :mod:`gateway.workers`): each
+    loads every model and has its own runtime. 1 serves in this process, as without it."""
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
     reload_interval_s: float = Field(5.0, ge=0)

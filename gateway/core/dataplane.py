@@ -15,6 +15,7 @@ RESOURCE_EXHAUSTED and a retry delay before it is queued, batched or run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -42,7 +43,7 @@ from .context import NO_ATTEMPT, Attempt
 from .observers import Decisions, RequestObserver
 from .pipeline import Pipeline, Served
 from .registry import ModelRegistry, ModelVersion, version_key
-from .rejections import Rejections
+from .rejections import Rejections, added
 from .shadow import Shadowing
 
 log = logging.getLogger("gateway.core")
@@ -259,7 +260,10 @@ class DataPlane:
         stats = await asyncio.get_running_loop().run_in_executor(None, self._statistics, window_s)
         models: list[ModelStatsSnapshot] = [s for s in stats.models if not model or s.model == model]
         shadow = tuple(s for s in self.shadowing.snapshot() if not model or s.primary.split("@")[0] == model)
-        return Statistics(models, stats.ring_drops, stats.feedback_unknown, self.rejections.snapshot(model), shadow)
+        # (``stats.rejected``: the other workers' tallies, where this is one of several)
+        others = tuple(r for r in stats.rejected if not model or r.model == model)
+        rejected = added(self.rejections.snapshot(model), others)
+        return dataclasses.replace(stats, models=models, rejected=rejected, shadow=shadow)
 
     # -- version history --------------------------------------------------------------------
     def history(self, model: str = "", limit: int = 100) -> list[HistoryEvent]:

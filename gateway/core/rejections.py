@@ -43,3 +43,14 @@ class Rejections:
         with self._lock:
             items = list(self._counts.items())
         return tuple(Rejected(m, v, s, r, n) for (m, v, s, r), n in sorted(items) if not model or m == model)
+
+
+def added(*groups: tuple[Rejected, ...]) -> tuple[Rejected, ...]:
+    """Several tallies (of the workers of ``gateway serve --workers``) as one: counts of the same
+    (model, version, status, reason) add."""
+    counts: dict[tuple[str, str, str, str], int] = {}
+    for group in groups:
+        for r in group:
+            key = (r.model, r.version, r.status, r.reason)
+            counts[key] = counts.get(key, 0) + r.requests
+    return tuple(Rejected(m, v, s, r, n) for (m, v, s, r), n in sorted(counts.items()))

@@ -14,7 +14,7 @@ from ..api.stats import MAX_WINDOW_S
 from ..config.profile import ReferenceProfile
 from .aggregator import Aggregator, drain_into
 from .models import BatchStats, InputBinning, ModelTelemetry
-from .readers import ShiftSource, StatsHistory, histogram_points, model_stats
+from .readers import ShiftSource, StatsHistory, WindowPart, histogram_points, summarize_parts, window_part
 from .recorder import Recorder
 from .snapshots import (
     ConfidenceSnapshot,
@@ -137,11 +137,30 @@ class Telemetry:
             hook(models, now)
 
     # -- readers ------------------------------------------------------------------------------
-    def snapshot(self, window_s: float = 10.0, shifts: ShiftSource | None = None) -> list[ModelStatsSnapshot]:
+    def snapshot(self, window_s: float = 10.0, shifts: ShiftSource | None = None,
+                 others: Sequence[WindowPart] = ()) -> list[ModelStatsSnapshot]:
         """Summary per registered version over the last ``window_s`` (whole seconds, a fraction
         rounds up; at most ``MAX_WINDOW_S``): rates and shares from the per-second counters,
         percentiles and means against the history's snapshot from the window's start; running totals
-        (``totals``) up to date with every answer given so far."""
+        (``totals``) up to date with every answer given so far.
+
+        ``others``: other processes' parts of the same server (``gateway serve --workers``),
+        merged in (:func:`~gateway.telemetry.readers.summarize_parts`); a version only they
+        serve is listed after this process's. ``top_shifts`` are this process's."""
+        with self._lock:
+            parts = self.window_parts(window_s)
+            groups: dict[tuple[str, str], list[WindowPart]] = {}
+            for part in [*parts, *others]:
+                groups.setdefault((part.model, part.version), []).append(part)
+            out = []
+            for key, group in groups.items():
+                model_id = self._ids.get(key)
+                top = shifts(self._models[model_id]) if shifts is not None and model_id is not None else []
+                out.append(summarize_parts(group, self._max_buckets, top))
+            return out
+
+    def window_parts(self, window_s: float = 10.0) -> list[WindowPart]:
+        """Each registered version's window in mergeable form (what :meth:`snapshot` summarizes)."""
         if not 0 < window_s <= MAX_WINDOW_S:  # (also NaN)
             raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}], got {window_s}")
         with self._lock:
@@ -150,7 +169,7 @@ class Telemetry:
             self.unknown_model_records += drain_into(self.recorder, self._models)
             now = time.monotonic_ns()
             start = now - math.ceil(window_s) * 1_000_000_000
-            return [model_stats(st, window_s, now, shifts, self._history.at(st.model_id, start))
+            return [window_part(st, window_s, now, self._history.at(st.model_id, start))
                     for st in self._models if st.model]
 
     def histograms(self) -> list[HistogramPoint]:

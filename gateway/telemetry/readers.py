@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from ..api import CallTable
-from ..api.stats import MAX_WINDOW_S, FeatureShift, LatencySummary, ModelStatsSnapshot
+from ..api.stats import (
+    MAX_WINDOW_S,
+    BatchSizeTotal,
+    FeatureShift,
+    LatencySummary,
+    ModelStatsSnapshot,
+    PhaseTotal,
+    Rejected,
+    VersionTotals,
+)
 from .models import ModelTelemetry
 from .snapshots import HistogramPoint, HistogramSnapshot
 
@@ -36,24 +45,163 @@ def model_stats(st: ModelTelemetry, window_s: float, now_ns: int,
     from the per-second counters; percentiles, mean batch size and mean confidence from the
     difference between the cumulative state now and ``since`` (the version's state at the
     window's start; None: since it was registered)."""
+    return summarize_parts([window_part(st, window_s, now_ns, since)], st.max_buckets,
+                           shifts(st) if shifts is not None else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowHistogram:
+    """What a window holds of one histogram, with bounds of the window's extremes: ``lo`` at
+    or below its min, ``hi`` at or above its max (exact where they are known)."""
+
+    histogram: HistogramSnapshot
+    lo: float
+    hi: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowPart:
+    """One version's window in one process, in a form that merges exactly with other
+    processes' (``gateway serve --workers``): sums, and window histograms whose buckets add
+    at a common scale (:func:`merge_histograms`). ``requests`` is the total since the version
+    was registered; the ``window_*`` sums cover ``covered_s`` seconds."""
+
+    model: str
+    version: str
+    requests: int
+    window_requests: int
+    window_rows: int
+    window_errors: int
+    window_degraded: int
+    covered_s: float
+    latency: WindowHistogram | None
+    queue: WindowHistogram | None
+    compute: WindowHistogram | None
+    batch_count: int
+    batch_sum: float
+    conf_n: int
+    conf_sum: float
+    totals: VersionTotals | None = None   # the running totals (not windowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsShare:
+    """One worker process's share of the server's statistics over a window, as the worker
+    answering ``GetStats`` gathers them from the others (:mod:`gateway.workers`)."""
+
+    parts: list[WindowPart]
+    ring_drops: int
+    feedback_unknown: int
+    rejected: tuple[Rejected, ...] = ()   # the data plane's tally of refused requests
+
+
+def window_part(st: ModelTelemetry, window_s: float, now_ns: int, since: Cumulative | None = None) -> WindowPart:
+    """The version's :class:`WindowPart` (call under the hub's lock)."""
     sums, covered = st.counters.window_sums(window_s, now_ns)
-    w_req = int(sums[0])
     cur = cumulative(st, now_ns)
-    batches = cur.batch_count - (since.batch_count if since else 0)
-    rows_in_batches = cur.batch_sum - (since.batch_sum if since else 0.0)
-    confidences = cur.conf_n - (since.conf_n if since else 0)
-    confidence_sum = cur.conf_sum - (since.conf_sum if since else 0.0)
+    return WindowPart(
+        st.model, st.version, int(st.counters.total_requests), int(sums[0]), int(sums[1]), int(sums[2]),
+        int(sums[3]), float(covered),
+        window_histogram(cur.latency, since.latency if since else None),
+        window_histogram(cur.queue, since.queue if since else None),
+        window_histogram(cur.compute, since.compute if since else None),
+        cur.batch_count - (since.batch_count if since else 0), cur.batch_sum - (since.batch_sum if since else 0.0),
+        cur.conf_n - (since.conf_n if since else 0), cur.conf_sum - (since.conf_sum if since else 0.0),
+        st.totals.snapshot())
+
+
+def summarize_parts(parts: Sequence[WindowPart], max_buckets: int,
+                    top_shifts: list[FeatureShift]) -> ModelStatsSnapshot:
+    """One version's statistics from its parts (one per process that serves it): counts and
+    rates add, window histograms merge (so the percentiles are those of one histogram of all
+    the processes' requests), means are of the added sums."""
+    first = parts[0]
+    w_req = sum(p.window_requests for p in parts)
+    batches = sum(p.batch_count for p in parts)
+    confidences = sum(p.conf_n for p in parts)
+
+    def summary(pick: Callable[[WindowPart], WindowHistogram | None]) -> LatencySummary:
+        return summarize(merge_windows([w for w in map(pick, parts) if w is not None], max_buckets))
+
     return ModelStatsSnapshot(
-        model=st.model, version=st.version, requests=int(st.counters.total_requests),
-        latency=window_summary(cur.latency, since.latency if since else None),
-        queue=window_summary(cur.queue, since.queue if since else None),
-        compute=window_summary(cur.compute, since.compute if since else None),
-        requests_per_s=w_req / covered, rows_per_s=int(sums[1]) / covered,
-        error_share=int(sums[2]) / w_req if w_req else 0.0,
-        degraded_share=int(sums[3]) / w_req if w_req else 0.0,
-        mean_batch_size=rows_in_batches / batches if batches > 0 else math.nan,
-        mean_confidence=confidence_sum / confidences if confidences > 0 else math.nan,
-        top_shifts=shifts(st) if shifts is not None else [], totals=st.totals.snapshot())
+        model=first.model, version=first.version, requests=sum(p.requests for p in parts),
+        latency=summary(lambda p: p.latency), queue=summary(lambda p: p.queue),
+        compute=summary(lambda p: p.compute),
+        requests_per_s=sum(p.window_requests / p.covered_s for p in parts),
+        rows_per_s=sum(p.window_rows / p.covered_s for p in parts),
+        error_share=sum(p.window_errors for p in parts) / w_req if w_req else 0.0,
+        degraded_share=sum(p.window_degraded for p in parts) / w_req if w_req else 0.0,
+        mean_batch_size=sum(p.batch_sum for p in parts) / batches if batches > 0 else math.nan,
+        mean_confidence=sum(p.conf_sum for p in parts) / confidences if confidences > 0 else math.nan,
+        top_shifts=top_shifts, totals=merge_totals([p.totals for p in parts if p.totals is not None]))
+
+
+def merge_histograms(snapshots: Sequence[HistogramSnapshot], max_buckets: int) -> HistogramSnapshot:
+    """One base-2 exponential histogram holding all of ``snapshots``' values, by the kernel's
+    rule (``ExpHistogram.merge``): the lowest of their scales, lowered further until the
+    populated index range fits ``max_buckets``; bucket counts add. Recording every value in
+    one histogram ends at the same scale with the same counts (a histogram's scale is the
+    highest at which its range fits), so its quantiles are the merged one's."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    scale = min(s.scale for s in snapshots)
+    ends = []  # each histogram's first and last non-empty index, at ``scale``
+    for s in snapshots:
+        nz = np.flatnonzero(np.asarray(s.bucket_counts))
+        if len(nz):
+            shift = s.scale - scale
+            ends.append(((s.offset + int(nz[0])) >> shift, (s.offset + int(nz[-1])) >> shift))
+    counts = np.zeros(0, dtype=np.int64)
+    offset = 0
+    if ends:
+        lo, hi = min(a for a, _ in ends), max(b for _, b in ends)
+        change = 0
+        while (hi >> change) - (lo >> change) + 1 > max_buckets:
+            change += 1
+        scale -= change
+        offset = lo >> change
+        counts = np.zeros((hi >> change) - offset + 1, dtype=np.int64)
+        for s in snapshots:
+            c = np.asarray(s.bucket_counts, dtype=np.int64)
+            if len(c):
+                np.add.at(counts, ((s.offset + np.arange(len(c))) >> (s.scale - scale)) - offset, c)
+    count = sum(s.count for s in snapshots)
+    mins = [s.min for s in snapshots if s.count and not math.isnan(s.min)]
+    maxes = [s.max for s in snapshots if s.count and not math.isnan(s.max)]
+    return HistogramSnapshot(scale, offset, counts, sum(s.zero_count for s in snapshots), count,
+                             sum(s.sum for s in snapshots), min(mins) if mins else math.nan,
+                             max(maxes) if maxes else math.nan, min(s.start_time_ns for s in snapshots),
+                             max(s.time_ns for s in snapshots))
+
+
+def merge_totals(totals: Sequence[VersionTotals]) -> VersionTotals | None:
+    """Several processes' running totals of one version as one: counts and times add, executions
+    of the same batch size add, the last answer is the latest of theirs."""
+    if len(totals) <= 1:
+        return totals[0] if totals else None
+
+    def phase(pick: Callable[[VersionTotals], PhaseTotal]) -> PhaseTotal:
+        return PhaseTotal(sum(pick(t).count for t in totals), sum(pick(t).ns for t in totals))
+
+    batches: dict[int, tuple[int, int]] = {}
+    for t in totals:
+        for b in t.batches:
+            executions, compute_ns = batches.get(b.batch_size, (0, 0))
+            batches[b.batch_size] = (executions + b.executions, compute_ns + b.compute_ns)
+    return VersionTotals(phase(lambda t: t.success), phase(lambda t: t.fail), phase(lambda t: t.queue),
+                         phase(lambda t: t.compute), sum(t.rows for t in totals), sum(t.executions for t in totals),
+                         tuple(BatchSizeTotal(size, n, ns) for size, (n, ns) in sorted(batches.items())),
+                         max(t.last_unix_ms for t in totals))
+
+
+def merge_windows(windows: Sequence[WindowHistogram], max_buckets: int) -> WindowHistogram | None:
+    """Windows of several processes as one: histograms merged, the lowest ``lo``, the highest ``hi``."""
+    if not windows:
+        return None
+    if len(windows) == 1:
+        return windows[0]
+    return WindowHistogram(merge_histograms([w.histogram for w in windows], max_buckets),
+                           min(w.lo for w in windows), max(w.hi for w in windows))
 
 
 # -- windows from cumulative snapshots (the GetStats reader) ---------------------------------
@@ -115,20 +263,25 @@ def _quantile(h: HistogramSnapshot, cum: np.ndarray, q: float, lo: float, hi: fl
 
 
 def window_summary(cur: HistogramSnapshot, prev: HistogramSnapshot | None) -> LatencySummary:
-    """Percentiles (ms) of what ``cur`` holds beyond ``prev`` (None: all of it).
+    """Percentiles (ms) of what ``cur`` holds beyond ``prev`` (None: all of it)."""
+    return summarize(window_histogram(cur, prev))
+
+
+def window_histogram(cur: HistogramSnapshot, prev: HistogramSnapshot | None) -> WindowHistogram | None:
+    """What ``cur`` holds beyond ``prev`` (None: all of it); None when that is nothing.
 
     Two cumulative states do not say the window's extremes, but they bound them: when the
     all-time max rose since ``prev`` the window holds it (exact); otherwise the window's max
     lies in its highest non-empty bucket, whose upper edge (capped by the all-time max) is
-    reported: never below the true max, above it by at most the bucket's relative width.
-    The min likewise, from below; quantiles are clamped to [min, max] as the kernel does.
+    the bound: never below the true max, above it by at most the bucket's relative width.
+    The min likewise, from below; quantiles are clamped to [lo, hi] as the kernel does.
     """
     if prev is None or prev.count == 0:
         h, lo, hi = cur, cur.min, cur.max
     else:
         h = subtract(cur, prev)
         if h.count <= 0:
-            return LatencySummary(0, math.nan, math.nan, math.nan, math.nan)
+            return None
         counts = np.asarray(h.bucket_counts)
         top = h.offset + len(counts)  # (subtract trims empty buckets at both ends)
         if cur.max > prev.max:
@@ -140,7 +293,15 @@ def window_summary(cur: HistogramSnapshot, prev: HistogramSnapshot | None) -> La
         else:
             lo = 0.0 if h.zero_count else max(cur.min, _lower_boundary(h.offset, h.scale))
     if h.count == 0:
+        return None
+    return WindowHistogram(h, lo, hi)
+
+
+def summarize(w: WindowHistogram | None) -> LatencySummary:
+    """p50, p90, p99 and the max bound (ms) of a window (NaN where it is empty)."""
+    if w is None or w.histogram.count == 0:
         return LatencySummary(0, math.nan, math.nan, math.nan, math.nan)
+    h, lo, hi = w.histogram, w.lo, w.hi
     cum = np.cumsum(np.asarray(h.bucket_counts, dtype=np.int64))
     return LatencySummary(int(h.count), _quantile(h, cum, 0.5, lo, hi) * 1e3, _quantile(h, cum, 0.9, lo, hi) * 1e3,
                           _quantile(h, cum, 0.99, lo, hi) * 1e3, hi * 1e3)

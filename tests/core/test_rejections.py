@@ -27,3 +27,16 @@ def test_made_up_models_and_versions_count_under_none_and_the_table_is_bounded(m
     r.count("m", "1", invalid("x", "malformed"))                                # a fifth key: counted as other
     assert ("", "", "INVALID_ARGUMENT", "other", 1) in [dataclasses.astuple(x) for x in r.snapshot()]
     assert len(r.snapshot()) == 5
+
+
+def test_tallies_of_several_workers_add_by_key():
+    from gateway.api.stats import Rejected
+    from gateway.core.rejections import added
+
+    a = (Rejected("m", "1", "INVALID_ARGUMENT", "shape", 3), Rejected("", "", "NOT_FOUND", "unknown_model", 2))
+    b = (Rejected("m", "1", "INVALID_ARGUMENT", "shape", 4), Rejected("m", "1", "INVALID_ARGUMENT", "dtype", 1))
+    assert added(a, b) == (Rejected("", "", "NOT_FOUND", "unknown_model", 2),
+                           Rejected("m", "1", "INVALID_ARGUMENT", "dtype", 1),
+                           Rejected("m", "1", "INVALID_ARGUMENT", "shape", 7))
+    assert added(a) == tuple(sorted(a, key=lambda r: (r.model, r.version, r.status, r.reason)))
+    assert added() == ()

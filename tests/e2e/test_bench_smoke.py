@@ -186,3 +186,14 @@ def test_bench_refuses_a_non_loopback_address():
     proc = subprocess.run([sys.executable, "-m", "bench", "sweep", "--address", "10.1.2.3:8001", "--duration-s", "1"],
                           capture_output=True, text=True, timeout=60, cwd=BENCH.parent)
     assert proc.returncode != 0 and "not a loopback address" in proc.stderr
+
+
+def test_workers_bench_reports_throughput_per_worker_count():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "workers.py"), "--workers", "1,2", "--repeats", "1", "--clients", "2",
+         "--concurrency", "2", "--channels", "2", "--duration-s", "1", "--settle-s", "0.3", "--warmup-s", "0.2"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(summary["median_rps"]) == {"1", "2"} and all(v > 0 for v in summary["median_rps"].values())
+    assert summary["ratio_to_1"]["1"] == 1.0 and summary["errors"] == {"1": 0, "2": 0}

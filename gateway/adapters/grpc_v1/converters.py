@@ -367,7 +367,8 @@ def stats_response(stats) -> pb.StatsResponse:
                             shadow=[pb.ShadowPair(primary=s.primary, shadow=s.shadow, mirrored=s.mirrored, shed=s.shed,
                                                   errors=s.errors, agreement=s.agreement,
                                                   compared_rows=s.compared_rows, mean_abs_diff=s.mean_abs_diff,
-                                                  p50_ms=s.p50_ms, p99_ms=s.p99_ms) for s in stats.shadow])
+                                                  p50_ms=s.p50_ms, p99_ms=s.p99_ms) for s in stats.shadow],
+                            workers=stats.workers, worker_restarts=stats.worker_restarts)
 
 
 def _measure(m: DriftMeasure) -> pb.DriftMeasure:

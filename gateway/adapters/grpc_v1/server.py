@@ -32,13 +32,14 @@ class ListenError(OSError):
         self.errno = code
 
 
-def check_listenable(host: str, port: int) -> None:
+def check_listenable(host: str, port: int, *, reuse_port: bool = False) -> None:
     """Raise :class:`ListenError` unless some address ``host`` resolves to can take ``port``.
 
     gRPC binds every address the host resolves to and fails only when none binds, and then
     only with a bare ``RuntimeError`` (after a C-core log line); this tries the same addresses
     with plain sockets first, so the reason (address in use, not local, unresolvable) is known.
-    Port 0 always binds.
+    Port 0 always binds. ``reuse_port``: probe with ``SO_REUSEPORT`` as the listener will set
+    it, so a port that sibling processes listen on with it set is free.
     """
     if port == 0:
         return
@@ -54,6 +55,8 @@ def check_listenable(host: str, port: int) -> None:
             with socket.socket(family, kind, proto) as probe:
                 # as gRPC does: a port whose last connections linger in TIME_WAIT is free
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 probe.bind(sockaddr)
             return
         except OSError as exc:
@@ -74,18 +77,22 @@ class Service(Protocol):
 class GrpcServer:
     """Registers its calls in ``calls`` when built; ``start`` binds and serves NOT_SERVING until
     :meth:`set_serving`. ``services`` are served on the same port, their health following the
-    server's (they are not listed by reflection: their messages are in a package of their own)."""
+    server's (they are not listed by reflection: their messages are in a package of their own).
+    ``reuse_port``: listen with ``SO_REUSEPORT``, so that the worker processes of one server
+    share the port (Linux spreads connections over them)."""
 
     def __init__(self, dataplane: DataPlane, calls: CallTable, *, host: str, port: int, max_message_bytes: int,
-                 sampler: HeadSampler | None = None, services: Sequence[Service] = ()) -> None:
+                 sampler: HeadSampler | None = None, services: Sequence[Service] = (),
+                 reuse_port: bool = False) -> None:
         self._address = f"{host}:{port}"
         self._requested_port = port
         self.host = host
         self.port = 0
+        self._reuse_port = reuse_port
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ])
         self._health = health_aio.HealthServicer()
         servicer = GatewayServicer(dataplane, calls, max_message_bytes=max_message_bytes, sampler=sampler)
@@ -106,7 +113,7 @@ class GrpcServer:
     def check_address(self) -> None:
         """Raise :class:`ListenError` now if the address cannot be listened on (so a server can
         refuse to start before it starts anything else)."""
-        check_listenable(self.host, self._requested_port)
+        check_listenable(self.host, self._requested_port, reuse_port=self._reuse_port)
 
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING); returns the port bound."""
