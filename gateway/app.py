@@ -60,6 +60,10 @@ class WorkerLink(Protocol):
         """The other workers' shares over ``window_s``, the number of workers and restarts so far."""
         ...
 
+    def push(self, target: str, payload: dict) -> tuple[int, int]:
+        """POST ``payload`` to ``target`` of every other worker: (how many took it, how many others)."""
+        ...
+
 
 class GatewayServer:
     """Everything one ``gateway serve`` runs; usable in-process by tests (``start``/``stop``).
@@ -173,7 +177,8 @@ class GatewayServer:
                                         evaluate_every_s=s.rollback_evaluate_every_s)
         self._rollback_task: asyncio.Task | None = None
         self.traffic = TrafficAdmin(self.registry, history=self.history, rollback=self.rollback,
-                                    reload=self.reload, references=self._references)
+                                    reload=self.reload, references=self._references,
+                                    peers=worker.push if worker is not None else None)
         self.rollback.before_change = self.traffic.remember
         token = AdminToken(s.admin_secret())
         oip = InferenceServicer(self.dataplane, self.calls, max_message_bytes=s.max_message_bytes, sampler=sampler,

@@ -12,9 +12,16 @@ then on); they do not outlive a restart, where the config's weights apply again.
 
 ``roll_back`` returns a model to the weights before its last change made here or by an automatic
 rollback (a stack of at most :data:`UNDO_KEPT` per model).
+
+With ``gateway serve --workers N`` an admin call lands on one worker; :meth:`propagate` then
+sends the model's resulting weights and shadow shares (or the reload) to every other worker
+over their private sockets, which apply them as they are (:meth:`apply_from_peer`: logged,
+not recorded again in the history). A worker that is restarting misses it and comes back with
+its config's traffic; the call's answer says on how many workers the change is in force.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -35,13 +42,15 @@ class TrafficAdmin:
     def __init__(self, registry: ModelRegistry, *, history: HistorySink | None = None,
                  rollback: RollbackWatcher | None = None,
                  reload: Callable[[], Awaitable[None]] | None = None,
-                 references: Callable[[str], dict[str, str]] | None = None) -> None:
+                 references: Callable[[str], dict[str, str]] | None = None,
+                 peers: Callable[[str, dict], tuple[int, int]] | None = None) -> None:
         self.registry = registry
         self._history = history
         self._rollback = rollback
         self._reload = reload
         self._references = references      # model -> {version: "given" | "captured" | ...}
         self._undo: dict[str, list[dict[str, float]]] = {}
+        self._peers = peers    # the other workers' (gateway.workers.worker.Peers.push), or None
 
     # -- reading ----------------------------------------------------------------------------
     def _entry(self, model: str):
@@ -123,6 +132,39 @@ class TrafficAdmin:
                  extra={"event": "admin.reload_profiles", "model": model,
                         "fields": {"references": refs, "reason": reason[:MAX_REASON_CHARS], "actor": actor}})
         return refs
+
+    async def propagate(self, model: str, *, reload: bool = False) -> tuple[int, int]:
+        """Send ``model``'s traffic (or a reload) to the other workers: (how many took it, of how
+        many others); (0, 0) in a single-process server."""
+        if self._peers is None:
+            return 0, 0
+        payload = {"reload": True} if reload else {
+            "model": model, "weights": self.registry.weights(model), "shadow": self.registry.shadow_shares(model)}
+        loop = asyncio.get_running_loop()
+        took, others = await loop.run_in_executor(None, self._peers, "/reload" if reload else "/traffic", payload)
+        if took < others:
+            log.warning("admin: %s reached %d of the %d other workers (the rest are restarting?)",
+                        "the reload" if reload else f"model {model}'s traffic", took, others,
+                        extra={"event": "admin.propagated", "model": model, "fields": {"took": took, "others": others}})
+        return took, others
+
+    def apply_from_peer(self, payload: dict) -> None:
+        """A change an admin call made on another worker: its resulting weights and shadows."""
+        model = payload.get("model")
+        weights, shadow = payload.get("weights"), payload.get("shadow")
+        if not isinstance(model, str) or not isinstance(weights, dict) or not isinstance(shadow, dict):
+            raise ValueError("expected {model, weights, shadow}")
+        self._entry(model)
+        weights = {str(v): float(w) for v, w in weights.items()}
+        shadow = {str(v): float(s) for v, s in shadow.items()}
+        if self.registry.weights(model) != weights:
+            self.remember(model, self.registry.weights(model))
+            self.registry.set_weights(model, weights)
+        if self.registry.shadow_shares(model) != shadow:
+            self.registry.set_shadow(model, shadow)
+        log.info("admin: model %s traffic from another worker: weights %s, shadow %s", model, weights or "latest",
+                 shadow or "off", extra={"event": "admin.from_worker", "model": model,
+                                         "fields": {"weights": weights, "shadow": shadow}})
 
     def remember(self, model: str, weights: dict[str, float]) -> None:
         """Keep ``weights`` as what a roll back returns to (called before a change)."""

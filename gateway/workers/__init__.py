@@ -32,9 +32,12 @@ worker and many connections spread over all of them.
   worker opens the port only once its models are loaded (a single-process server opens it
   first and says NOT_SERVING meanwhile), so while one restarts the kernel hands new
   connections to the others.
-- **Per worker.** Calls that change the server (``gateway.v1.Admin`` traffic changes, OIP
-  repository load/unload) act on the worker they land on: with several, change the repository
-  and send SIGHUP, which every worker gets.
+- **Admin calls.** A ``gateway.v1.Admin`` traffic change made on one worker is POSTed to the
+  others' private sockets (``/traffic``: the resulting weights and shadows; ``/reload``), which
+  apply it on their event loops; the admin token reaches the workers in their environment
+  (``GATEWAY_WORKER_ADMIN_TOKEN``, removed at once), never in the run directory. OIP repository
+  load/unload act on the worker they land on: with several, change the repository and send
+  SIGHUP, which every worker gets.
 - **Stopping.** SIGTERM/SIGINT go to every worker, each drains as a single-process server does
   (``grace_period_s``); the supervisor exits when all have, 0 if all exited 0. SIGHUP is
   forwarded (rescan the repository). A worker whose supervisor dies gets SIGTERM (Linux

@@ -1,8 +1,9 @@
 """A worker's private endpoint: HTTP over a unix socket in the supervisor's run directory.
 
 ``/metrics`` (the worker's Prometheus text), ``/readyz`` (200 ready, 503 not, the reason in
-the body) and ``/share?window_s=S`` (its GetStats share as JSON, :mod:`.codec`). Served on
-daemon threads, so a peer's GetStats never waits for this worker's event loop.
+the body) and ``/share?window_s=S`` (its GetStats share as JSON, :mod:`.codec`); POST
+``/traffic`` (a traffic change an admin call made on another worker, JSON) and ``/reload``.
+Served on daemon threads, so a peer's GetStats never waits for this worker's event loop.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ log = logging.getLogger("gateway.workers")
 
 #: A route: the query's parameters -> (HTTP status, body, content type).
 Route = Callable[[dict[str, str]], tuple[int, str, str]]
+#: A POST route: the request's body -> (HTTP status, body, content type).
+PostRoute = Callable[[bytes], tuple[int, str, str]]
+MAX_POST_BYTES = 1 << 20
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -31,8 +35,9 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 class PrivateEndpoint:
     """Serve ``routes`` (path -> :data:`Route`) on the unix socket ``path`` (replaced if stale)."""
 
-    def __init__(self, path: str, routes: dict[str, Route]) -> None:
+    def __init__(self, path: str, routes: dict[str, Route], post_routes: dict[str, PostRoute] | None = None) -> None:
         routes_ = dict(routes)
+        posts_ = dict(post_routes or {})
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -51,6 +56,22 @@ class PrivateEndpoint:
                     log.exception("worker endpoint %s failed", url.path)
                     code, body, ctype = 500, f"error: {exc}\n", TEXT
                 self._send(code, body, ctype)
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                route = posts_.get(urllib.parse.urlsplit(self.path).path)
+                length = int(self.headers.get("Content-Length") or 0)
+                if route is None or not 0 <= length <= MAX_POST_BYTES:
+                    self._send(404 if route is None else 413, "not found\n" if route is None else "too large\n", TEXT)
+                    return
+                body = self.rfile.read(length)
+                try:
+                    code, text, ctype = route(body)
+                except ValueError as exc:
+                    code, text, ctype = 400, f"{exc}\n", TEXT
+                except Exception as exc:
+                    log.exception("worker endpoint %s failed", self.path)
+                    code, text, ctype = 500, f"error: {exc}\n", TEXT
+                self._send(code, text, ctype)
 
             def _send(self, code: int, body: str, ctype: str) -> None:
                 raw = body.encode()
@@ -109,6 +130,20 @@ def get(path: str, target: str, timeout_s: float = 2.0) -> tuple[int, str]:
     conn = _UnixConnection(path, timeout_s)
     try:
         conn.request("GET", target)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    except http.client.HTTPException as exc:
+        raise OSError(f"{path}: {exc!r}") from None
+    finally:
+        conn.close()
+
+
+def post(path: str, target: str, body: bytes, timeout_s: float = 5.0) -> tuple[int, str]:
+    """POST ``body`` to ``target`` at the unix socket ``path``: (status, body). Raises OSError as
+    :func:`get` does."""
+    conn = _UnixConnection(path, timeout_s)
+    try:
+        conn.request("POST", target, body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         return response.status, response.read().decode()
     except http.client.HTTPException as exc:

@@ -34,6 +34,9 @@ EXIT_SLACK_S = 15.0
 ENDPOINT_TIMEOUT_S = 2.0
 
 
+WORKER_TOKEN_ENV = "GATEWAY_WORKER_ADMIN_TOKEN"
+
+
 def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     """Bind (not listen) ``SO_REUSEPORT`` sockets on every address ``host`` resolves to: the
     workers' listeners join them, nothing else can. Port 0 picks one. Raises ListenError."""
@@ -153,7 +156,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "gateway.workers.worker", str(self._root), str(index), str(os.getpid())]
         while not self._stop.is_set():
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(*argv)
+            proc = await asyncio.create_subprocess_exec(*argv, env=self._worker_env())
             self._procs[index], self.pids[index] = proc, proc.pid
             if self._stop.is_set():  # (the signal came while it was being started)
                 proc.send_signal(signal.SIGTERM)
@@ -176,6 +179,15 @@ class Supervisor:
             except asyncio.TimeoutError:
                 pass
         self._exit_codes[index] = 0
+
+    def _worker_env(self) -> dict[str, str]:
+        """The workers' environment: this one's, plus the admin token given as a setting (the
+        worker takes it out of its environment at once; never on a command line or in a file)."""
+        env = dict(os.environ)
+        token = self.settings.admin_token
+        if token is not None:
+            env[WORKER_TOKEN_ENV] = token.get_secret_value()
+        return env
 
     def _signal_all(self, sig: int) -> None:
         for proc in self._procs:
@@ -218,7 +230,8 @@ class Supervisor:
         self._root = rundir.make()
         try:
             worker_settings = s.model_copy(update={"port": self.port, "admin_port": 0})
-            (self._root / rundir.SETTINGS).write_text(worker_settings.model_dump_json())
+            # (a SecretStr dumps as asterisks: the token goes to the workers in their environment)
+            (self._root / rundir.SETTINGS).write_text(worker_settings.model_dump_json(exclude={"admin_token"}))
             rundir.write_state(self._root, rundir.State(self.count, tuple(self.restarts)))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import math
 import os
@@ -17,12 +18,16 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from pydantic import SecretStr
+
 from .. import logs
+from ..api import GatewayError
 from ..api.stats import MAX_WINDOW_S
 from ..app import GatewayServer
 from ..config.settings import GatewaySettings
 from ..telemetry.readers import StatsShare
 from . import channel, codec, rundir
+from .supervisor import WORKER_TOKEN_ENV
 
 log = logging.getLogger("gateway.workers")
 
@@ -57,6 +62,24 @@ class Peers:
         futures = [self._pool.submit(self._fetch, i, window_s) for i in range(state.workers) if i != self.index]
         shares = [s for s in (f.result() for f in futures) if s is not None]
         return shares, 1 + len(shares), sum(state.restarts)
+
+    def _post(self, index: int, target: str, body: bytes) -> bool:
+        try:
+            status, text = channel.post(str(rundir.socket_path(self._root, index)), target, body, PEER_TIMEOUT_S)
+        except OSError as exc:
+            log.warning("worker %d did not take %s (%s)", index, target, exc, extra={"event": "workers.peer_failed"})
+            return False
+        if status != 200:
+            log.warning("worker %d refused %s: %d %s", index, target, status, text.strip()[:200],
+                        extra={"event": "workers.peer_failed"})
+        return status == 200
+
+    def push(self, target: str, payload: dict) -> tuple[int, int]:
+        """POST ``payload`` to ``target`` of every other worker: (how many took it, how many others)."""
+        state = rundir.read_state(self._root)
+        body = json.dumps(payload).encode()
+        futures = [self._pool.submit(self._post, i, target, body) for i in range(state.workers) if i != self.index]
+        return sum(f.result() for f in futures), len(futures)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -95,7 +118,8 @@ def _window_s(query: dict[str, str]) -> float:
     return value
 
 
-def endpoint(server: GatewayServer, path: str) -> channel.PrivateEndpoint:
+def endpoint(server: GatewayServer, path: str,
+             loop: asyncio.AbstractEventLoop | None = None) -> channel.PrivateEndpoint:
     def metrics(_query):
         return 200, server.export.prometheus_text(), server.export.prometheus_content_type
 
@@ -106,7 +130,32 @@ def endpoint(server: GatewayServer, path: str) -> channel.PrivateEndpoint:
     def share(query):
         return 200, codec.dumps(server.share(_window_s(query))), "application/json"
 
-    return channel.PrivateEndpoint(path, {"/metrics": metrics, "/readyz": ready, "/share": share})
+    def on_loop(fn, *args) -> None:   # run on the server's event loop, wait for it (bounded)
+        if loop is None:
+            fn(*args)
+            return
+
+        async def call():
+            fn(*args)
+        asyncio.run_coroutine_threadsafe(call(), loop).result(PEER_TIMEOUT_S)
+
+    def traffic(body: bytes):
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError:
+            raise ValueError("not JSON") from None
+        try:
+            on_loop(server.traffic.apply_from_peer, payload)
+        except GatewayError as exc:
+            return 404, exc.message + "\n", channel.TEXT
+        return 200, "ok\n", channel.TEXT
+
+    def reload(_body: bytes):
+        on_loop(server.request_reload)
+        return 200, "ok\n", channel.TEXT
+
+    return channel.PrivateEndpoint(path, {"/metrics": metrics, "/readyz": ready, "/share": share},
+                                   {"/traffic": traffic, "/reload": reload})
 
 
 async def run(root: pathlib.Path, index: int, settings: GatewaySettings) -> int:
@@ -117,7 +166,7 @@ async def run(root: pathlib.Path, index: int, settings: GatewaySettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.request_reload)
-    private = endpoint(server, str(rundir.socket_path(root, index)))
+    private = endpoint(server, str(rundir.socket_path(root, index)), loop)
     private.start()
     try:
         await server.start()
@@ -140,7 +189,10 @@ def main(argv: list[str]) -> int:
     root, index = pathlib.Path(argv[0]), int(argv[1])
     if os.getppid() != int(argv[2]):  # the supervisor died before the death signal was set
         return 1
+    token = os.environ.pop(WORKER_TOKEN_ENV, None)   # (the supervisor's admin token; gone from here on)
     settings = GatewaySettings.model_validate_json((root / rundir.SETTINGS).read_text())
+    if token:
+        settings = settings.model_copy(update={"admin_token": SecretStr(token)})
     logs.configure(settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerName(index))

@@ -293,3 +293,35 @@ def test_sigterm_drains_every_worker_and_the_process_tree_exits(served, tmp_path
     assert not os.path.exists(s.run_directory())
     for ch in channels:
         ch.close()
+
+
+def test_an_admin_traffic_change_on_one_worker_is_in_force_on_all(served, tmp_path, demo_models):
+    import shutil
+    repo = tmp_path / "models"
+    shutil.copytree(demo_models, repo)
+    shutil.copytree(repo / "classifier" / "1", repo / "classifier" / "2")
+    (repo / "classifier" / "config.yaml").write_text("labels: [approve, review, decline]\n"
+                                                     "traffic:\n  weights: {'1': 1}\n")
+    s = served(repository=repo, GATEWAY_ADMIN_TOKEN="w0rkers")
+    s.wait_ready()
+    x = np.zeros((1, 16), np.float32)
+
+    def versions(connections: int) -> set[str]:
+        seen = set()
+        for _ in range(connections):
+            with _own_connection(s.address) as channel_:
+                stub = pb_grpc.GatewayStub(channel_)
+                for _ in range(3):
+                    seen.add(stub.Predict(pb.PredictRequest(model="classifier", inputs=[from_numpy("features", x)]),
+                                          timeout=10).version)
+        return seen
+
+    assert versions(8) == {"1"}
+    with _own_connection(s.address) as channel_:
+        state, call = pb_grpc.AdminStub(channel_).Promote.with_call(
+            pb.PromoteRequest(model="classifier", version="2", reason="on every worker"),
+            metadata=(("authorization", "Bearer w0rkers"),), timeout=10)
+    assert state.shares == {"2": 1.0}
+    assert dict(call.trailing_metadata())["gateway-workers-applied"] == "2/2"
+    assert versions(12) == {"2"}                      # new connections land on both workers
+    assert "traffic from another worker" in s.log()

@@ -47,9 +47,15 @@ class AdminServicer:
             raise GatewayError(Status.FAILED_PRECONDITION, "this server has no traffic control")
         return self._traffic
 
-    async def _run(self, context, what: str | None, call):
+    async def _run(self, context, what: str | None, call, model: str = "", *, reload: bool = False):
         try:
-            return await call(self._control(context, what), context.peer() or "")
+            control = self._control(context, what)
+            answer = await call(control, context.peer() or "")
+            if what is not None:   # a change: every worker of the server takes it
+                took, others = await control.propagate(model, reload=reload)
+                if others:
+                    context.set_trailing_metadata((("gateway-workers-applied", f"{took + 1}/{others + 1}"),))
+            return answer
         except GatewayError as exc:
             await _fail(context, exc)
             return None
@@ -62,24 +68,24 @@ class AdminServicer:
     async def SetTraffic(self, request, context):
         async def call(t, peer):
             return _state(t.set_weights(request.model, dict(request.weights), request.reason, peer))
-        return await self._run(context, "SetTraffic", call)
+        return await self._run(context, "SetTraffic", call, request.model)
 
     async def Promote(self, request, context):
         async def call(t, peer):
             return _state(t.promote(request.model, request.version, request.reason, peer))
-        return await self._run(context, "Promote", call)
+        return await self._run(context, "Promote", call, request.model)
 
     async def RollBack(self, request, context):
         async def call(t, peer):
             return _state(t.roll_back(request.model, request.reason, peer))
-        return await self._run(context, "RollBack", call)
+        return await self._run(context, "RollBack", call, request.model)
 
     async def SetShadow(self, request, context):
         async def call(t, peer):
             return _state(t.set_shadow(request.model, dict(request.shares), request.reason, peer))
-        return await self._run(context, "SetShadow", call)
+        return await self._run(context, "SetShadow", call, request.model)
 
     async def ReloadProfiles(self, request, context):
         async def call(t, peer):
             return pb.ReloadProfilesResponse(references=await t.reload_profiles(request.model, request.reason, peer))
-        return await self._run(context, "ReloadProfiles", call)
+        return await self._run(context, "ReloadProfiles", call, request.model, reload=True)
