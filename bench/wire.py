@@ -91,10 +91,11 @@ class Wire:
             raise
 
     def requests(self, batch: int, count: int, seed: int, shift: float = 0.0) -> list[Any]:
-        """``count`` requests of ``batch`` rows each (ids ``r0..``), inputs drawn once."""
-        arrays = _rows(self.inputs, batch, seed, shift)
+        """``count`` requests of ``batch`` rows each (ids ``r0..``), each with rows of its own
+        (drawn once, here: seeded by ``seed`` and the request's index)."""
         out = []
         for k in range(count):
+            arrays = _rows(self.inputs, batch, seed * 1_000_003 + k, shift)
             if self.oip:
                 tensors = [self.pb.ModelInferRequest.InferInputTensor(name=name, datatype=self.oip_dtypes[name],
                                                                       shape=list(a.shape))
