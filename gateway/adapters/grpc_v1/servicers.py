@@ -16,6 +16,7 @@ import uuid
 
 import grpc
 
+from ..streaming import answer_each
 from ..._proto import gateway_pb2 as pb
 from ..._proto import gateway_pb2_grpc as pb_grpc
 from ...api import CallTable, GatewayError, Status, quote
@@ -147,71 +148,33 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         return None
 
     async def PredictStream(self, request_iterator, context):
-        answers: asyncio.Queue[bytes] = asyncio.Queue()  # serialized answers
-        tasks: set[asyncio.Task] = set()
-        room = asyncio.Semaphore(STREAM_MAX_PENDING)
-        closing = False
+        def parse(raw: bytes) -> pb.PredictRequest:
+            msg = self._parsed(raw)
+            if not msg.request_id:  # answers are matched by id, so every request needs one
+                msg.request_id = _new_id()
+            return msg
 
-        async def answer(msg: pb.PredictRequest) -> None:
+        async def answer(msg: pb.PredictRequest) -> bytes:
             try:
                 resp = await self._predict(msg, context, self._stream_call)
-                out = self._serialized(pb.PredictStreamResponse(request_id=resp.request_id, response=resp),
-                                       resp.request_id, msg.model)
+                return self._serialized(pb.PredictStreamResponse(request_id=resp.request_id, response=resp),
+                                        resp.request_id, msg.model)
             except GatewayError as exc:
-                out = _error_answer(msg.request_id, self._max_bytes, exc)
-            except asyncio.CancelledError:
-                if closing:
-                    raise
-                # not the stream's doing (it cancels only when closing): this request still gets its answer
-                out = _error_answer(msg.request_id, self._max_bytes, GatewayError(
-                    Status.CANCELLED, f"request {quote(msg.request_id)} was cancelled inside the gateway"))
+                return _error_answer(msg.request_id, self._max_bytes, exc)
             except Exception as exc:  # a bug: this message still gets its one answer, the stream goes on
-                out = _error_answer(msg.request_id, self._max_bytes, _internal(exc, msg.request_id))
-            answers.put_nowait(out)
+                return _error_answer(msg.request_id, self._max_bytes, _internal(exc, msg.request_id))
 
-        async def read() -> int:
-            count = 0
-            async for raw in request_iterator:
-                count += 1
-                await room.acquire()
-                try:
-                    msg = self._parsed(raw)
-                except GatewayError as exc:
-                    answers.put_nowait(_error_answer("", self._max_bytes, GatewayError(
-                        exc.status, f"stream message {count} (counting from 1; its request_id is unknown): "
-                                    f"{exc.message}")))
-                    continue
-                if not msg.request_id:  # answers are matched by id, so every request needs one
-                    msg.request_id = _new_id()
-                task = asyncio.create_task(answer(msg))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            return count
+        def cancelled(msg: pb.PredictRequest) -> bytes:
+            return _error_answer(msg.request_id, self._max_bytes, GatewayError(
+                Status.CANCELLED, f"request {quote(msg.request_id)} was cancelled inside the gateway"))
 
-        reader = asyncio.create_task(read())
-        getter: asyncio.Future | None = None
-        sent = 0
-        try:
-            while not reader.done():
-                getter = asyncio.ensure_future(answers.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                    sent += 1
-                    room.release()
-                else:
-                    getter.cancel()
-            total = reader.result()  # re-raises a read error
-            while sent < total:
-                yield await answers.get()
-                sent += 1
-        finally:  # the client may have gone: leave nothing pending behind
-            closing = True
-            if getter is not None:
-                getter.cancel()
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        def bad(count: int, exc: GatewayError) -> bytes:
+            return _error_answer("", self._max_bytes, GatewayError(
+                exc.status, f"stream message {count} (counting from 1; its request_id is unknown): {exc.message}"))
+
+        async for out in answer_each(request_iterator, max_pending=STREAM_MAX_PENDING, parse=parse,
+                                     answer=answer, cancelled=cancelled, bad=bad):
+            yield out
 
     async def ListModels(self, request, context):
         return pb.ListModelsResponse(models=[converters.model_summary(m)

@@ -11,7 +11,6 @@ time. The admin calls (RepositoryModelLoad, RepositoryModelUnload) need the admi
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from typing import Protocol
 
 import grpc
 
+from ..streaming import answer_each
 from ..._proto import oip_pb2 as pb
 from ..._version import __version__
 from ...api import CallTable, GatewayError, Status, quote
@@ -201,66 +201,26 @@ class InferenceServicer:
         return None
 
     async def ModelStreamInfer(self, request_iterator, context):
-        answers: asyncio.Queue[bytes] = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
-        room = asyncio.Semaphore(STREAM_MAX_PENDING)
-        closing = False
-
-        async def answer(msg: pb.ModelInferRequest) -> None:
+        async def answer(msg: pb.ModelInferRequest) -> bytes:
             try:
                 resp = await self._infer(msg, context, self._stream_call)
-                out = self._serialized(pb.ModelStreamInferResponse(infer_response=resp), resp.id, msg.model_name)
+                return self._serialized(pb.ModelStreamInferResponse(infer_response=resp), resp.id, msg.model_name)
             except GatewayError as exc:
-                out = _error_answer(msg, self._max_bytes, exc)
-            except asyncio.CancelledError:
-                if closing:
-                    raise
-                out = _error_answer(msg, self._max_bytes, GatewayError(
-                    Status.CANCELLED, f"request {quote(msg.id)} was cancelled inside the gateway"))
+                return _error_answer(msg, self._max_bytes, exc)
             except Exception as exc:  # a bug: this message still gets its one answer, the stream goes on
-                out = _error_answer(msg, self._max_bytes, _internal(exc))
-            answers.put_nowait(out)
+                return _error_answer(msg, self._max_bytes, _internal(exc))
 
-        async def read() -> int:
-            count = 0
-            async for raw in request_iterator:
-                count += 1
-                await room.acquire()
-                try:
-                    msg = self._parsed(raw)
-                except GatewayError as exc:
-                    answers.put_nowait(_error_answer(None, self._max_bytes, GatewayError(
-                        exc.status, f"stream message {count} (counting from 1): {exc.message}")))
-                    continue
-                task = asyncio.create_task(answer(msg))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            return count
+        def cancelled(msg: pb.ModelInferRequest) -> bytes:
+            return _error_answer(msg, self._max_bytes, GatewayError(
+                Status.CANCELLED, f"request {quote(msg.id)} was cancelled inside the gateway"))
 
-        reader = asyncio.create_task(read())
-        getter: asyncio.Future | None = None
-        sent = 0
-        try:
-            while not reader.done():
-                getter = asyncio.ensure_future(answers.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                    sent += 1
-                    room.release()
-                else:
-                    getter.cancel()
-            total = reader.result()  # re-raises a read error
-            while sent < total:
-                yield await answers.get()
-                sent += 1
-        finally:  # the client may have gone: leave nothing pending behind
-            closing = True
-            if getter is not None:
-                getter.cancel()
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        def bad(count: int, exc: GatewayError) -> bytes:
+            return _error_answer(None, self._max_bytes, GatewayError(
+                exc.status, f"stream message {count} (counting from 1): {exc.message}"))
+
+        async for out in answer_each(request_iterator, max_pending=STREAM_MAX_PENDING, parse=self._parsed,
+                                     answer=answer, cancelled=cancelled, bad=bad):
+            yield out
 
 
 def _parsing(kind, handler: Callable[..., Awaitable]):
