@@ -496,6 +496,38 @@ cdef object _copy_out(const void* src, Py_ssize_t n, object dtype, object shape)
     return out
 
 
+def _quantile_edges(rows, int n_bins):
+    """Each column's ``np.quantile`` at ``n_bins + 1`` even steps over its finite values (numpy's
+    default linear rule; its "lower" rule for a column where interpolating overflows), for all
+    columns from one sort: the per-column loop took ~0.5 s for 4,096 features of 1,024 rows, a
+    stall of the execution thread that froze them. A column with no finite value gets 0..1, a
+    constant one its value -0.5..+0.5."""
+    nf = rows.shape[1]
+    qs = np.linspace(0.0, 1.0, n_bins + 1)
+    finite = np.isfinite(rows)
+    n = finite.sum(axis=0)                                # finite values per column
+    ordered = np.sort(np.where(finite, rows, np.inf), axis=0)  # each column's finite values first
+    cols = np.arange(nf)
+    last = np.maximum(n - 1, 0)
+    virtual = qs[:, None] * last[None, :]                 # (n_bins + 1, features), as numpy's rule
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, last[None, :])
+    gamma = virtual - below
+    a = ordered[below, cols]
+    b = ordered[above, cols]
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = b - a
+        edges = np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
+        bad = ~(np.isfinite(edges).all(axis=0) & (edges[1:] >= edges[:n_bins]).all(axis=0))
+    if bad.any():  # interpolating between values further apart than the double range overflowed
+        edges[:, bad] = a[:, bad]                         # the order statistics themselves
+    flat = edges[0] == edges[n_bins]
+    edges[:, flat] = edges[0, flat] - 0.5 + qs[:, None]
+    empty = n == 0
+    edges[:, empty] = qs[:, None]
+    return np.ascontiguousarray(edges.T)
+
+
 cdef class FeatureStats:
     """Count, mean, variance, min, max, NaN/Inf counts and a histogram per feature."""
 
@@ -720,27 +752,7 @@ cdef class FeatureStats:
 
     def _freeze_from_warmup(self):
         rows = np.concatenate([w.astype(np.float64, copy=False) for w in self._warmup])
-        finite = np.where(np.isfinite(rows), rows, np.nan)
-        lo = np.zeros(self.n_features)
-        hi = np.ones(self.n_features)
-        edges = np.empty((self.n_features, self.n_bins + 1))
-        qs = np.linspace(0.0, 1.0, self.n_bins + 1)
-        for f in range(self.n_features):
-            col = finite[:, f]
-            col = col[~np.isnan(col)]
-            if col.size == 0:
-                edges[f] = lo[f] + (hi[f] - lo[f]) * qs
-                continue
-            with np.errstate(over="ignore", invalid="ignore"):
-                e = np.quantile(col, qs)
-            if not (np.isfinite(e).all() and (e[1:] >= e[:self.n_bins]).all()):
-                # interpolating between values further apart than the double range
-                # overflowed: take the order statistics themselves
-                e = np.quantile(col, qs, method="lower")
-            if e[0] == e[self.n_bins]:
-                e = e[0] - 0.5 + qs
-            edges[f] = e
-        self._set_edges(edges)
+        self._set_edges(_quantile_edges(rows, self.n_bins))
         for w in self._warmup:
             self._bin(w)
         self._warmup = []

@@ -473,3 +473,19 @@ def test_edge_lookup_crowded_cells(impl, edges, careful):
         near = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf),
                                np.linspace(edges[0] - 1, edges[-1] + 1, 50)])
     _assert_binned_like_reference(impl.FeatureStats, near, edges, np.inf if careful else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12), elements=_value),
+       st.integers(1, 9))
+def test_all_columns_at_once_equal_each_column_alone(rows, n_bins):
+    """The native freeze takes every column's quantiles from one sort; the twin, one column at a
+    time with ``np.quantile``: the edges are the same to the bit (NaN, infinities, huge values,
+    constant and empty columns included)."""
+    from gateway._native.featurestats import _quantile_edges
+    from tests.reference.featurestats import quantile_edges
+    with np.errstate(all="ignore"):
+        want = quantile_edges(rows, n_bins)
+        got = _quantile_edges(rows, n_bins)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want), (rows, got, want)
