@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="side-by-side ratios, arms alternating (gateway, floor, peers, ...)")
     _common(p, target=False)
     p.add_argument("--pairs", default="floor,mlserver,pytriton,telemetry,ceiling",
-                   help="comma-separated: floor, mlserver, pytriton, oip, telemetry, workers, ceiling")
+                   help="comma-separated: floor, mlserver, pytriton, oip, telemetry, workers, ceiling, setting")
     p.add_argument("--concurrency", default="16,64", help="comma-separated (telemetry uses the first)")
     p.add_argument("--ceiling-concurrency", type=int, default=32)
     p.add_argument("--ceiling-model", choices=("heavy_cnn", "heavy_cnn_arena", "wide_mlp"), default="heavy_cnn")
@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="a new server process for every run")
     p.add_argument("--gateway-env", action="append", metavar="KEY=VALUE",
                    help="a setting for every gateway started (repeatable), e.g. GATEWAY_MALLOC_MMAP_THRESHOLD_BYTES=0")
+    p.add_argument("--setting", action="append", metavar="GATEWAY_KEY=VALUE",
+                   help="setting pair: a gateway with this setting (repeatable) against one without")
+    p.add_argument("--setting-method", choices=METHODS, default="infer", help="setting pair: the RPC loaded")
     p.add_argument("--profile", action="store_true",
                    help="one more run per arm under perf: CPU samples by shared object (bench/profile.py)")
     return parser
@@ -99,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         check_loopback(args.address)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally blocks that stop servers
     if args.command == "compare":
-        bad = [kv for kv in args.gateway_env or [] if "=" not in kv or not kv.startswith("GATEWAY_")]
+        bad = [kv for kv in (args.gateway_env or []) + (args.setting or []) if "=" not in kv or not kv.startswith("GATEWAY_")]
         if bad:
-            raise SystemExit(f"bench compare: --gateway-env takes GATEWAY_...=VALUE, not {bad}")
+            raise SystemExit(f"bench compare: --gateway-env and --setting take GATEWAY_...=VALUE, not {bad}")
         from bench.compare import compare, one_line_summary
         if args.repeats < 1:
             raise SystemExit("bench compare: --repeats >= 1")

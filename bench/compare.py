@@ -43,7 +43,7 @@ from bench.driver import one_line, run_load
 from bench.models import write_repository
 from bench.run_serving import Server, ServerStartError, pinned, cpu_set
 
-PAIRS = ("floor", "mlserver", "pytriton", "oip", "telemetry", "workers", "ceiling")
+PAIRS = ("floor", "mlserver", "pytriton", "oip", "telemetry", "workers", "ceiling", "setting")
 TARGETS = {"mlserver": 2.0, "pytriton": 1.5, "oip": 0.9, "ceiling": 0.85}
 
 
@@ -358,6 +358,17 @@ def compare(args: argparse.Namespace) -> dict:
             run_arms(args, pool, arms, concurrencies[:1])
             summary["pairs"]["telemetry"] = _pair_result("telemetry", arms, concurrencies[:1],
                                                          "mlp batch 1: telemetry on / off")
+
+        if "setting" in pairs:
+            if not args.setting:
+                raise SystemExit("bench compare: the setting pair needs --setting GATEWAY_...=VALUE")
+            env = dict(kv.split("=", 1) for kv in args.setting)
+            label = ",".join(args.setting)
+            arms = [gateway_arm(repo, logdir, args, "with_setting", method=args.setting_method, env=env),
+                    gateway_arm(repo, logdir, args, "without", method=args.setting_method)]
+            run_arms(args, pool, arms, concurrencies)
+            summary["pairs"]["setting"] = _pair_result("setting", arms, concurrencies,
+                                                       f"mlp batch 1, {args.setting_method}: {label} / without")
 
         if "workers" in pairs:
             repo_n = write_repository(out / f"repository-instances-{args.workers}", instance_count=args.workers)
