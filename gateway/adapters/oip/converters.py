@@ -152,7 +152,9 @@ def to_infer_request(msg: pb.ModelInferRequest, *, t_received_ns: int, deadline_
         raise invalid(f"request has more than {MAX_INPUTS} input tensors", "too_large")
     if len(msg.outputs) > MAX_OUTPUT_NAMES:
         raise invalid(f"request has more than {MAX_OUTPUT_NAMES} requested outputs", "too_large")
-    if len(msg.parameters) > MAX_PARAMETERS:
+    params = msg.parameters
+    n_params = len(params)
+    if n_params > MAX_PARAMETERS:
         raise invalid(f"request has more than {MAX_PARAMETERS} parameters", "too_large")
     raw = msg.raw_input_contents
     if len(raw) and len(raw) != len(tensors):
@@ -176,16 +178,16 @@ def to_infer_request(msg: pb.ModelInferRequest, *, t_received_ns: int, deadline_
     names = tuple(o.name for o in outputs)
     if len(set(names)) != len(names):
         raise invalid("an output is requested more than once", "malformed")
-    if TIMEOUT in msg.parameters:  # Triton's request timeout (tritonclient's timeout=, in µs)
-        p = msg.parameters[TIMEOUT]
+    if n_params and TIMEOUT in params:  # Triton's request timeout (tritonclient's timeout=, in µs)
+        p = params[TIMEOUT]
         if p.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param") or \
                 (p.int64_param if p.HasField("int64_param") else p.uint64_param) <= 0:
             raise invalid("parameter 'timeout' must be a positive int64 (microseconds)", "malformed")
         timeout_ns = t_received_ns + (p.int64_param if p.HasField("int64_param") else p.uint64_param) * 1000
         deadline_ns = min(deadline_ns, timeout_ns) if deadline_ns else timeout_ns
     routing_key = ""
-    if ROUTING_KEY in msg.parameters:  # (as gateway.v1's parameters.routing_key: sticky under a traffic split)
-        p = msg.parameters[ROUTING_KEY]
+    if n_params and ROUTING_KEY in params:  # (as gateway.v1's parameters.routing_key: sticky under a traffic split)
+        p = params[ROUTING_KEY]
         if p.WhichOneof("parameter_choice") != "string_param":
             raise invalid(f"parameter {ROUTING_KEY!r} must be a string", "malformed")
         routing_key = p.string_param
