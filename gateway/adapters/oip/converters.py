@@ -296,29 +296,34 @@ def _bad(tensor, problem: str, reason: str = "malformed") -> GatewayError:
 
 # -- answers ---------------------------------------------------------------------------------
 
+_Output = pb.ModelInferResponse.InferOutputTensor
+_Param = pb.InferParameter
+_DEGRADED = {False: _Param(bool_param=False), True: _Param(bool_param=True)}  # (copied into each answer)
+
+
 def to_infer_response(resp: InferResponse, wanted: Sequence[OutputRequest],
                       labels: Sequence[str] = ()) -> pb.ModelInferResponse:
     """The answer; ``wanted`` as :func:`to_infer_request` gave it (empty: every output, raw),
-    ``labels`` the model's class names (classification)."""
-    msg = pb.ModelInferResponse(model_name=resp.model, model_version=resp.version, id=resp.request_id)
-    params = msg.parameters
-    params["served_by"].string_param = resp.served_by
-    params["degraded"].bool_param = resp.degraded
+    ``labels`` the model's class names (classification). Built in one constructor call, which
+    costs a third of filling the message field by field."""
+    params = {"served_by": _Param(string_param=resp.served_by), "degraded": _DEGRADED[bool(resp.degraded)]}
     if resp.degraded:
-        params["fallback_reason"].string_param = resp.fallback_reason
+        params["fallback_reason"] = _Param(string_param=resp.fallback_reason)
     typed = bool(wanted) and all(o.typed for o in wanted)
     asks = {o.name: o for o in wanted}
+    outputs: list[pb.ModelInferResponse.InferOutputTensor] = []
+    raw: list[bytes] = []
     for name, array in resp.outputs.items():
         ask = asks.get(name)
-        out = msg.outputs.add(name=name)
         if ask is not None and ask.classes:
             strings = classify(name, array, ask.classes, labels)
-            out.datatype = datatypes.BYTES
-            out.shape.extend(strings.shape)
+            values = strings.ravel().tolist()
             if typed:
-                out.contents.bytes_contents.extend(strings.ravel().tolist())
+                outputs.append(_Output(name=name, datatype=datatypes.BYTES, shape=strings.shape,
+                                       contents=pb.InferTensorContents(bytes_contents=values)))
             else:
-                msg.raw_output_contents.append(serialize_bytes(strings.ravel().tolist()))
+                outputs.append(_Output(name=name, datatype=datatypes.BYTES, shape=strings.shape))
+                raw.append(serialize_bytes(values))
             continue
         if not array.flags.c_contiguous:  # (ascontiguousarray would also turn 0-d into 1-d)
             array = np.ascontiguousarray(array)
@@ -326,17 +331,31 @@ def to_infer_response(resp: InferResponse, wanted: Sequence[OutputRequest],
         if kind is None:
             raise GatewayError(Status.INTERNAL, f"output {quote(name)} has dtype {array.dtype}, which the protocol "
                                                 "cannot carry")
-        out.datatype = kind
-        out.shape.extend(array.shape)
         if typed:
             field = datatypes.CONTENTS_FIELD.get(kind)
             if field is None:
                 raise invalid(f"output {quote(name)} is {kind}, which has no typed contents: ask for it raw "
                               "(without binary_data: false)", "malformed")
-            getattr(out.contents, field).extend(array.ravel().tolist())
+            outputs.append(_Output(name=name, datatype=kind, shape=array.shape,
+                                   contents=pb.InferTensorContents(**{field: array.ravel().tolist()})))
         else:
-            msg.raw_output_contents.append(array.tobytes())
-    return msg
+            outputs.append(_Output(name=name, datatype=kind, shape=array.shape))
+            raw.append(array.tobytes())
+    return pb.ModelInferResponse(model_name=resp.model, model_version=resp.version, id=resp.request_id,
+                                 parameters=params, outputs=outputs, raw_output_contents=raw)
+
+
+def stream_answer(answer: bytes) -> bytes:
+    """The wire bytes of ``ModelStreamInferResponse(infer_response=<answer>)`` from the answer's
+    own bytes: field 2, length-delimited (protobuf's encoding), without copying the message
+    into a wrapper to serialize it again."""
+    n = len(answer)
+    head = bytearray(b"\x12")
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + answer
 
 
 def classify(name: str, scores: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:
@@ -364,7 +383,11 @@ def serialize_bytes(values: Sequence[bytes]) -> bytes:
 
 
 def serialized(msg: Message, request_id: str, max_bytes: int) -> bytes:
-    data = msg.SerializeToString()
+    return within(msg.SerializeToString(), request_id, max_bytes)
+
+
+def within(data: bytes, request_id: str, max_bytes: int) -> bytes:
+    """``data``, an answer's wire bytes; RESOURCE_EXHAUSTED when they exceed ``max_bytes``."""
     if len(data) > max_bytes:
         raise GatewayError(Status.RESOURCE_EXHAUSTED,
                            f"the answer to request {quote(request_id)} would be {len(data)} bytes, more than the "

@@ -189,6 +189,14 @@ class InferenceServicer:
             self.dataplane.refused(model, exc)
             raise
 
+    def _serialized_stream(self, resp: pb.ModelInferResponse, model: str) -> bytes:
+        """``resp`` as a stream's answer (``ModelStreamInferResponse.infer_response``)."""
+        try:
+            return converters.within(converters.stream_answer(resp.SerializeToString()), resp.id, self._max_bytes)
+        except GatewayError as exc:  # the answer is too large for the wire
+            self.dataplane.refused(model, exc)
+            raise
+
     async def ModelInfer(self, request: bytes, context):
         try:
             msg = self._parsed(request)
@@ -204,7 +212,7 @@ class InferenceServicer:
         async def answer(msg: pb.ModelInferRequest) -> bytes:
             try:
                 resp = await self._infer(msg, context, self._stream_call)
-                return self._serialized(pb.ModelStreamInferResponse(infer_response=resp), resp.id, msg.model_name)
+                return self._serialized_stream(resp, msg.model_name)
             except GatewayError as exc:
                 return _error_answer(msg, self._max_bytes, exc)
             except Exception as exc:  # a bug: this message still gets its one answer, the stream goes on

@@ -254,3 +254,11 @@ def test_refusals_carry_the_reason_they_are_counted_by():
     assert _error(_request(_input("s", "BYTES", (1,), bytes_contents=[b"a"]))).reason == "dtype"
     assert _error(_request(_input(), model_name="")).reason == "no_model"
     assert _error(_request(_input(shape=(1 << 20, 1 << 20)), raw=[b""]), 1 << 20).reason == "too_large"
+
+
+@pytest.mark.parametrize("id_chars", [0, 1, 120, 127, 128, 16_380, 16_384, 3_000_000])
+def test_a_stream_answer_is_the_wrapper_protobuf_would_serialize(id_chars):
+    answer = pb.ModelInferResponse(model_name="m", id="x" * id_chars, raw_output_contents=[b"\x00" * 40])
+    wrapped = converters.stream_answer(answer.SerializeToString())
+    assert wrapped == pb.ModelStreamInferResponse(infer_response=answer).SerializeToString()
+    assert pb.ModelStreamInferResponse.FromString(wrapped).infer_response == answer
