@@ -11,6 +11,8 @@ beside throughput. Pairs (``--pairs``, any of):
   (skipped, saying why, while the gateway has no OIP service);
 - ``telemetry``: gateway telemetry on / ``GATEWAY_TELEMETRY__ENABLED=false``;
 - ``workers``: ``instance_count`` N / 1 (``--workers N``);
+- ``setting``: a gateway with ``--setting GATEWAY_X=V`` (repeatable) / one without, loaded with
+  ``--setting-method`` (default ``infer``) on ``mlp``;
 - ``--profile``: one more run per arm under ``perf`` (bench/profile.py): where each server's CPU
   goes, by shared object; gateway arms also carry the gateway's own GetStats (queue, compute).
 - ``ceiling``: gateway rows/s on the compute-heavy ``heavy_cnn`` (``--ceiling-model``;
