@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import pathlib
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
@@ -272,8 +271,6 @@ class GatewayServer:
             raise FileNotFoundError(f"model repository {self.repository} is not a directory")
         self.grpc.check_address()  # before anything starts or logs: a taken port is all one hears
         trim = self._tune_allocator()
-        if self.settings.gil_switch_interval_us:  # process-wide, as the allocator's threshold
-            sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)
         dataplane = self.dataplane
         self._memory_return = asyncio.create_task(MemoryReturn(
             lambda: dataplane.large_payload_bytes, lambda: dataplane.large_failed_bytes, trim=trim).run(),
