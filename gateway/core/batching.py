@@ -203,17 +203,9 @@ class DynamicBatcher:
         batch = self._take()
         if not batch:
             return False
-        try:
-            self._dispatch(asyncio.get_running_loop(), batch)
-        except RuntimeError as exc:  # the executor is shut down: these requests end here, with a status
-            err = GatewayError(Status.UNAVAILABLE, f"model {self.model.served_by}: not running ({exc})",
-                               reason="unloading")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(err)
-            return False
         self.in_flight += 1
         self.chained_executions += 1
+        self._dispatch(asyncio.get_running_loop(), batch)
         return True
 
     def _take(self) -> list[_Item]:

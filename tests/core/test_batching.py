@@ -324,29 +324,6 @@ def test_the_next_batch_starts_as_the_last_one_ends_and_answers_stay_right(tmp_p
     run(tmp_path, body)
 
 
-def test_a_batch_that_cannot_start_as_the_last_ends_fails_with_a_status_and_the_last_is_answered(tmp_path):
-    """The executor shut down under a running execution: the next batch, taken as it ends,
-    cannot start. Its requests end UNAVAILABLE; the finished one still gets its answer."""
-    slow = FaultyModel(onnx_model(tmp_path, "slow", echo(), model_config()),
-                       FaultInjector(FaultInjectionConfig(latency_ms=100)))
-
-    async def main():
-        executor = ThreadPoolExecutor(1)
-        b = DynamicBatcher(slow, executor, max_batch_size=2, max_queue_delay_us=0, preferred_batch_sizes=[],
-                           max_queue_size=16, instance_count=1)
-        b.start()
-        first = _submit(b, rows([0, 0, 0]))[0]
-        await asyncio.sleep(0.03)
-        second = _submit(b, rows([1, 0, 0]))[0]
-        executor.shutdown(wait=False)
-        assert float((await first).outputs["probabilities"][0, 0]) == 0.0
-        assert (await _failure(second)).status == Status.UNAVAILABLE
-        assert b.in_flight == 0 and b.chained_executions == 0
-        await asyncio.wait_for(b.close(), 2.0)  # the slot the failed start gave back is free
-
-    asyncio.run(main())
-
-
 @pytest.mark.parametrize("inline_below_us", [0, 10_000])
 def test_a_fast_model_runs_on_the_loop_once_timed_and_answers_the_same(tmp_path, inline_below_us):
     async def body(make):
