@@ -81,7 +81,6 @@ class DynamicBatcher:
         self.executions = 0  # batches run so far (tests and stats read these)
         self.executed_requests = 0
         self.inline_executions = 0
-        self.chained_executions = 0  # started by the previous execution's end (_chain)
         self._place = ExecutionPlace(inline_below_us)
 
     @property
@@ -175,38 +174,12 @@ class DynamicBatcher:
                 del fut, batch
                 await asyncio.sleep(0)  # let the handlers that queue requests run between batches
                 continue
-            self._dispatch(loop, batch)
-            del batch  # (as above: the callback holds it until the execution ends)
+            fut = loop.run_in_executor(self._executor, self._execute, batch, False)
+            fut.add_done_callback(cast("Callable[[asyncio.Future], object]",  # (mypy can't infer the lambda)
+                                       lambda f, b=batch: self._finish(f, b)))
+            del fut, batch  # (as above: the callback holds them until the execution ends)
         for _ in range(self._instances):  # wait for executions still running
             await self._slots.acquire()
-
-    def _dispatch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        """Run ``batch`` on a worker thread, on the instance slot already held."""
-        fut = loop.run_in_executor(self._executor, self._execute, batch, False)
-        fut.add_done_callback(cast("Callable[[asyncio.Future], object]",  # (mypy can't infer the lambda)
-                                   lambda f, b=batch: self._finish(f, b)))
-
-    def _chain(self) -> bool:
-        """On a worker model's finished execution, start the next batch on the same instance
-        slot at once, before the finished one's answers are handed out, when it could start
-        now anyway (requests queued, no batching delay left to wait). Handing the slot back to
-        :meth:`_run` instead would leave the model idle for a turn of the event loop, behind
-        the callbacks of every answer and request then ready (milliseconds under load). A
-        model that may run on the loop goes through :meth:`_run`, which decides where."""
-        queue = self._queue
-        if self._closing or not queue or not self._place.worker_only(min(self._queued_rows, self.max_batch_size)):
-            return False
-        if self._batching and self._delay_s > 0 and self._queued_rows < self.max_batch_size \
-                and self._queued_rows not in self._preferred \
-                and time.monotonic() < queue[0].attempt.t_enqueued_ns / 1e9 + self._delay_s:
-            return False
-        batch = self._take()
-        if not batch:
-            return False
-        self.in_flight += 1
-        self.chained_executions += 1
-        self._dispatch(asyncio.get_running_loop(), batch)
-        return True
 
     def _take(self) -> list[_Item]:
         """Pop the next batch: as many compatible, still-wanted requests as fit."""
@@ -300,8 +273,7 @@ class DynamicBatcher:
         self.in_flight -= 1
         self.executions += 1
         self.executed_requests += len(batch)
-        if not self._chain():
-            self._slots.release()
+        self._slots.release()
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is not None:
             if not isinstance(exc, GatewayError):

@@ -46,16 +46,6 @@ class ExecutionPlace:
         self._since_probe = 0
         return True
 
-    def worker_only(self, rows: int) -> bool:
-        """Whether a batch of ``rows`` goes to a worker thread for certain: what
-        :meth:`inline_next` would say without the chance of a probe on the loop (and without
-        counting towards one)."""
-        limit = self.limit_ns
-        if not limit or self._timed <= self.WARMUP_EXECUTIONS or rows > 2 * self.fast_rows:
-            return True
-        inline = self.inline_ns_avg
-        return (self.pool_ns_avg or 0) >= 2 * limit and (inline is None or inline >= limit)
-
     def timed(self, took_ns: int, inline: bool, rows: int) -> None:
         self._timed += 1
         # within the limit; on a worker, within twice the limit (its times run high, see above)

@@ -306,24 +306,6 @@ def test_instance_count_executions_run_at_once(tmp_path, instances):
     run(tmp_path, body)
 
 
-def test_the_next_batch_starts_as_the_last_one_ends_and_answers_stay_right(tmp_path):
-    """A worker model's execution that ends with requests queued starts the next batch on its
-    slot before handing out its own answers (``_chain``); every request still gets its own rows."""
-    async def body(make):
-        slow = FaultyModel(onnx_model(tmp_path, "slow", echo(), model_config()),
-                           FaultInjector(FaultInjectionConfig(latency_ms=100)))
-        b = make(None, model=slow, max_batch_size=2, max_queue_delay_us=0)
-        first = _submit(b, rows([0, 0, 0]))
-        await asyncio.sleep(0.03)                        # running, alone
-        later = [_submit(b, rows([i, 0, 0])) for i in range(1, 5)]
-        results = await asyncio.gather(first[0], *(f for f, _ in later))
-        assert [float(r.outputs["probabilities"][0, 0]) for r in results] == [0.0, 1.0, 2.0, 3.0, 4.0]
-        assert (b.executions, b.chained_executions, b.in_flight) == (3, 2, 0)
-        assert [a.batch_size for _, a in later] == [2, 2, 2, 2]
-        assert later[0][1].t_compute_start_ns >= first[1].t_compute_end_ns
-    run(tmp_path, body)
-
-
 @pytest.mark.parametrize("inline_below_us", [0, 10_000])
 def test_a_fast_model_runs_on_the_loop_once_timed_and_answers_the_same(tmp_path, inline_below_us):
     async def body(make):

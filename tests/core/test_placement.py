@@ -59,21 +59,3 @@ def test_execution_place_sends_a_batch_far_larger_than_any_seen_fast_to_a_worker
     assert not place.inline_next(100_000)              # one huge request: not on the loop
     place.timed(900_000, inline=False, rows=100_000)   # (and its slow run teaches nothing)
     assert place.fast_rows == 16 and place.inline_next(1)
-
-
-def test_worker_only_says_what_inline_next_would_and_never_spends_a_probe():
-    assert ExecutionPlace(0).worker_only(1)                     # never inline
-    slow = _place_after_warmup(250, pool_us=900)                # twice the limit on a worker
-    assert slow.worker_only(1) and not slow.inline_next(1)
-    fast = _place_after_warmup(250, pool_us=120)
-    assert not fast.worker_only(1) and fast.inline_next(1)
-    fast.timed(60_000, inline=True, rows=1)
-    assert fast.worker_only(100)                                # far larger than any batch timed
-    probing = _place_after_warmup(250, pool_us=300)
-    for _ in range(30):
-        probing.timed(400_000, inline=True, rows=1)
-    assert not probing.worker_only(1)                           # a probe may be due: _run decides
-    for _ in range(10 * ExecutionPlace.PROBE_EVERY):
-        probing.worker_only(1)
-    choices = [probing.inline_next(1) for _ in range(ExecutionPlace.PROBE_EVERY)]
-    assert choices.index(True) == ExecutionPlace.PROBE_EVERY - 1  # the probe count is untouched
