@@ -506,7 +506,8 @@ def _quantile_edges(rows, int n_bins):
     qs = np.linspace(0.0, 1.0, n_bins + 1)
     finite = np.isfinite(rows)
     n = finite.sum(axis=0)                                # finite values per column
-    ordered = np.sort(np.where(finite, rows, np.inf), axis=0)  # each column's finite values first
+    ordered = np.where(finite, rows, np.inf)
+    ordered.sort(axis=0)                                  # in place: each column's finite values first
     cols = np.arange(nf)
     last = np.maximum(n - 1, 0)
     virtual = qs[:, None] * last[None, :]                 # (n_bins + 1, features), as numpy's rule

@@ -25,7 +25,8 @@ class InputBinning:
     """Histogram bins of a model's input statistics: the reference profile's edges where it
     has the input (``edges[input]``, [features, bins + 1]), else uniform over
     ``ranges[input]`` where given, else edges from the quantiles of the first ``warmup_rows``
-    rows (the reference is then captured, not given). ``profile`` names the profile the edges
+    rows, or fewer for a wide input (:func:`warmup_rows`; the reference is then captured, not
+    given). ``profile`` names the profile the edges
     came from (two binnings compare equal when all else and it are equal)."""
     bins: int = 10
     warmup_rows: int = 1024
@@ -45,6 +46,12 @@ OUTLIER_SCORE_EVERY_NS = 100_000_000  # at most one executed batch a version per
 OUTLIER_MAX_OUT_OF_RANGE = 0    # a row is an outlier with more features than this outside the reference's range
 OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults; a version's own
                                 # policy.outliers thresholds replace them, gate on or off)
+# The rows an input's statistics buffer before freezing their quantile edges are capped at this
+# many values (rows x features; at least WARMUP_MIN_ROWS rows): the buffer, its float64 copy and
+# the sort that takes the edges from it hold ~28 bytes a value at once (~120 MB at the cap; an
+# uncapped 3 x 224 x 224 image input at 1,024 rows would hold over 4 GB).
+WARMUP_MAX_VALUES = 1 << 22
+WARMUP_MIN_ROWS = 32
 PREDICTION_PREFIX = "output:"   # a non-classifier's predictions go by "output:<its first output>"
 UNWATCHED_STD = 1e300  # the scale given to a feature the detector must not watch (only |x| > 1e300 alarms)
 
@@ -138,7 +145,7 @@ class ModelTelemetry:
         if value_range is not None:
             return kernels.FeatureStats(width, value_range=value_range, n_bins=b.bins,
                                         sample_every=self.sample_every)
-        return kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=b.warmup_rows,
+        return kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=warmup_rows(b.warmup_rows, width),
                                     sample_every=self.sample_every)
 
     def rebin(self, binning: InputBinning) -> None:
@@ -232,7 +239,7 @@ class ModelTelemetry:
             if given is not None and given.features == width:
                 fs = kernels.FeatureStats(width, edges=given.edges, sample_every=self.sample_every)
             else:
-                fs = kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=b.warmup_rows,
+                fs = kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=warmup_rows(b.warmup_rows, width),
                                           sample_every=self.sample_every)
             self.prediction_stats, self.prediction_output = fs, name
         if fs.observe(values) and self.change_ert_rows:
@@ -352,6 +359,13 @@ class ModelTelemetry:
 
     def observe_scores(self, scores: np.ndarray) -> None:
         self.observe_batch({}, scores)
+
+
+def warmup_rows(configured: int, width: int) -> int:
+    """The warm-up rows an input of ``width`` features buffers: ``configured``, unless that
+    would pass :data:`WARMUP_MAX_VALUES` (then as many rows as fit, and never fewer than
+    :data:`WARMUP_MIN_ROWS` or more than configured)."""
+    return min(configured, max(WARMUP_MIN_ROWS, WARMUP_MAX_VALUES // max(width, 1)))
 
 
 class BatchStats:

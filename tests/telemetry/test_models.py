@@ -202,3 +202,16 @@ def test_the_outlier_rate_scores_rows_by_the_version_s_own_thresholds():
     assert outliers((1, None)) == (0, 10)  # one feature out allowed, z not checked
     assert outliers((1, 4.0)) == (10, 10)  # z above 4
     assert outliers((1, 8.0)) == (0, 10)
+
+
+def test_a_wide_input_buffers_at_most_warmup_max_values_before_its_edges_freeze():
+    from gateway.telemetry.models import WARMUP_MAX_VALUES, WARMUP_MIN_ROWS, warmup_rows
+    assert warmup_rows(1024, 16) == 1024
+    assert warmup_rows(1024, 4096) == 1024 == WARMUP_MAX_VALUES // 4096
+    assert warmup_rows(1024, 3 * 224 * 224) == WARMUP_MIN_ROWS     # 27 rows would fit: never fewer than 32
+    assert warmup_rows(1024, 8192) == 512 and warmup_rows(100, 8192) == 100
+    st = ModelTelemetry(1, "m", "1", {"image": 8192}, None, False, None, 64, 1, 0, InputBinning())
+    st.observe_inputs("image", np.random.default_rng(0).normal(size=(511, 8192)).astype(np.float32))
+    assert st.features["image"].edges is None                       # still warming up
+    st.observe_inputs("image", np.zeros((1, 8192), np.float32))
+    assert st.features["image"].edges is not None                   # frozen at 512 rows, not 1,024
