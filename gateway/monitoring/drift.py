@@ -247,7 +247,10 @@ class HistogramWindows:
     ``GetStats``' longest window). Memory: ``features * bins * 8`` bytes per snapshot (plus
     about 200 bytes of Python objects), so at most ``(max_snapshots + 1)`` times that, e.g.
     601 * 16 * 12 * 8 B = 0.88 MiB for 16 features of 10 bins (+ under/overflow);
-    :attr:`nbytes` says the current figure.
+    :attr:`nbytes` says the current figure. With ``max_bytes``, a histogram too wide for
+    ``max_snapshots`` of it within that many bytes gets a shorter ring, its snapshots spaced
+    further apart (:attr:`interval_ns`) so that it reaches back as far; never fewer than 2
+    (the ring and the latest: 3 snapshots, whatever ``max_bytes`` says).
 
     A window starts at a ring snapshot, so its length is as close to the asked one as the
     ring's spacing allows: :meth:`by_rows` returns ``N <= rows < N + g`` and :meth:`by_time`
@@ -264,13 +267,17 @@ class HistogramWindows:
     from one thread (the aggregator's).
     """
 
-    def __init__(self, max_snapshots: int = 600, min_interval_s: float = 1.0) -> None:
+    def __init__(self, max_snapshots: int = 600, min_interval_s: float = 1.0, max_bytes: int | None = None) -> None:
         if max_snapshots < 1:
             raise ValueError("max_snapshots must be >= 1")
         if min_interval_s < 0:
             raise ValueError("min_interval_s must be >= 0")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         self.max_snapshots = max_snapshots
         self.min_interval_ns = int(min_interval_s * 1e9)
+        self.interval_ns = self.min_interval_ns  # between ring snapshots (wider: see max_bytes)
+        self.max_bytes = max_bytes
         self._ring: deque[Snapshot] = deque(maxlen=max_snapshots)
         self._latest: Snapshot | None = None
         self._edges: FloatArray | None = None
@@ -332,11 +339,21 @@ class HistogramWindows:
             self.resets += 1
         if e is not None:
             self._edges = e
+        if not self._ring and self.max_bytes is not None:
+            self._fit(hist.nbytes)
         snap = Snapshot(t_ns, rows_total, hist)
         self._latest = snap
-        if not self._ring or snap.t_ns - self._ring[-1].t_ns >= self.min_interval_ns:
+        if not self._ring or snap.t_ns - self._ring[-1].t_ns >= self.interval_ns:
             self._ring.append(snap)
         return reset
+
+    def _fit(self, snapshot_bytes: int) -> None:
+        """Size the (empty) ring for snapshots of this many bytes within ``max_bytes``."""
+        assert self.max_bytes is not None
+        n = min(self.max_snapshots, max(2, self.max_bytes // max(snapshot_bytes, 1) - 1))  # (-1: the latest)
+        if n != self._ring.maxlen:
+            self._ring = deque(maxlen=n)
+        self.interval_ns = max(self.min_interval_ns, self.max_snapshots * self.min_interval_ns // n)
 
     def _window(self, start: Snapshot) -> Window:
         end = self._latest

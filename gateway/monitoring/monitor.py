@@ -16,8 +16,10 @@ against a large reference passes 0.115 one time in a hundred).
 
 Memory: per version and input, one reference ``[features, bins + 2]`` int64 and at most
 ``max_snapshots + 1`` snapshots of the same size (:class:`HistogramWindows`' bound: 16
-features of 10 bins, 600 snapshots, about 0.9 MiB), plus the same for class counts and the
-20-bin confidence histogram.
+features of 10 bins, 600 snapshots, about 0.9 MiB), and never more than
+:data:`WINDOW_MAX_BYTES` of snapshots for one histogram (a wide input keeps fewer, further
+apart, reaching back as far: 4,096 features of 10 bins, 84 snapshots 7 s apart; at least 3
+snapshots), plus the same for class counts and the 20-bin confidence histogram.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from ..telemetry.models import PREDICTION_PREFIX, ChangeAlarm, ModelTelemetry
 from .drift import DEFAULT_THRESHOLDS, DriftThresholds, FeatureDrift, HistogramWindows, Window, feature_drift
 
 Source = Literal["given", "captured", "capturing"]
+WINDOW_MAX_BYTES = 32 << 20  # snapshots of one histogram (HistogramWindows' max_bytes)
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ class DriftMonitor:
     def _track(self, key: tuple[int, str], stats: object) -> _Tracked:
         tr = self._tracked.get(key)
         if tr is None or tr.stats is not stats:   # new, or the statistics were restarted
-            tr = self._tracked[key] = _Tracked(stats, HistogramWindows(self.max_snapshots, self._min_interval_s))
+            tr = self._tracked[key] = _Tracked(stats, HistogramWindows(self.max_snapshots, self._min_interval_s,
+                                                                       WINDOW_MAX_BYTES))
         return tr
 
     def _grade(self, tr: _Tracked, now_ns: int, counts: np.ndarray, rows: int,

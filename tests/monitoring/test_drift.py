@@ -434,3 +434,26 @@ def test_a_half_sigma_shift_in_one_of_16_features():
     values = np.concatenate(raw)[:, shifted]
     raw_stat = raw_ks(values[:20_000], values[20_000:])
     assert hit.ks - 1e-12 <= raw_stat <= hit.ks + hit.ks_error + 1e-12
+
+
+def test_a_wide_histogram_keeps_fewer_snapshots_within_its_byte_bound_reaching_as_far_back():
+    """4,096 features of 12 cells are 393,216 bytes a snapshot: within 32 MiB, 84 of them (the
+    latest beside), spaced 600 s / 84 apart instead of 1 s, so the ring still reaches back 600 s."""
+    w = HistogramWindows(max_snapshots=600, min_interval_s=1.0, max_bytes=32 << 20)
+    counts = np.zeros((4096, 12), np.int64)
+    for second in range(1200):
+        counts[:, 3] += 1
+        w.add(second * 10**9, second + 1, counts)
+    assert len(w) == 84 and w.interval_ns == 600 * 10**9 // 84
+    assert w.nbytes <= 32 << 20
+    window = w.by_time(60.0)
+    assert 60.0 <= window.duration_s < 60.0 + w.interval_ns / 1e9 + 1
+    assert window.rows == round(window.duration_s)
+    narrow = HistogramWindows(max_snapshots=600, min_interval_s=1.0, max_bytes=32 << 20)
+    for second in range(700):
+        narrow.add(second * 10**9, second + 1, np.full((16, 12), second, np.int64))
+    assert len(narrow) == 600 and narrow.interval_ns == 10**9   # narrow ones: as without the bound
+    huge = HistogramWindows(max_snapshots=600, min_interval_s=1.0, max_bytes=1 << 20)
+    for second in range(0, 1200, 20):
+        huge.add(second * 10**9, second + 1, np.full((65536, 12), second, np.int64))
+    assert len(huge) == 2 and huge.interval_ns == 300 * 10**9    # never fewer than 2 in the ring
