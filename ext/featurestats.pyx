@@ -507,7 +507,7 @@ def _quantile_edges(rows, int n_bins):
     finite = np.isfinite(rows)
     n = finite.sum(axis=0)                                # finite values per column
     ordered = np.where(finite, rows, np.inf)
-    ordered.sort(axis=0)                                  # in place: each column's finite values first
+    ordered.sort(axis=0)                      # in place: each column's finite values first
     cols = np.arange(nf)
     last = np.maximum(n - 1, 0)
     virtual = qs[:, None] * last[None, :]                 # (n_bins + 1, features), as numpy's rule

@@ -120,6 +120,7 @@ def test_two_processes_parts_summarize_as_one_process_that_took_all_requests():
     that took all 60 reports what the merged parts report."""
     a, b, whole = Telemetry(), Telemetry(), Telemetry()
     ids = {t: t.register_model("mlp", "1", inputs={}) for t in (a, b, whole)}
+    began = time.monotonic()
     for t in (a, whole):
         _record(t, ids[t], 30, e2e_ms=2.0)
         _record(t, ids[t], 10, status=14, e2e_ms=8.0)
@@ -139,9 +140,17 @@ def test_two_processes_parts_summarize_as_one_process_that_took_all_requests():
     assert merged.error_share == alone.error_share == 10 / 60
     assert merged.mean_batch_size == alone.mean_batch_size == (40 * 4 + 20 * 2) / 60
     assert merged.mean_confidence == pytest.approx(alone.mean_confidence)
-    # (the hubs' per-second windows began at nearly the same time: the same covered seconds)
-    assert merged.requests_per_s == pytest.approx(alone.requests_per_s, rel=1e-6)
-    assert merged.rows_per_s == pytest.approx(alone.rows_per_s, rel=1e-6)
+    # A rate divides by the seconds covered since a hub's first record, at least 1 s: within a
+    # second of the first record every hub covers exactly 1 s and the rates are equal; on a
+    # machine so busy that this test took longer, each lies between the counts over the time taken
+    # and the counts themselves.
+    took_s = time.monotonic() - began
+    if took_s < 1.0:
+        assert merged.requests_per_s == pytest.approx(alone.requests_per_s, rel=1e-6) == 60
+        assert merged.rows_per_s == pytest.approx(alone.rows_per_s, rel=1e-6) == 40 * 4 + 20 * 2
+    else:
+        for s in (merged, alone):
+            assert 60 / took_s <= s.requests_per_s <= 60 and 200 / took_s <= s.rows_per_s <= 200
 
 
 def test_a_version_only_another_process_serves_is_listed_after_this_ones():
