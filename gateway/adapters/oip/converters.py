@@ -382,10 +382,6 @@ def serialize_bytes(values: Sequence[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(v)) + v for v in values)
 
 
-def serialized(msg: Message, request_id: str, max_bytes: int) -> bytes:
-    return within(msg.SerializeToString(), request_id, max_bytes)
-
-
 def within(data: bytes, request_id: str, max_bytes: int) -> bytes:
     """``data``, an answer's wire bytes; RESOURCE_EXHAUSTED when they exceed ``max_bytes``."""
     if len(data) > max_bytes:

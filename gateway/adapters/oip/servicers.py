@@ -182,18 +182,11 @@ class InferenceServicer:
             self.dataplane.refused("", exc)
             raise
 
-    def _serialized(self, msg, request_id: str, model: str) -> bytes:
+    def _within(self, data: bytes, request_id: str, model: str) -> bytes:
+        """An answer's wire bytes, refused (and counted) when too large for the wire."""
         try:
-            return converters.serialized(msg, request_id, self._max_bytes)
-        except GatewayError as exc:  # the answer is too large for the wire
-            self.dataplane.refused(model, exc)
-            raise
-
-    def _serialized_stream(self, resp: pb.ModelInferResponse, model: str) -> bytes:
-        """``resp`` as a stream's answer (``ModelStreamInferResponse.infer_response``)."""
-        try:
-            return converters.within(converters.stream_answer(resp.SerializeToString()), resp.id, self._max_bytes)
-        except GatewayError as exc:  # the answer is too large for the wire
+            return converters.within(data, request_id, self._max_bytes)
+        except GatewayError as exc:
             self.dataplane.refused(model, exc)
             raise
 
@@ -201,7 +194,7 @@ class InferenceServicer:
         try:
             msg = self._parsed(request)
             response = await self._infer(msg, context, self._infer_call)
-            return self._serialized(response, response.id, msg.model_name)
+            return self._within(response.SerializeToString(), response.id, msg.model_name)
         except GatewayError as exc:
             await _fail(context, exc, len(request))
         except Exception as exc:  # a bug: still a definite status, and the traceback in the log
@@ -212,7 +205,7 @@ class InferenceServicer:
         async def answer(msg: pb.ModelInferRequest) -> bytes:
             try:
                 resp = await self._infer(msg, context, self._stream_call)
-                return self._serialized_stream(resp, msg.model_name)
+                return self._within(converters.stream_answer(resp.SerializeToString()), resp.id, msg.model_name)
             except GatewayError as exc:
                 return _error_answer(msg, self._max_bytes, exc)
             except Exception as exc:  # a bug: this message still gets its one answer, the stream goes on
