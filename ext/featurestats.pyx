@@ -526,6 +526,7 @@ def _quantile_edges(rows, int n_bins):
     edges[:, flat] = edges[0, flat] - 0.5 + qs[:, None]
     empty = n == 0
     edges[:, empty] = qs[:, None]
+    edges += 0.0  # -0.0 -> 0.0: a sort or np.quantile's partition may pick either equal zero
     return np.ascontiguousarray(edges.T)
 
 

@@ -78,7 +78,7 @@ def quantile_edges(rows, n_bins):
         if not (np.isfinite(e).all() and (e[1:] >= e[:-1]).all()):
             e = np.quantile(col, qs, method="lower")
         edges[f] = e[0] - 0.5 + qs if e[0] == e[-1] else e
-    return edges
+    return edges + 0.0  # (a zero edge is +0.0, whichever of -0.0 and 0.0 the quantile picked)
 
 
 class FeatureStats:
