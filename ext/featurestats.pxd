@@ -7,6 +7,7 @@ cdef class FeatureStats:
         readonly int n_bins
         readonly int sample_every
         readonly int warmup_rows
+        readonly bint defer_freeze
         readonly int64_t batches_seen
         readonly int64_t batches_observed
         # Running state in plain C arrays (allocated by _alloc, freed in __dealloc__).
@@ -44,9 +45,11 @@ cdef class FeatureStats:
         bint _uniform
         list _warmup
         int64_t _warmup_n
+        int64_t _warmup_gen     # bumped whenever _warmup is replaced (see freeze_pending)
 
     cdef int _alloc(self, int n_features, int n_bins) except -1
     cdef void _clear(self) noexcept
     cdef int _bin(self, object x) except -1
+    cdef Py_ssize_t _freeze_set(self) except -1
     cpdef bint observe(self, object batch) except -1
     cpdef void merge(self, FeatureStats other) except *

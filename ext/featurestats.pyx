@@ -12,9 +12,15 @@ the histogram.
 Histogram bins per feature: edges given explicitly (shared ``[n_bins + 1]`` or per
 feature ``[features, n_bins + 1]``), or uniform over a configured ``value_range``, or the
 quantiles of the first ``warmup_rows`` rows (then frozen; the buffered rows are binned
-once the edges exist). Bins are ``[e_i, e_i+1)`` with the last one closed, like
-``numpy.histogram``, plus an underflow and an overflow bin. Uniform bins are found by
-arithmetic; explicit edges through an exact per-feature table of uniform cells
+once the edges exist). The rows a freeze takes its quantiles from (its *freeze set*) are the
+buffered batches up to the first that brings the count to ``warmup_rows``. With
+``defer_freeze`` the freeze is left to the owner, off the thread that observes
+(``freeze_pending``, ``freeze_part``, ``freeze_with``): the edges and the histogram of the
+freeze set are the same as an inline freeze's, batches that came meanwhile are binned by
+``freeze_with``; past ``DEFER_MAX_FACTOR`` x ``warmup_rows`` buffered rows ``observe`` freezes
+inline after all, so the buffer stays bounded. Bins are ``[e_i, e_i+1)`` with the last one
+closed, like ``numpy.histogram``, plus an underflow and an overflow bin. Uniform bins are
+found by arithmetic; explicit edges through an exact per-feature table of uniform cells
 (``_fill_index``), so a value costs one table load and one comparison.
 
 State lives in plain C arrays; ``observe`` takes the input's data pointer once (no
@@ -42,6 +48,8 @@ ctypedef fused value_t:
     int64_t
     uint8_t
 
+#: With defer_freeze: buffered rows, as a multiple of warmup_rows, past which observe freezes inline
+DEFER_MAX_FACTOR = 2
 cdef int _MAX_CELLS = 512     # per feature, or 2 * n_bins: at most 4 KiB or twice the edges
 
 cdef enum:
@@ -629,7 +637,7 @@ cdef class FeatureStats:
             self._hist[i] = 0
 
     def __init__(self, int n_features, *, edges=None, value_range=None, int n_bins=10,
-                 int warmup_rows=1024, int sample_every=1):
+                 int warmup_rows=1024, int sample_every=1, bint defer_freeze=False):
         if n_features < 1:
             raise ValueError("n_features must be >= 1")
         if sample_every < 1:
@@ -656,6 +664,7 @@ cdef class FeatureStats:
         self._alloc(n_features, n_bins)
         self.sample_every = sample_every
         self.warmup_rows = warmup_rows
+        self.defer_freeze = defer_freeze
         if e is not None:
             self._set_edges(e)
         elif value_range is not None:
@@ -720,6 +729,7 @@ cdef class FeatureStats:
         self._clear()
         self._warmup = []
         self._warmup_n = 0
+        self._warmup_gen += 1
         self.batches_seen = 0
         self.batches_observed = 0
 
@@ -748,16 +758,83 @@ cdef class FeatureStats:
             # a copy: x may be the caller's own array, which it is free to reuse
             self._warmup.append(x.copy())
             self._warmup_n += cnp.PyArray_DIMS(x)[0]
-            if self._warmup_n >= self.warmup_rows:
+            if self._warmup_n >= self.warmup_rows and (
+                    not self.defer_freeze
+                    or self._warmup_n >= DEFER_MAX_FACTOR * <int64_t>self.warmup_rows):
                 self._freeze_from_warmup()
         return True
 
+    cdef Py_ssize_t _freeze_set(self) except -1:
+        """Buffered batches in the freeze set (0: fewer than warmup_rows rows buffered)."""
+        cdef int64_t rows = 0
+        cdef Py_ssize_t k = 0
+        for w in self._warmup:
+            rows += (<cnp.ndarray>w).shape[0]
+            k += 1
+            if rows >= self.warmup_rows:
+                return k
+        return 0
+
     def _freeze_from_warmup(self):
-        rows = np.concatenate([w.astype(np.float64, copy=False) for w in self._warmup])
+        cdef Py_ssize_t k = self._freeze_set()
+        rows = np.concatenate([w.astype(np.float64, copy=False) for w in self._warmup[:k]])
         self._set_edges(_quantile_edges(rows, self.n_bins))
         for w in self._warmup:
             self._bin(w)
         self._warmup = []
+        self._warmup_gen += 1
+
+    @property
+    def freeze_due(self):
+        """Warming up, with at least ``warmup_rows`` rows buffered: the edges can be frozen."""
+        return not self._has_edges and self._warmup_n >= self.warmup_rows
+
+    def freeze_pending(self):
+        """``(token, batches)``: the freeze set, for :meth:`freeze_part` (None: no freeze due).
+        Call it where :meth:`observe` is called from, or under the same lock; the batches are
+        the accumulator's own copies and are never written to."""
+        cdef Py_ssize_t k = self._freeze_set() if not self._has_edges else 0
+        if k == 0:
+            return None
+        return self._warmup_gen, self._warmup[:k]
+
+    def freeze_part(self, batches):
+        """A new accumulator binned by the quantile edges of ``batches`` (a freeze set from
+        :meth:`freeze_pending`), holding their histogram: the slow part of a freeze, which reads
+        nothing of this accumulator's state but its shape, so it may run on another thread."""
+        xs = [_as_2d(w, self.n_features) for w in batches]
+        if not xs:
+            raise ValueError("freeze_part needs at least one batch")
+        # one copy and one binning pass over all of them: few GIL hand-overs (each can wait a
+        # switch interval for a busy event loop), and both release the GIL
+        rows = np.concatenate(xs, dtype=np.float64)
+        cdef FeatureStats part = FeatureStats(self.n_features,
+                                              edges=_quantile_edges(rows, self.n_bins))
+        part._bin(rows)
+        return part
+
+    def freeze_with(self, token, FeatureStats part not None):
+        """Freeze with ``part``'s edges (``part``: :meth:`freeze_part` of the freeze set that
+        :meth:`freeze_pending` returned with ``token``): its histogram is added and the batches
+        buffered after the freeze set are binned. False, changing nothing, when the buffer is no
+        longer that one (frozen, reset or merged since) or ``part`` does not fit. Same caller as
+        :meth:`freeze_pending`."""
+        if self._has_edges or token != self._warmup_gen or not part._has_edges:
+            return False
+        if part.n_features != self.n_features or part.n_bins != self.n_bins:
+            return False
+        cdef Py_ssize_t k = self._freeze_set()
+        if k == 0:
+            return False
+        self._set_edges(part.edges)
+        cdef Py_ssize_t i
+        for i in range(<Py_ssize_t>self.n_features * (self.n_bins + 2)):
+            self._hist[i] += part._hist[i]
+        for w in self._warmup[k:]:
+            self._bin(w)
+        self._warmup = []
+        self._warmup_gen += 1
+        return True
 
     cpdef void merge(self, FeatureStats other) except *:
         """Add ``other``'s statistics (same feature count; same edges once both froze)."""
@@ -800,6 +877,7 @@ cdef class FeatureStats:
             for w in self._warmup:
                 self._bin(w)
             self._warmup = []
+            self._warmup_gen += 1
         if self._has_edges:
             for i in range(nh):
                 self._hist[i] += other._hist[i]
@@ -834,6 +912,7 @@ cdef class FeatureStats:
         c._alloc(self.n_features, self.n_bins)
         c.sample_every = self.sample_every
         c.warmup_rows = self.warmup_rows
+        c.defer_freeze = self.defer_freeze
         c.reset()
         c.merge(self)
         return c

@@ -6,6 +6,9 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
+#: With ``defer_freeze``: buffered rows, as a multiple of warmup_rows, past which observe freezes inline
+DEFER_MAX_FACTOR: int
+
 class _State(TypedDict):
     count: npt.NDArray[np.int64]
     mean: npt.NDArray[np.float64]
@@ -25,7 +28,7 @@ class FeatureStats:
 
     def __init__(self, n_features: int, *, edges: npt.ArrayLike | None = None,
                  value_range: Sequence[float] | None = None, n_bins: int = 10,
-                 warmup_rows: int = 1024, sample_every: int = 1) -> None: ...
+                 warmup_rows: int = 1024, sample_every: int = 1, defer_freeze: bool = False) -> None: ...
     @property
     def n_features(self) -> int: ...
     @property
@@ -34,6 +37,8 @@ class FeatureStats:
     def sample_every(self) -> int: ...
     @property
     def warmup_rows(self) -> int: ...
+    @property
+    def defer_freeze(self) -> bool: ...
     @property
     def batches_seen(self) -> int: ...
     @property
@@ -44,6 +49,15 @@ class FeatureStats:
     def reset(self) -> None: ...
     def observe(self, batch: npt.ArrayLike) -> bool:
         """Fold one batch in; returns False when skipped by sampling (every k-th batch)."""
+    @property
+    def freeze_due(self) -> bool:
+        """Warming up, with at least ``warmup_rows`` rows buffered: the edges can be frozen."""
+    def freeze_pending(self) -> tuple[int, list[npt.NDArray[np.generic]]] | None:
+        """``(token, batches)``: the freeze set (None: no freeze due); same caller as observe."""
+    def freeze_part(self, batches: Sequence[npt.ArrayLike]) -> FeatureStats:
+        """Edges from the batches' quantiles and their histogram; may run on another thread."""
+    def freeze_with(self, token: int, part: FeatureStats) -> bool:
+        """Freeze with ``part`` (False, changing nothing, when the buffer changed since)."""
     def merge(self, other: FeatureStats) -> None: ...
     def state(self) -> _State: ...
     def copy(self) -> FeatureStats: ...

@@ -12,7 +12,12 @@ A batch ``[rows, features]`` (1-D: rows of ``features`` values; higher ranks fla
 * histogram slot of a finite value ``v`` with edges ``e[0..n]``: 0 below ``e[0]``, n + 1
   above ``e[n]``, otherwise 1 + the bin ``[e_i, e_i+1)`` holding it, the last bin closed
   (``numpy.histogram``'s rule) -- for explicit, uniform (``value_range``) and quantile
-  (first ``warmup_rows`` rows, then frozen) edges alike.
+  (first ``warmup_rows`` rows, then frozen) edges alike;
+* the quantile edges come from the *freeze set*: the buffered batches up to the first that
+  brings the count to ``warmup_rows``. With ``defer_freeze`` the owner freezes
+  (``freeze_pending``, ``freeze_part``, ``freeze_with``), or ``observe`` does once
+  ``DEFER_MAX_FACTOR`` x ``warmup_rows`` rows are buffered; either way the result is the same
+  as an inline freeze's.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ import math
 import numpy as np
 
 from tests.reference._cy import c_int
+
+DEFER_MAX_FACTOR = 2  # as ext/featurestats.pyx
 
 
 def _c_int32(v):
@@ -85,7 +92,7 @@ class FeatureStats:
     """Count, mean, variance, min, max, NaN/Inf counts and a histogram per feature."""
 
     def __init__(self, n_features, *, edges=None, value_range=None, n_bins=10,
-                 warmup_rows=1024, sample_every=1):
+                 warmup_rows=1024, sample_every=1, defer_freeze=False):
         n_features, n_bins = _c_int32(n_features), _c_int32(n_bins)
         warmup_rows, sample_every = _c_int32(warmup_rows), _c_int32(sample_every)
         if n_features < 1:
@@ -111,6 +118,7 @@ class FeatureStats:
         if n_bins < 1:
             raise ValueError("n_bins must be >= 1")
         self._setup(n_features, n_bins, warmup_rows, sample_every)
+        self._defer_freeze = bool(defer_freeze)
         if e is not None:
             self._edges = np.array(e, dtype=np.float64)
         elif value_range is not None:
@@ -122,13 +130,16 @@ class FeatureStats:
         self._n_bins = n_bins
         self._warmup_rows = warmup_rows
         self._sample_every = sample_every
+        self._defer_freeze = False
         self._edges = None
+        self._warmup_gen = 0
         self.reset()
 
     n_features = property(lambda self: self._n_features)
     n_bins = property(lambda self: self._n_bins)
     sample_every = property(lambda self: self._sample_every)
     warmup_rows = property(lambda self: self._warmup_rows)
+    defer_freeze = property(lambda self: self._defer_freeze)
     batches_seen = property(lambda self: self._batches_seen)
     batches_observed = property(lambda self: self._batches_observed)
 
@@ -145,6 +156,7 @@ class FeatureStats:
         self._hist = [[0] * (self._n_bins + 2) for _ in range(nf)]
         self._warmup: list[np.ndarray] = []
         self._warmup_n = 0
+        self._warmup_gen += 1
         self._batches_seen = 0
         self._batches_observed = 0
 
@@ -208,11 +220,60 @@ class FeatureStats:
         if self._edges is None:
             self._warmup.append(x)
             self._warmup_n += x.shape[0]
-            if self._warmup_n >= self._warmup_rows:
-                self._edges = quantile_edges(np.concatenate(self._warmup), self._n_bins)
+            if self._warmup_n >= self._warmup_rows and (
+                    not self._defer_freeze or self._warmup_n >= DEFER_MAX_FACTOR * self._warmup_rows):
+                k = self._freeze_set()
+                self._edges = quantile_edges(np.concatenate(self._warmup[:k]), self._n_bins)
                 for w in self._warmup:
                     self._bin_rows(w)
                 self._warmup = []
+                self._warmup_gen += 1
+        return True
+
+    def _freeze_set(self):
+        rows = 0
+        for k, w in enumerate(self._warmup, 1):
+            rows += w.shape[0]
+            if rows >= self._warmup_rows:
+                return k
+        return 0
+
+    @property
+    def freeze_due(self):
+        return self._edges is None and self._warmup_n >= self._warmup_rows
+
+    def freeze_pending(self):
+        k = self._freeze_set() if self._edges is None else 0
+        return (self._warmup_gen, self._warmup[:k]) if k else None
+
+    def freeze_part(self, batches):
+        xs = [_as_2d(w, self._n_features) for w in batches]
+        if not xs:
+            raise ValueError("freeze_part needs at least one batch")
+        part = FeatureStats(self._n_features, edges=quantile_edges(np.concatenate(xs), self._n_bins))
+        for x in xs:
+            part._bin_rows(x)
+        return part
+
+    def freeze_with(self, token, part):
+        if not isinstance(part, FeatureStats):
+            raise TypeError(f"Argument 'part' has incorrect type (expected FeatureStats, "
+                            f"got {type(part).__name__})")
+        if self._edges is not None or token != self._warmup_gen or part._edges is None:
+            return False
+        if part._n_features != self._n_features or part._n_bins != self._n_bins:
+            return False
+        k = self._freeze_set()
+        if k == 0:
+            return False
+        self._edges = part._edges.copy()
+        for f in range(self._n_features):
+            for i, n in enumerate(part._hist[f]):
+                self._hist[f][i] += n
+        for w in self._warmup[k:]:
+            self._bin_rows(w)
+        self._warmup = []
+        self._warmup_gen += 1
         return True
 
     def merge(self, other):
@@ -243,6 +304,7 @@ class FeatureStats:
             for w in self._warmup:
                 self._bin_rows(w)
             self._warmup = []
+            self._warmup_gen += 1
         if self._edges is not None:
             for f in range(self._n_features):
                 for i, n in enumerate(theirs["hist"][f]):
@@ -275,5 +337,6 @@ class FeatureStats:
         """An independent accumulator with the same state."""
         c = FeatureStats.__new__(FeatureStats)
         c._setup(self._n_features, self._n_bins, self._warmup_rows, self._sample_every)
+        c._defer_freeze = self._defer_freeze
         c.merge(self)
         return c

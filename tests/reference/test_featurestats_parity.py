@@ -51,6 +51,7 @@ def configs(draw):
     else:
         kw["warmup_rows"] = draw(st.integers(1, 12))
         kw["n_bins"] = draw(st.integers(1, 8))
+    kw["defer_freeze"] = draw(st.booleans())
     return nf, kw
 
 
@@ -89,6 +90,7 @@ def sessions(draw):
         st.tuples(st.just("observe"), xs),
         st.tuples(st.just("merge"), st.lists(xs, max_size=3)),
         st.tuples(st.just("merge_self")),
+        st.tuples(st.just("freeze"), st.lists(xs, max_size=2), st.booleans()),
         st.tuples(st.just("copy")),
         st.tuples(st.just("reset")),
     ), max_size=10))
@@ -108,7 +110,8 @@ def observe(fs):
     assert set(s) == {"count", "mean", "m2", "variance", "min", "max", "nan_count",
                       "inf_count", "edges", "histogram", "batches_seen", "batches_observed"}
     return ({k: _exact(v) for k, v in s.items()}, _exact(fs.edges), fs.n_features,
-            fs.n_bins, fs.sample_every, fs.warmup_rows, fs.batches_seen, fs.batches_observed)
+            fs.n_bins, fs.sample_every, fs.warmup_rows, fs.batches_seen, fs.batches_observed,
+            fs.freeze_due, fs.defer_freeze)
 
 
 def _call(fn, *args):
@@ -132,6 +135,17 @@ def run(cls, session):
             trace.append(_call(fs.merge, other))
         elif op == "merge_self":
             trace.append(_call(fs.merge, fs))
+        elif op == "freeze":  # a deferred freeze, with batches observed (or a reset) meanwhile
+            meanwhile, reset = args
+            pending = fs.freeze_pending()
+            trace.append(None if pending is None else len(pending[1]))
+            if pending is not None:
+                part = fs.freeze_part(pending[1])
+                for x in meanwhile:
+                    trace.append(_call(fs.observe, x))
+                if reset:
+                    fs.reset()
+                trace.append(fs.freeze_with(pending[0], part))
         elif op == "copy":
             c = fs.copy()
             trace.append(observe(c)[0] == observe(fs)[0])
@@ -489,3 +503,59 @@ def test_all_columns_at_once_equal_each_column_alone(rows, n_bins):
         got = _quantile_edges(rows, n_bins)
     assert got.shape == want.shape
     assert np.array_equal(got, want), (rows, got, want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 8), st.integers(1, 20), st.data())
+def test_a_deferred_freeze_ends_as_an_inline_one(nf, n_bins, warmup_rows, data):
+    """Frozen by its owner (at any point after the freeze is due, batches observed between
+    taking the freeze set and handing the part back) or by observe at DEFER_MAX_FACTOR x
+    warmup_rows: the same state as the accumulator that froze inline."""
+    xs = [data.draw(batches(nf)) for _ in range(data.draw(st.integers(1, 8)))]
+    take_at = data.draw(st.integers(0, len(xs)))
+    give_at = data.draw(st.integers(take_at, len(xs)))
+    for cls in (NativeStats, TwinStats):
+        inline = cls(nf, n_bins=n_bins, warmup_rows=warmup_rows)
+        deferred = cls(nf, n_bins=n_bins, warmup_rows=warmup_rows, defer_freeze=True)
+        pending = part = None
+        with np.errstate(all="ignore"):
+            for i, x in enumerate(xs):
+                if i == take_at:
+                    pending = deferred.freeze_pending()
+                    part = deferred.freeze_part(pending[1]) if pending is not None else None
+                if i == give_at and pending is not None:
+                    deferred.freeze_with(pending[0], part)
+                assert _call(inline.observe, x) == _call(deferred.observe, x)
+            if pending is not None and give_at == len(xs):
+                deferred.freeze_with(pending[0], part)
+            if deferred.freeze_due:  # the owner's freeze at the end
+                pending = deferred.freeze_pending()
+                assert deferred.freeze_with(pending[0], deferred.freeze_part(pending[1]))
+        assert not deferred.freeze_due
+        assert observe(deferred)[:-1] == observe(inline)[:-1]
+
+
+@pytest.mark.parametrize("cls", [NativeStats, TwinStats])
+def test_deferred_freeze_is_bounded_and_refuses_stale_parts(cls):
+    x = np.arange(12.0).reshape(6, 2)
+    fs = cls(2, n_bins=3, warmup_rows=10, defer_freeze=True)
+    fs.observe(x)
+    assert not fs.freeze_due and fs.freeze_pending() is None
+    fs.observe(x)                                   # 12 rows buffered: due, not frozen
+    assert fs.freeze_due and fs.edges is None
+    token, batches = fs.freeze_pending()
+    assert len(batches) == 2
+    part = fs.freeze_part(batches)
+    fs.reset()                                      # the buffer is gone: the part is stale
+    assert not fs.freeze_with(token, part) and fs.edges is None
+    for _ in range(3):
+        fs.observe(x)                               # 18 rows: still deferred
+    assert fs.freeze_due
+    fs.observe(x)                                   # 24 >= 2 x 10: observe froze inline
+    assert not fs.freeze_due and fs.edges is not None
+    assert not fs.freeze_with(token, part)          # already frozen
+    assert fs.state()["histogram"].sum() == 2 * 24
+    with pytest.raises(ValueError):
+        fs.freeze_part([])
+    with pytest.raises(TypeError):
+        fs.freeze_with(token, None)
