@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import kernels
+from . import freezer
 from .totals import RunningTotals
 from ..config.profile import ReferenceProfile
 from ..policy import outliers
@@ -47,9 +48,11 @@ OUTLIER_MAX_OUT_OF_RANGE = 0    # a row is an outlier with more features than th
 OUTLIER_MAX_ROBUST_Z = 8.0      # or a robust z-score above this (policy.outliers' defaults; a version's own
                                 # policy.outliers thresholds replace them, gate on or off)
 # The rows an input's statistics buffer before freezing their quantile edges are capped at this
-# many values (rows x features; at least WARMUP_MIN_ROWS rows): the buffer, its float64 copy and
-# the sort that takes the edges from it hold ~28 bytes a value at once (~120 MB at the cap; an
-# uncapped 3 x 224 x 224 image input at 1,024 rows would hold over 4 GB).
+# many values (rows x features; at least WARMUP_MIN_ROWS rows): the buffer (which grows to
+# twice that while the freezer thread works: kernels' DEFER_MAX_FACTOR), its float64 copies and
+# the sort that takes the edges from them hold ~32 bytes a value of the cap at once for float32
+# inputs (~135 MB at the cap; an uncapped 3 x 224 x 224 image input at 1,024 rows would hold
+# over 4 GB).
 WARMUP_MAX_VALUES = 1 << 22
 WARMUP_MIN_ROWS = 32
 PREDICTION_PREFIX = "output:"   # a non-classifier's predictions go by "output:<its first output>"
@@ -104,6 +107,8 @@ class ModelTelemetry:
         # Inputs whose width is dynamic (0) get their statistics when the first batch shows it.
         self.features = {name: self.new_feature_stats(name, int(n)) for name, n in inputs.items() if n > 0}
         self.feature_lock = threading.Lock()
+        self._freezing: dict[int, kernels.FeatureStats | None] = {}  # id -> statistics whose freeze is queued
+                                                                     # (None: it failed, not queued again)
         self.classes = classifier_classes
         self.confidence = kernels.ConfidenceStats(classifier_classes) if classifier_classes else None
         self.logits = logits
@@ -146,7 +151,7 @@ class ModelTelemetry:
             return kernels.FeatureStats(width, value_range=value_range, n_bins=b.bins,
                                         sample_every=self.sample_every)
         return kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=warmup_rows(b.warmup_rows, width),
-                                    sample_every=self.sample_every)
+                                    sample_every=self.sample_every, defer_freeze=True)
 
     def rebin(self, binning: InputBinning) -> None:
         """A reloaded config with other binning: restart the input statistics with it."""
@@ -213,6 +218,8 @@ class ModelTelemetry:
                 fs = self._stats_for(name, batch)
                 if fs is not None and fs.observe(batch) and self.change_ert_rows:
                     self._watch(name, fs, batch)
+                if fs is not None and fs.freeze_due:
+                    self._freeze_later(fs)
             if self.features:
                 now = time.monotonic_ns()
                 if now - self._outlier_at_ns >= OUTLIER_SCORE_EVERY_NS:
@@ -223,6 +230,33 @@ class ModelTelemetry:
                 top1, _ = self.confidence.observe(scores, self.logits)
                 if self.change_ert_rows:
                     self._watch("", self.confidence, top1)
+
+    # -- quantile freezes (submitted by executor threads, run on the freezer thread) ----------
+    def _freeze_later(self, fs: kernels.FeatureStats) -> None:
+        """Have the freezer thread freeze ``fs``'s quantile edges (``feature_lock`` held)."""
+        if id(fs) in self._freezing:
+            return
+        self._freezing[id(fs)] = fs
+        freezer.submit(self._freeze, fs)
+
+    def _freeze(self, fs: kernels.FeatureStats) -> None:
+        """The freeze: the freeze set taken and handed back under ``feature_lock``, the quantiles
+        and the binning of the freeze set (the slow part, mostly without the GIL) outside it. A
+        freeze that fails (logged by the freezer) is not queued again: ``observe`` freezes those
+        statistics itself once they buffer ``DEFER_MAX_FACTOR`` x their warm-up rows."""
+        try:
+            with self.feature_lock:
+                pending = fs.freeze_pending()
+            if pending is not None:
+                part = fs.freeze_part(pending[1])
+                with self.feature_lock:
+                    fs.freeze_with(pending[0], part)  # False: reset or frozen by observe meanwhile
+        except BaseException:
+            with self.feature_lock:
+                self._freezing[id(fs)] = None  # (the id stays taken; the object is let go)
+            raise
+        with self.feature_lock:
+            self._freezing.pop(id(fs), None)
 
     # -- a non-classifier's predictions (executor threads, feature_lock held) -----------------
     def _observe_predictions(self, name: str, values: np.ndarray) -> None:
@@ -240,10 +274,12 @@ class ModelTelemetry:
                 fs = kernels.FeatureStats(width, edges=given.edges, sample_every=self.sample_every)
             else:
                 fs = kernels.FeatureStats(width, n_bins=b.bins, warmup_rows=warmup_rows(b.warmup_rows, width),
-                                          sample_every=self.sample_every)
+                                          sample_every=self.sample_every, defer_freeze=True)
             self.prediction_stats, self.prediction_output = fs, name
         if fs.observe(values) and self.change_ert_rows:
             self._watch(PREDICTION_PREFIX + name, fs, values)
+        if fs.freeze_due:
+            self._freeze_later(fs)
 
     # -- outliers (executor threads, feature_lock held) ---------------------------------------
     def _score_outliers(self, feeds: Mapping[str, np.ndarray]) -> None:
@@ -274,7 +310,7 @@ class ModelTelemetry:
             return None
         if profile is not None and name in profile.inputs and profile.inputs[name].features == fs.n_features:
             ref = profile.outlier_references()[name]
-        elif fs.edges is not None:
+        elif fs.edges is not None or fs.freeze_due:  # (due: its warm-up rows are in, the freezer has them)
             st = fs.state()
             if int(st["count"].min(initial=0)) < self.binning.warmup_rows:
                 return None
@@ -328,7 +364,7 @@ class ModelTelemetry:
             assert isinstance(fs, kernels.FeatureStats)
             if given is not None and given.features == fs.n_features:
                 mean, std, w.source = given.mean, given.std, "given"
-            elif w.rows >= self.binning.warmup_rows and fs.edges is not None:
+            elif w.rows >= self.binning.warmup_rows and (fs.edges is not None or fs.freeze_due):
                 st = fs.state()
                 mean, std, w.source = st["mean"], np.sqrt(st["variance"]), "captured"
         else:

@@ -7,7 +7,7 @@ import numpy as np
 from gateway.config.profile import OutputProfile, ReferenceProfile
 from gateway.monitoring.monitor import DriftMonitor
 from gateway.monitoring.profile import feature_profile
-from gateway.telemetry import Telemetry
+from gateway.telemetry import Telemetry, freezer
 
 S = 1_000_000_000
 
@@ -32,6 +32,7 @@ class Stream:
             if self.st.confidence is not None:
                 scores = np.abs(self.rng.normal(size=(rows_per_s, 3))) + np.array([1.0, 0.5 + shift, 0.2])
                 self.st.observe_scores(scores / scores.sum(1, keepdims=True))
+            assert freezer.drain()  # the freezer thread keeps up with simulated time
             self.t_ns += S
             self.monitor.tick(self.hub.models(), self.t_ns)
 

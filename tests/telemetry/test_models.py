@@ -2,10 +2,13 @@
 dynamic input widths, rebinning, and the histograms readers merge."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
-from gateway.telemetry import InputBinning, Telemetry
+from gateway import kernels
+from gateway.telemetry import InputBinning, Telemetry, freezer
 from gateway.telemetry.models import BatchStats, ModelTelemetry
 
 
@@ -214,4 +217,55 @@ def test_a_wide_input_buffers_at_most_warmup_max_values_before_its_edges_freeze(
     st.observe_inputs("image", np.random.default_rng(0).normal(size=(511, 8192)).astype(np.float32))
     assert st.features["image"].edges is None                       # still warming up
     st.observe_inputs("image", np.zeros((1, 8192), np.float32))
+    assert freezer.drain()
     assert st.features["image"].edges is not None                   # frozen at 512 rows, not 1,024
+
+
+def test_the_freeze_runs_on_the_freezer_thread_and_ends_as_an_inline_one():
+    """The batch that fills the warm-up only queues the freeze; the freezer thread freezes, and
+    the statistics (batches observed meanwhile included) equal an accumulator that froze inline."""
+    rng = np.random.default_rng(3)
+    batches = [rng.normal(size=(n, 64)).astype(np.float32) for n in (600, 500, 300, 50)]
+    st = ModelTelemetry(1, "m", "1", {"x": 64}, None, False, None, 64, 1, 0, InputBinning())
+    fs = st.features["x"]
+    assert fs.defer_freeze
+    inline = kernels.FeatureStats(64, n_bins=10, warmup_rows=1024)
+    with st.feature_lock:  # the freezer waits for the lock: two batches go in before it freezes
+        st._freeze_later(fs)
+        for x in batches[:3]:
+            fs.observe(x)
+            inline.observe(x)
+        assert fs.freeze_due and fs.edges is None and st._freezing
+    assert freezer.drain()
+    assert fs.edges is not None and not st._freezing
+    assert "gateway-freeze" in {t.name.rsplit("_", 1)[0] for t in threading.enumerate()}
+    st.observe_inputs("x", batches[3])
+    inline.observe(batches[3])
+    a, b = fs.state(), inline.state()
+    for key in ("count", "mean", "m2", "min", "max", "edges", "histogram"):
+        assert np.array_equal(a[key], b[key]), key
+    assert not st._freezing        # frozen: nothing is queued again
+
+
+def test_a_failed_freeze_is_logged_once_and_observe_freezes_at_twice_the_warmup(caplog):
+    st = ModelTelemetry(1, "m", "1", {"x": 4}, None, False, None, 64, 1, 0, InputBinning(warmup_rows=8))
+    fs = st.features["x"]
+
+    class Broken:
+        freeze_due = True
+
+        def freeze_pending(self):
+            raise RuntimeError("boom")
+
+    broken = Broken()
+    with caplog.at_level("ERROR", logger="gateway.telemetry"):
+        with st.feature_lock:
+            st._freezing[id(fs)] = None  # as a failed freeze of fs leaves it
+        st._freeze_later(broken)
+        assert freezer.drain()
+    assert caplog.text.count("freezing input statistics' bin edges failed") == 1
+    assert st._freezing == {id(fs): None, id(broken): None}
+    st.observe_inputs("x", np.ones((8, 4)))
+    assert freezer.drain() and fs.freeze_due and fs.edges is None   # not queued again
+    st.observe_inputs("x", np.ones((8, 4)))
+    assert fs.edges is not None and fs.state()["histogram"].sum() == 16 * 4   # observe froze it
