@@ -6,6 +6,10 @@ data comes either in ``raw_input_contents`` (one entry per input, in order, litt
 element bytes) or in each input's typed ``contents``; the two never mix in one request. Every
 error names the input, output or field and quotes client text cut (:mod:`gateway.api.text`).
 No input may describe more than ``max_bytes`` of data (nor more dimensions than numpy holds).
+Typed FP32 and FP64 contents are read from their packed wire bytes at once; integer and bool
+contents are decoded value by value (varints), so they carry at most
+:data:`TYPED_VARINT_MAX_VALUES` values an input (more would hold the event loop for seconds:
+``raw_input_contents`` carries tensors that large).
 As on gateway.v1, a message longer than ``PRESCAN_ABOVE_BYTES`` is scanned before it is parsed
 and refused when it holds more inputs, raw contents, requested outputs, parameters or
 dimensions than a request may (:class:`_Scan`), so its parse allocates nothing for them.
@@ -54,6 +58,10 @@ BACKEND = "onnxruntime"
 CLASSIFICATION = "classification"
 BINARY_DATA = "binary_data"
 TIMEOUT = "timeout"
+# Typed integer and bool contents: values an input may carry (decoded one by one, ~70 ns each)
+TYPED_VARINT_MAX_VALUES = 1 << 20
+# The packed fixed-width fields: (their tag byte in InferTensorContents, element size)
+_PACKED_FIXED = {"fp32_contents": (0x32, 4), "fp64_contents": (0x3A, 8)}
 MAX_CLASSES = 1 << 16  # classification: k is capped at the classes a row has, and this
 
 _M = TypeVar("_M", bound=Message)
@@ -275,8 +283,14 @@ def _typed(tensor, name: str, dtype: np.dtype, shape: tuple[int, ...], elements:
     values = getattr(contents, wanted)
     if len(values) != elements:
         raise _bad(tensor, f"{len(values)} values in contents.{wanted} but shape {dims(shape)} has {elements}")
-    if dtype.kind in "iu" and dtype.itemsize < 4:
-        wide = np.array(values, dtype=np.int64)
+    if wanted in _PACKED_FIXED:
+        array = _packed_fixed(contents, wanted, dtype, elements)
+    elif elements > TYPED_VARINT_MAX_VALUES:
+        raise _bad(tensor, f"{elements} values in contents.{wanted}: typed {name} contents carry at most "
+                           f"{TYPED_VARINT_MAX_VALUES} values (each is decoded on its own); send a tensor this "
+                           "large in raw_input_contents", "too_large")
+    elif dtype.kind in "iu" and dtype.itemsize < 4:
+        wide = np.fromiter(values, dtype=np.int64, count=elements)
         info = np.iinfo(dtype)
         if wide.size and (wide.min() < info.min or wide.max() > info.max):
             bad = wide[(wide < info.min) | (wide > info.max)][0]
@@ -284,10 +298,32 @@ def _typed(tensor, name: str, dtype: np.dtype, shape: tuple[int, ...], elements:
                                f"([{info.min}, {info.max}])")
         array = wide.astype(dtype)
     else:
-        array = np.array(values, dtype=dtype)
+        array = np.fromiter(values, dtype=dtype, count=elements)
     array = array.reshape(shape)
     array.flags.writeable = False
     return array
+
+
+def _packed_fixed(contents: pb.InferTensorContents, field: str, dtype: np.dtype, elements: int) -> np.ndarray:
+    """``contents.<field>`` (the only field set) from its packed wire bytes: one tag, the length
+    and the little-endian values, read at once instead of one Python float each (16 MB of FP32
+    took 0.6 s and 144 MB that way). Should the bytes not be that (a serializer that does not
+    pack), value by value."""
+    tag, size = _PACKED_FIXED[field]
+    data = contents.SerializeToString()
+    if elements and data and data[0] == tag:
+        length, pos = 0, 1
+        for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+            if pos >= len(data):
+                break
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if length == elements * size and pos + length == len(data):
+                    return np.frombuffer(data, dtype=dtype, count=elements, offset=pos)
+                break
+    return np.fromiter(getattr(contents, field), dtype=dtype, count=elements)
 
 
 def _bad(tensor, problem: str, reason: str = "malformed") -> GatewayError:
@@ -336,8 +372,7 @@ def to_infer_response(resp: InferResponse, wanted: Sequence[OutputRequest],
             if field is None:
                 raise invalid(f"output {quote(name)} is {kind}, which has no typed contents: ask for it raw "
                               "(without binary_data: false)", "malformed")
-            outputs.append(_Output(name=name, datatype=kind, shape=array.shape,
-                                   contents=pb.InferTensorContents(**{field: array.ravel().tolist()})))
+            outputs.append(_Output(name=name, datatype=kind, shape=array.shape, contents=_contents(field, array)))
         else:
             outputs.append(_Output(name=name, datatype=kind, shape=array.shape))
             raw.append(array.tobytes())
@@ -345,17 +380,32 @@ def to_infer_response(resp: InferResponse, wanted: Sequence[OutputRequest],
                                  parameters=params, outputs=outputs, raw_output_contents=raw)
 
 
-def stream_answer(answer: bytes) -> bytes:
-    """The wire bytes of ``ModelStreamInferResponse(infer_response=<answer>)`` from the answer's
-    own bytes: field 2, length-delimited (protobuf's encoding), without copying the message
-    into a wrapper to serialize it again."""
-    n = len(answer)
-    head = bytearray(b"\x12")
+def _contents(field: str, array: np.ndarray) -> pb.InferTensorContents:
+    """Typed contents of an answer: FP32 and FP64 parsed from their packed wire bytes (one copy),
+    the others value by value."""
+    packed = _PACKED_FIXED.get(field)
+    if packed is None or not array.size:
+        return pb.InferTensorContents(**{field: array.ravel().tolist()})
+    return pb.InferTensorContents.FromString(_length_delimited(packed[0], array.astype(array.dtype.newbyteorder("<"),
+                                                                                       copy=False).tobytes()))
+
+
+def _length_delimited(tag: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: its tag byte, the payload's length as a varint, the payload."""
+    n = len(payload)
+    head = bytearray((tag,))
     while n >= 0x80:
         head.append((n & 0x7F) | 0x80)
         n >>= 7
     head.append(n)
-    return bytes(head) + answer
+    return bytes(head) + payload
+
+
+def stream_answer(answer: bytes) -> bytes:
+    """The wire bytes of ``ModelStreamInferResponse(infer_response=<answer>)`` from the answer's
+    own bytes: field 2, length-delimited (protobuf's encoding), without copying the message
+    into a wrapper to serialize it again."""
+    return _length_delimited(0x12, answer)
 
 
 def classify(name: str, scores: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:

@@ -68,6 +68,38 @@ def test_typed_contents_decode_to_the_datatype(name, field, values):
     assert not got.flags.writeable
 
 
+@given(st.sampled_from(["FP32", "FP64"]), st.lists(st.floats(width=32), max_size=40), st.booleans())
+def test_typed_floats_are_read_from_their_wire_bytes_bit_for_bit(name, values, via_wire):
+    dtype = datatypes.NAME_TO_NUMPY[name]
+    field = datatypes.CONTENTS_FIELD[name]
+    msg = _request(_input("x", name, (len(values),), **{field: values}))
+    if via_wire:  # as the servicer gets it: parsed from bytes
+        msg = converters.parse_infer_request(msg.SerializeToString())
+    got = _decode(msg)[0].inputs["x"]
+    assert got.dtype == dtype and not got.flags.writeable
+    assert got.tobytes() == np.array(values, dtype=dtype).tobytes()
+
+
+def test_large_typed_floats_cost_one_copy_and_integers_are_capped():
+    import tracemalloc
+    x = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+    msg = converters.parse_infer_request(_request(_input("x", "FP32", x.shape, fp32_contents=x.tolist()))
+                                         .SerializeToString())
+    tracemalloc.start()
+    try:
+        got = _decode(msg, 64 << 20)[0].inputs["x"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, x) and peak <= 2 * x.nbytes + (256 << 10), peak  # (value by value: 9 x)
+    n = converters.TYPED_VARINT_MAX_VALUES
+    request, _ = _decode(_request(_input("i", "INT8", (n,), int_contents=[1] * n)), 64 << 20)
+    assert request.inputs["i"].shape == (n,)
+    err = _error(_request(_input("i", "INT32", (n + 1,), int_contents=[1] * (n + 1))), 64 << 20)
+    assert f"{n + 1} values in contents.int_contents: typed INT32 contents carry at most {n}" in err.message
+    assert "raw_input_contents" in err.message and err.reason == "too_large"
+
+
 def test_typed_values_that_do_not_fit_their_datatype_are_refused():
     assert "value 128 in contents.int_contents does not fit INT8" in _error(
         _request(_input("x", "INT8", (2,), int_contents=[1, 128]))).message
@@ -166,6 +198,18 @@ def test_typed_answers_when_every_output_asks_for_them():
     y = np.array([1, -2], dtype=np.int64)
     msg = converters.to_infer_response(_response(y=y), [converters.OutputRequest("y", typed=True)])
     assert not msg.raw_output_contents and list(msg.outputs[0].contents.int64_contents) == [1, -2]
+
+
+@given(hnp.arrays(st.sampled_from([np.float32, np.float64]),
+                  hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6)))
+def test_typed_float_answers_carry_the_values_bit_for_bit(y):
+    msg = converters.to_infer_response(_response(y=y), [converters.OutputRequest("y", typed=True)])
+    out = msg.outputs[0]
+    field = "fp32_contents" if y.dtype == np.float32 else "fp64_contents"
+    assert list(out.shape) == list(y.shape) and not msg.raw_output_contents
+    wire = out.contents.SerializeToString()  # the packed values themselves: NaN payloads too
+    assert wire[-y.nbytes:] == y.tobytes() if y.size else not wire
+    np.testing.assert_array_equal(np.array(getattr(out.contents, field), dtype=y.dtype), y.ravel())
 
 
 def test_classification_answers_the_top_classes_with_labels():
