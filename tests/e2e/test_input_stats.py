@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gateway._proto import gateway_pb2 as pb
+from gateway.telemetry import freezer
 
 
 def _features(gw, model="classifier"):
@@ -35,6 +36,7 @@ def test_warmup_rows_set_quantile_edges(make_gateway, repo):
     _send(gw, rows=64)
     assert _features(gw)["features"].edges is None       # 64 < 100 rows: still warming up
     _send(gw, rows=64, seed=1)
+    assert freezer.drain()                               # the freezer thread froze them
     fs = _features(gw)["features"]
     assert fs.edges.shape == (16, 6)
     assert fs.histogram.sum() == 128 * 16                # the warm-up rows are binned too
