@@ -237,7 +237,10 @@ class ModelTelemetry:
         if id(fs) in self._freezing:
             return
         self._freezing[id(fs)] = fs
-        freezer.submit(self._freeze, fs)
+        try:
+            freezer.submit(self._freeze, fs)
+        except RuntimeError:  # the interpreter is shutting down: observe freezes inline at its bound
+            self._freezing[id(fs)] = None
 
     def _freeze(self, fs: kernels.FeatureStats) -> None:
         """The freeze: the freeze set taken and handed back under ``feature_lock``, the quantiles
