@@ -200,6 +200,7 @@ class DriftMonitor:
         window_rows = 0
         window_s = 0.0
         with st.feature_lock:
+            st.adopt_frozen()
             states = {name: (fs, fs.state()) for name, fs in st.features.items()}
             conf = st.confidence
             conf_state = conf.state() if conf is not None else None

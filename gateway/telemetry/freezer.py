@@ -10,7 +10,10 @@ statistics keep buffering meanwhile (at most ``DEFER_MAX_FACTOR`` x ``warmup_row
 which the execution thread freezes them itself), and end the same as an inline freeze would.
 Each statistics object is queued at most once at a time, so the queue is bounded by the inputs
 of the versions loaded. On Linux the thread runs at the lowest CPU priority (nice 19, that
-thread alone), so on a busy machine it takes the CPU the serving threads leave.
+thread alone), so on a busy machine it takes the CPU the serving threads leave. It takes no
+lock of theirs: the freeze set is handed to it and its result installed by the threads that
+hold ``feature_lock`` anyway (``ModelTelemetry.adopt_frozen``), since a starved thread that
+held that lock would stall the execution thread with it.
 """
 from __future__ import annotations
 

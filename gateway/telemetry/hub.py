@@ -194,6 +194,7 @@ class Telemetry:
         out = []
         for st in list(self._models):
             with st.feature_lock:
+                st.adopt_frozen()
                 for name, fs in st.features.items():
                     s = fs.state()
                     out.append(FeatureStatsSnapshot(

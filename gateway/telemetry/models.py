@@ -109,6 +109,9 @@ class ModelTelemetry:
         self.feature_lock = threading.Lock()
         self._freezing: dict[int, kernels.FeatureStats | None] = {}  # id -> statistics whose freeze is queued
                                                                      # (None: it failed, not queued again)
+        # (statistics, token, part or None: failed) the freezer finished, for adopt_frozen
+        self._frozen: collections.deque[tuple[kernels.FeatureStats, int, kernels.FeatureStats | None]] = \
+            collections.deque()
         self.classes = classifier_classes
         self.confidence = kernels.ConfidenceStats(classifier_classes) if classifier_classes else None
         self.logits = logits
@@ -212,6 +215,8 @@ class ModelTelemetry:
         still the version's confidence statistics (a version replaced by a reload finishing its
         queue does not feed the statistics its successor restarted)."""
         with self.feature_lock:
+            if self._frozen:
+                self.adopt_frozen()
             if values is not None:
                 self._observe_predictions(*values)
             for name, batch in feeds.items():
@@ -231,34 +236,42 @@ class ModelTelemetry:
                 if self.change_ert_rows:
                     self._watch("", self.confidence, top1)
 
-    # -- quantile freezes (submitted by executor threads, run on the freezer thread) ----------
+    # -- quantile freezes (the slow part on the freezer thread, the rest under feature_lock) ----
     def _freeze_later(self, fs: kernels.FeatureStats) -> None:
-        """Have the freezer thread freeze ``fs``'s quantile edges (``feature_lock`` held)."""
+        """Hand the freeze set of ``fs`` to the freezer thread (``feature_lock`` held). The
+        freezer takes no lock: it runs at the lowest priority, and a thread that is starved while
+        holding a lock stalls whoever waits on it."""
         if id(fs) in self._freezing:
+            return
+        pending = fs.freeze_pending()
+        if pending is None:
             return
         self._freezing[id(fs)] = fs
         try:
-            freezer.submit(self._freeze, fs)
+            freezer.submit(self._freeze_part, fs, pending[0], pending[1])
         except RuntimeError:  # the interpreter is shutting down: observe freezes inline at its bound
             self._freezing[id(fs)] = None
 
-    def _freeze(self, fs: kernels.FeatureStats) -> None:
-        """The freeze: the freeze set taken and handed back under ``feature_lock``, the quantiles
-        and the binning of the freeze set (the slow part, mostly without the GIL) outside it. A
-        freeze that fails (logged by the freezer) is not queued again: ``observe`` freezes those
-        statistics itself once they buffer ``DEFER_MAX_FACTOR`` x their warm-up rows."""
+    def _freeze_part(self, fs: kernels.FeatureStats, token: int, batches: list) -> None:
+        """On the freezer thread: the quantile edges and the histogram of the freeze set (mostly
+        without the GIL), left in ``_frozen`` for :meth:`adopt_frozen`. A failure is logged by the
+        freezer and not retried: ``observe`` freezes those statistics itself at its bound."""
         try:
-            with self.feature_lock:
-                pending = fs.freeze_pending()
-            if pending is not None:
-                part = fs.freeze_part(pending[1])
-                with self.feature_lock:
-                    fs.freeze_with(pending[0], part)  # False: reset or frozen by observe meanwhile
+            part = fs.freeze_part(batches)
         except BaseException:
-            with self.feature_lock:
-                self._freezing[id(fs)] = None  # (the id stays taken; the object is let go)
+            self._frozen.append((fs, token, None))
             raise
-        with self.feature_lock:
+        self._frozen.append((fs, token, part))
+
+    def adopt_frozen(self) -> None:
+        """Install the edges the freezer has finished (``feature_lock`` held): the execution
+        threads do it as they observe, readers before they read."""
+        while self._frozen:
+            fs, token, part = self._frozen.popleft()
+            if part is None:
+                self._freezing[id(fs)] = None  # (the id stays taken; the object is let go)
+                continue
+            fs.freeze_with(token, part)  # False: reset or frozen by observe meanwhile
             self._freezing.pop(id(fs), None)
 
     # -- a non-classifier's predictions (executor threads, feature_lock held) -----------------

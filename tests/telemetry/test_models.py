@@ -218,33 +218,51 @@ def test_a_wide_input_buffers_at_most_warmup_max_values_before_its_edges_freeze(
     assert st.features["image"].edges is None                       # still warming up
     st.observe_inputs("image", np.zeros((1, 8192), np.float32))
     assert freezer.drain()
+    with st.feature_lock:
+        st.adopt_frozen()
     assert st.features["image"].edges is not None                   # frozen at 512 rows, not 1,024
 
 
 def test_the_freeze_runs_on_the_freezer_thread_and_ends_as_an_inline_one():
-    """The batch that fills the warm-up only queues the freeze; the freezer thread freezes, and
-    the statistics (batches observed meanwhile included) equal an accumulator that froze inline."""
+    """The batch that fills the warm-up only hands the freeze set to the freezer thread, which
+    takes no lock; the next batch installs its result. The statistics (a batch observed while
+    the freezer worked included) equal an accumulator that froze inline."""
     rng = np.random.default_rng(3)
     batches = [rng.normal(size=(n, 64)).astype(np.float32) for n in (600, 500, 300, 50)]
     st = ModelTelemetry(1, "m", "1", {"x": 64}, None, False, None, 64, 1, 0, InputBinning())
     fs = st.features["x"]
     assert fs.defer_freeze
     inline = kernels.FeatureStats(64, n_bins=10, warmup_rows=1024)
-    with st.feature_lock:  # the freezer waits for the lock: two batches go in before it freezes
-        st._freeze_later(fs)
-        for x in batches[:3]:
+    for x in batches[:2]:
+        inline.observe(x)
+    with st.feature_lock:  # the freezer runs while this lock is held: it never takes it
+        for x in batches[:2]:
             fs.observe(x)
-            inline.observe(x)
-        assert fs.freeze_due and fs.edges is None and st._freezing
-    assert freezer.drain()
-    assert fs.edges is not None and not st._freezing
+        st._freeze_later(fs)
+        fs.observe(batches[2])
+        inline.observe(batches[2])
+        assert freezer.drain()
+        assert fs.freeze_due and fs.edges is None and len(st._frozen) == 1   # done, not installed
     assert "gateway-freeze" in {t.name.rsplit("_", 1)[0] for t in threading.enumerate()}
-    st.observe_inputs("x", batches[3])
+    st.observe_inputs("x", batches[3])   # installs the edges, then observes
     inline.observe(batches[3])
+    assert fs.edges is not None and not st._freezing and not st._frozen
     a, b = fs.state(), inline.state()
     for key in ("count", "mean", "m2", "min", "max", "edges", "histogram"):
         assert np.array_equal(a[key], b[key]), key
-    assert not st._freezing        # frozen: nothing is queued again
+
+
+def test_readers_install_finished_freezes_without_traffic():
+    class Binning:
+        bins, warmup_rows, ranges = 10, 8, {}
+
+    hub = Telemetry()
+    st = hub.model(hub.register("m", "1", inputs={"x": 4}, classes=None, logits=False, labels=None,
+                                input_stats=Binning(), profile=None))
+    st.observe_inputs("x", np.arange(32.0).reshape(8, 4))
+    assert freezer.drain() and st.features["x"].edges is None
+    (snap,) = hub.feature_stats()
+    assert snap.edges is not None and snap.histogram.sum() == 32
 
 
 def test_a_failed_freeze_is_logged_once_and_observe_freezes_at_twice_the_warmup(caplog):
@@ -255,14 +273,19 @@ def test_a_failed_freeze_is_logged_once_and_observe_freezes_at_twice_the_warmup(
         freeze_due = True
 
         def freeze_pending(self):
+            return 1, [np.zeros((8, 4))]
+
+        def freeze_part(self, batches):
             raise RuntimeError("boom")
 
     broken = Broken()
     with caplog.at_level("ERROR", logger="gateway.telemetry"):
         with st.feature_lock:
             st._freezing[id(fs)] = None  # as a failed freeze of fs leaves it
-        st._freeze_later(broken)
+            st._freeze_later(broken)
         assert freezer.drain()
+    with st.feature_lock:
+        st.adopt_frozen()
     assert caplog.text.count("freezing input statistics' bin edges failed") == 1
     assert st._freezing == {id(fs): None, id(broken): None}
     st.observe_inputs("x", np.ones((8, 4)))
