@@ -776,13 +776,8 @@ cdef class FeatureStats:
         return 0
 
     def _freeze_from_warmup(self):
-        cdef Py_ssize_t k = self._freeze_set()
-        rows = np.concatenate([w.astype(np.float64, copy=False) for w in self._warmup[:k]])
-        self._set_edges(_quantile_edges(rows, self.n_bins))
-        for w in self._warmup:
-            self._bin(w)
-        self._warmup = []
-        self._warmup_gen += 1
+        """The inline freeze: the deferred one's two steps, here and now."""
+        self.freeze_with(self._warmup_gen, self.freeze_part(self._warmup[:self._freeze_set()]))
 
     @property
     def freeze_due(self):

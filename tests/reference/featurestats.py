@@ -222,12 +222,7 @@ class FeatureStats:
             self._warmup_n += x.shape[0]
             if self._warmup_n >= self._warmup_rows and (
                     not self._defer_freeze or self._warmup_n >= DEFER_MAX_FACTOR * self._warmup_rows):
-                k = self._freeze_set()
-                self._edges = quantile_edges(np.concatenate(self._warmup[:k]), self._n_bins)
-                for w in self._warmup:
-                    self._bin_rows(w)
-                self._warmup = []
-                self._warmup_gen += 1
+                self.freeze_with(self._warmup_gen, self.freeze_part(self._warmup[:self._freeze_set()]))
         return True
 
     def _freeze_set(self):

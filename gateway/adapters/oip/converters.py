@@ -307,22 +307,13 @@ def _typed(tensor, name: str, dtype: np.dtype, shape: tuple[int, ...], elements:
 def _packed_fixed(contents: pb.InferTensorContents, field: str, dtype: np.dtype, elements: int) -> np.ndarray:
     """``contents.<field>`` (the only field set) from its packed wire bytes: one tag, the length
     and the little-endian values, read at once instead of one Python float each (16 MB of FP32
-    took 0.6 s and 144 MB that way). Should the bytes not be that (a serializer that does not
+    took 0.43 s and 144 MB that way). Should the bytes not be that (a serializer that does not
     pack), value by value."""
     tag, size = _PACKED_FIXED[field]
     data = contents.SerializeToString()
-    if elements and data and data[0] == tag:
-        length, pos = 0, 1
-        for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
-            if pos >= len(data):
-                break
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if length == elements * size and pos + length == len(data):
-                    return np.frombuffer(data, dtype=dtype, count=elements, offset=pos)
-                break
+    head = _field_head(tag, elements * size)
+    if elements and len(data) == len(head) + elements * size and data.startswith(head):
+        return np.frombuffer(data, dtype=dtype, count=elements, offset=len(head))
     return np.fromiter(getattr(contents, field), dtype=dtype, count=elements)
 
 
@@ -391,14 +382,18 @@ def _contents(field: str, array: np.ndarray) -> pb.InferTensorContents:
 
 
 def _length_delimited(tag: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field: its tag byte, the payload's length as a varint, the payload."""
-    n = len(payload)
+    """One length-delimited protobuf field: its head (:func:`_field_head`), then the payload."""
+    return _field_head(tag, len(payload)) + payload
+
+
+def _field_head(tag: int, n: int) -> bytes:
+    """A length-delimited field's tag byte and its payload length ``n`` as a varint."""
     head = bytearray((tag,))
     while n >= 0x80:
         head.append((n & 0x7F) | 0x80)
         n >>= 7
     head.append(n)
-    return bytes(head) + payload
+    return bytes(head)
 
 
 def stream_answer(answer: bytes) -> bytes:
