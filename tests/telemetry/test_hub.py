@@ -10,7 +10,7 @@ from tests.telemetry.records import record
 
 
 def _record(t, m, n, status=0, call=0):
-    now = time.monotonic_ns()
+    now = time.monotonic_ns() - 2_000_000   # answered now: never stamped in the future
     for i in range(n):
         record(t, m, t_received_ns=now, t_enqueued_ns=now + 100, t_batch_ns=now + 200,
                t_compute_start_ns=now + 1_000, t_compute_end_ns=now + 1_000_000, t_responded_ns=now + 2_000_000,

@@ -108,7 +108,9 @@ def test_windows_merge_their_histograms_and_bounds():
 
 
 def _record(t, m, n, *, status=0, e2e_ms=2.0, rows=4):
-    now = time.monotonic_ns()
+    # answered now, received e2e_ms ago: a record stamped in the future lies outside the window
+    # sums when a second boundary falls between the stamp and the read
+    now = time.monotonic_ns() - int(e2e_ms * 1e6)
     for _ in range(n):
         record(t, m, t_received_ns=now, t_enqueued_ns=now + 100, t_compute_start_ns=now + 1_000,
                t_compute_end_ns=now + 500_000, t_responded_ns=now + int(e2e_ms * 1e6), batch_size=rows, rows=rows,
