@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import pathlib
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,6 +41,7 @@ from .monitoring.monitor import DriftMonitor
 from .monitoring.capture import PredictionCapture
 from .monitoring.labels import PredictionStore
 from .repository.manager import RepositoryManager
+from .runtime import affinity
 from .telemetry import Telemetry
 from .telemetry.otel import ExportConfig, TelemetryExport, make_resource, otlp_exporters
 from .telemetry.readers import StatsShare
@@ -95,7 +97,13 @@ class GatewayServer:
             calls=self.calls, periodic=(self.shifts.tick, self.drift.tick)) if t.enabled else None
         self.registry = ModelRegistry()
         self.history = VersionHistory(s.state_dir, max_events=s.history_max_events)
-        self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx")
+        # execution_cpus: the onnx threads, and those that create sessions, run apart (applied in start)
+        self._cpus = affinity.plan(s.execution_cpus) if s.execution_cpus else None
+        self._switch_interval_s: float | None = None   # Python's, while gil_switch_interval_us replaces it
+        self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx",
+                                           initializer=affinity.pin_execution)
+        self._loader = ThreadPoolExecutor(2, thread_name_prefix="gateway-load", initializer=affinity.pin_execution) \
+            if self._cpus is not None else None
 
         export_config = ExportConfig.from_env()
         if metric_exporter is None and span_exporter is None:
@@ -172,7 +180,8 @@ class GatewayServer:
         self._manager = RepositoryManager(self.repository, self.registry, assembler,
                                           default_providers=s.execution_providers,
                                           allow_fault_injection=s.allow_fault_injection,
-                                          on_reloaded=self._follow_registry, history=self.history)
+                                          on_reloaded=self._follow_registry, history=self.history,
+                                          loader=self._loader)
         self.rollback = RollbackWatcher(self.registry, self._statistics_with_shadow, history=self.history,
                                         evaluate_every_s=s.rollback_evaluate_every_s)
         self._rollback_task: asyncio.Task | None = None
@@ -270,6 +279,11 @@ class GatewayServer:
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} is not a directory")
         self.grpc.check_address()  # before anything starts or logs: a taken port is all one hears
+        if self._cpus is not None:
+            affinity.apply(self._cpus)
+        if s.gil_switch_interval_us:  # process-wide, as the CPU split and the allocator's threshold
+            self._switch_interval_s = sys.getswitchinterval()
+            sys.setswitchinterval(s.gil_switch_interval_us / 1e6)
         trim = self._tune_allocator()
         dataplane = self.dataplane
         self._memory_return = asyncio.create_task(MemoryReturn(
@@ -379,6 +393,12 @@ class GatewayServer:
         await self.dataplane.shadowing.drain()
         await self._manager.close()
         self.executor.shutdown(wait=True)
+        if self._loader is not None:
+            self._loader.shutdown(wait=True)
+        if self._cpus is not None:
+            affinity.restore(self._cpus)
+        if self._switch_interval_s is not None:
+            sys.setswitchinterval(self._switch_interval_s)
         if self.alerts is not None:
             self.alerts.stop()
         if self._alert_log is not None:

@@ -6,7 +6,7 @@ import os
 import pathlib
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic_settings
 import yaml
@@ -103,6 +103,13 @@ class GatewaySettings(BaseSettings):
     """glibc only (elsewhere ignored): allocations of at least this size get a mapping of their
     own that goes back to the system when freed (0, or 64 KiB to 32 MiB). 0 keeps glibc's dynamic
     threshold, which after large requests keeps freed buffers of up to 32 MiB resident."""
+    gil_switch_interval_us: int = Field(0, ge=0, le=100_000)
+    """Python's thread switch interval (``sys.setswitchinterval``), process-wide: how long a
+    thread that wants the GIL may wait for the one holding it before that one is made to let go.
+    An execution thread whose model run has ended waits this long, at most, behind a busy event
+    loop before it can hand its outputs back and start the next batch. With ``execution_cpus``
+    a compute-bound model then no longer waits for a CPU either, and 500 measured +7 % rows/s
+    (bench/RESULTS.md, "The ceiling with execution_cpus"). 0 keeps Python's (5,000 us)."""
     workers: int = Field(1, ge=1, le=64)
     """Worker processes serving the one port (``SO_REUSEPORT``; :mod:`gateway.workers`): each
     loads every model and has its own runtime. 1 serves in this process, as without it."""
@@ -119,6 +126,11 @@ class GatewaySettings(BaseSettings):
     than this (tiny models, where the thread hop costs more than the model); 0 disables."""
     executor_threads: int = Field(4, ge=1, le=256)
     """Threads that run onnxruntime sessions (off the event loop)."""
+    execution_cpus: list[Annotated[int, Field(ge=0, le=4095)]] | None = Field(None, min_length=1, max_length=4096)
+    """CPUs for the threads that run and create onnxruntime sessions (their intra-op threads
+    included); the rest of the server (gRPC, event loop, telemetry) moves to the CPUs left, so a
+    compute-bound model is not time-sliced with the front end. Linux only; each must be a CPU the
+    process may use. Unset: the scheduler places every thread (:mod:`gateway.runtime.affinity`)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False
@@ -212,6 +224,20 @@ class GatewaySettings(BaseSettings):
             return _read_token(self.admin_token_file)
         return None
 
+    @field_validator("execution_cpus")
+    @classmethod
+    def _cpus_usable(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not hasattr(os, "sched_getaffinity"):
+            raise ValueError("needs Linux (per-thread CPU affinity)")
+        allowed = os.sched_getaffinity(0)
+        outside = sorted(set(value) - allowed)
+        if outside:
+            raise ValueError(f"CPUs {_cpu_ranges(outside)} are not among those this process may use "
+                             f"({_cpu_ranges(allowed)})")
+        return sorted(set(value))
+
     @field_validator("malloc_mmap_threshold_bytes")
     @classmethod
     def _mmap_threshold(cls, value: int) -> int:
@@ -226,6 +252,17 @@ class GatewaySettings(BaseSettings):
         if self.capture.enabled and self.capture.directory is None and self.state_dir is None:
             raise ValueError("capture.enabled needs capture.directory or state_dir (where the files go)")
         return self
+
+
+def _cpu_ranges(cpus) -> str:
+    """``0-3,8`` for {0, 1, 2, 3, 8} (taskset's notation; short on a machine of many CPUs)."""
+    out: list[tuple[int, int]] = []
+    for c in sorted(cpus):
+        if out and out[-1][1] == c - 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
 def _read_token(path: pathlib.Path) -> str:

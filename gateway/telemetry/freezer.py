@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from ..runtime import affinity
+
 log = logging.getLogger("gateway.telemetry")
 
 _lock = threading.Lock()
@@ -46,7 +48,9 @@ NICE = 19  # the freezer thread's niceness (Linux)
 
 
 def _lowest_priority() -> None:
-    """This thread (not the process: on Linux a thread id is a task of its own) to nice 19."""
+    """This thread (not the process: on Linux a thread id is a task of its own) to nice 19, and
+    off the execution CPUs (``execution_cpus``: an execution thread starts it)."""
+    affinity.pin_front()
     if not sys.platform.startswith("linux"):
         return
     try:

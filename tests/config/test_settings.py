@@ -163,3 +163,24 @@ def test_the_admin_token_comes_from_the_environment_or_a_file_and_is_never_shown
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", " ")
     with pytest.raises(SettingsError, match="GATEWAY_ADMIN_TOKEN"):
         load_settings()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="per-thread CPU affinity is Linux's")
+def test_execution_cpus_must_be_cpus_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("GATEWAY_EXECUTION_CPUS", raising=False)
+    allowed = sorted(os.sched_getaffinity(0))
+    assert load_settings().execution_cpus is None
+    assert load_settings(execution_cpus=[allowed[0], allowed[0]]).execution_cpus == [allowed[0]]
+    monkeypatch.setenv("GATEWAY_EXECUTION_CPUS", f"[{allowed[-1]}]")
+    assert load_settings().execution_cpus == [allowed[-1]]
+    monkeypatch.setenv("GATEWAY_EXECUTION_CPUS", "[4095]")
+    if 4095 not in allowed:
+        with pytest.raises(SettingsError, match=r"GATEWAY_EXECUTION_CPUS: Value error, CPUs 4095 are not among "
+                                                r"those this process may use \([0-9,-]+\)"):
+            load_settings()
+    monkeypatch.setenv("GATEWAY_EXECUTION_CPUS", "[]")
+    with pytest.raises(SettingsError, match="GATEWAY_EXECUTION_CPUS"):
+        load_settings()
+    monkeypatch.setenv("GATEWAY_EXECUTION_CPUS", "[-1]")
+    with pytest.raises(SettingsError, match="GATEWAY_EXECUTION_CPUS"):
+        load_settings()

@@ -1,0 +1,107 @@
+"""Which CPUs run the models (``execution_cpus``) and which run the rest of the server.
+
+On a machine where the front end (gRPC, the event loop, telemetry) and the models share a few
+cores, the scheduler puts the event loop beside a compute-bound session and the model's
+thread gets time-sliced: its batches take longer than they would alone. With
+``execution_cpus`` set, the threads that call onnxruntime (the ``onnx`` pool), the threads that
+create sessions (so a session's own intra-op threads start there too) run on those CPUs only,
+and every other thread of the process, present and future, on the CPUs left (Triton's host
+policy ``cpu-cores`` does the same for model instances). Models fast enough to run on the
+event loop (``inline_execution_below_us``) run with the front end, by design.
+
+Linux only (a thread's affinity is its own there: ``os.sched_setaffinity`` on a thread id).
+:func:`plan` splits the process's CPUs (the settings check the CPUs named); :func:`apply` moves the
+process's threads; :func:`pin_execution` and :func:`pin_front` are the pools' initializers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger("gateway.runtime")
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    execution: frozenset[int]   # the threads that run and create sessions
+    front: frozenset[int]       # every other thread
+
+
+_active: CpuPlan | None = None
+
+
+def _fmt(cpus) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def plan(execution_cpus: list[int], allowed: set[int] | None = None) -> CpuPlan:
+    """The split for ``execution_cpus`` (checked by the settings: Linux, CPUs this process may
+    use) among ``allowed``, by default the process's CPUs. When they are all of them, the front
+    end keeps them too (nothing is set apart)."""
+    if allowed is None:
+        allowed = os.sched_getaffinity(0)
+    execution = frozenset(execution_cpus)
+    front = frozenset(allowed) - execution
+    return CpuPlan(execution, front or frozenset(allowed))
+
+
+def apply(p: CpuPlan) -> int:
+    """Move every thread this process has now to ``p.front`` (the threads started later from
+    them inherit it); the pools' initializers move theirs. Returns the threads moved."""
+    global _active
+    _active = p
+    moved = _move_all(p.front)
+    log.info("execution threads on CPUs %s, the rest of the server on %s", _fmt(p.execution), _fmt(p.front),
+             extra={"event": "runtime.cpu_affinity", "execution_cpus": sorted(p.execution),
+                    "front_cpus": sorted(p.front)})
+    return moved
+
+
+def restore(p: CpuPlan) -> None:
+    """Every thread back to all of the plan's CPUs, the plan forgotten (a server stopped in a
+    process that goes on: tests)."""
+    global _active
+    _active = None
+    _move_all(p.execution | p.front)
+
+
+def _move_all(cpus: frozenset[int]) -> int:
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [threading.get_native_id()]
+    moved = 0
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+            moved += 1
+        except OSError:   # (a thread that ended meanwhile)
+            pass
+    return moved
+
+
+def _pin(cpus: frozenset[int]) -> None:
+    try:
+        os.sched_setaffinity(threading.get_native_id(), cpus)
+    except OSError as exc:
+        log.warning("cannot set this thread's CPUs to %s: %s", _fmt(cpus), exc,
+                    extra={"event": "runtime.cpu_affinity_failed"})
+
+
+def pin_execution() -> None:
+    """A thread that runs or creates sessions: to the execution CPUs (nothing without a plan)."""
+    if _active is not None:
+        _pin(_active.execution)
+
+
+def pin_front() -> None:
+    """A background thread started from an execution thread: back to the front end's CPUs."""
+    if _active is not None:
+        _pin(_active.front)
+
+
+def thread_cpus() -> set[int]:
+    """The calling thread's CPUs (tests, logs)."""
+    return os.sched_getaffinity(threading.get_native_id())
