@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import pathlib
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
@@ -99,7 +98,6 @@ class GatewayServer:
         self.history = VersionHistory(s.state_dir, max_events=s.history_max_events)
         # execution_cpus: the onnx threads, and those that create sessions, run apart (applied in start)
         self._cpus = affinity.plan(s.execution_cpus) if s.execution_cpus else None
-        self._switch_interval_s: float | None = None   # Python's, while gil_switch_interval_us replaces it
         self.executor = ThreadPoolExecutor(s.executor_threads, thread_name_prefix="onnx",
                                            initializer=affinity.pin_execution)
         self._loader = ThreadPoolExecutor(2, thread_name_prefix="gateway-load", initializer=affinity.pin_execution) \
@@ -281,9 +279,6 @@ class GatewayServer:
         self.grpc.check_address()  # before anything starts or logs: a taken port is all one hears
         if self._cpus is not None:
             affinity.apply(self._cpus)
-        if s.gil_switch_interval_us:  # process-wide, as the CPU split and the allocator's threshold
-            self._switch_interval_s = sys.getswitchinterval()
-            sys.setswitchinterval(s.gil_switch_interval_us / 1e6)
         trim = self._tune_allocator()
         dataplane = self.dataplane
         self._memory_return = asyncio.create_task(MemoryReturn(
@@ -397,8 +392,6 @@ class GatewayServer:
             self._loader.shutdown(wait=True)
         if self._cpus is not None:
             affinity.restore(self._cpus)
-        if self._switch_interval_s is not None:
-            sys.setswitchinterval(self._switch_interval_s)
         if self.alerts is not None:
             self.alerts.stop()
         if self._alert_log is not None:

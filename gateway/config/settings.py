@@ -103,13 +103,6 @@ class GatewaySettings(BaseSettings):
     """glibc only (elsewhere ignored): allocations of at least this size get a mapping of their
     own that goes back to the system when freed (0, or 64 KiB to 32 MiB). 0 keeps glibc's dynamic
     threshold, which after large requests keeps freed buffers of up to 32 MiB resident."""
-    gil_switch_interval_us: int = Field(0, ge=0, le=100_000)
-    """Python's thread switch interval (``sys.setswitchinterval``), process-wide: how long a
-    thread that wants the GIL may wait for the one holding it before that one is made to let go.
-    An execution thread whose model run has ended waits this long, at most, behind a busy event
-    loop before it can hand its outputs back and start the next batch. With ``execution_cpus``
-    a compute-bound model then no longer waits for a CPU either, and 500 measured +7 % rows/s
-    (bench/RESULTS.md, "The ceiling with execution_cpus"). 0 keeps Python's (5,000 us)."""
     workers: int = Field(1, ge=1, le=64)
     """Worker processes serving the one port (``SO_REUSEPORT``; :mod:`gateway.workers`): each
     loads every model and has its own runtime. 1 serves in this process, as without it."""

@@ -1,9 +1,8 @@
-"""``execution_cpus`` and ``gil_switch_interval_us`` through a real gateway: the threads that run the sessions are on those
+"""``execution_cpus`` through a real gateway: the threads that run the sessions are on those
 CPUs, every other thread of the process on the rest, and a stopped server gives them all back."""
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 import numpy as np
@@ -42,12 +41,3 @@ def test_sessions_run_on_the_execution_cpus_and_the_rest_elsewhere(make_gateway,
     assert affinity.thread_cpus() == allowed
     assert all(cpus == allowed for cpus in _python_threads().values())
 
-
-def test_the_switch_interval_holds_while_the_server_runs(make_gateway, demo_models):
-    before = sys.getswitchinterval()
-    gw = make_gateway(model_repository=demo_models, gil_switch_interval_us=500, inline_execution_below_us=0)
-    assert sys.getswitchinterval() == pytest.approx(500e-6)
-    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
-    assert np.frombuffer(gw.predict("regressor", {"features": x}).outputs[0].data, np.float32).shape == (2,)
-    gw.close()
-    assert sys.getswitchinterval() == before
