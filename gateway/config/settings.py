@@ -227,8 +227,8 @@ class GatewaySettings(BaseSettings):
         allowed = os.sched_getaffinity(0)
         outside = sorted(set(value) - allowed)
         if outside:
-            raise ValueError(f"CPUs {_cpu_ranges(outside)} are not among those this process may use "
-                             f"({_cpu_ranges(allowed)})")
+            raise ValueError(f"CPUs {cpu_ranges(outside)} are not among those this process may use "
+                             f"({cpu_ranges(allowed)})")
         return sorted(set(value))
 
     @field_validator("malloc_mmap_threshold_bytes")
@@ -247,7 +247,7 @@ class GatewaySettings(BaseSettings):
         return self
 
 
-def _cpu_ranges(cpus) -> str:
+def cpu_ranges(cpus) -> str:
     """``0-3,8`` for {0, 1, 2, 3, 8} (taskset's notation; short on a machine of many CPUs)."""
     out: list[tuple[int, int]] = []
     for c in sorted(cpus):

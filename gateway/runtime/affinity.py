@@ -20,6 +20,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+from ..config.settings import cpu_ranges
+
 log = logging.getLogger("gateway.runtime")
 
 
@@ -30,10 +32,6 @@ class CpuPlan:
 
 
 _active: CpuPlan | None = None
-
-
-def _fmt(cpus) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
 
 
 def plan(execution_cpus: list[int], allowed: set[int] | None = None) -> CpuPlan:
@@ -47,16 +45,16 @@ def plan(execution_cpus: list[int], allowed: set[int] | None = None) -> CpuPlan:
     return CpuPlan(execution, front or frozenset(allowed))
 
 
-def apply(p: CpuPlan) -> int:
+def apply(p: CpuPlan) -> None:
     """Move every thread this process has now to ``p.front`` (the threads started later from
-    them inherit it); the pools' initializers move theirs. Returns the threads moved."""
+    them inherit it); the pools' initializers move theirs."""
     global _active
     _active = p
-    moved = _move_all(p.front)
-    log.info("execution threads on CPUs %s, the rest of the server on %s", _fmt(p.execution), _fmt(p.front),
+    _move_all(p.front)
+    log.info("execution threads on CPUs %s, the rest of the server on %s",
+             cpu_ranges(p.execution), cpu_ranges(p.front),
              extra={"event": "runtime.cpu_affinity", "execution_cpus": sorted(p.execution),
                     "front_cpus": sorted(p.front)})
-    return moved
 
 
 def restore(p: CpuPlan) -> None:
@@ -67,26 +65,19 @@ def restore(p: CpuPlan) -> None:
     _move_all(p.execution | p.front)
 
 
-def _move_all(cpus: frozenset[int]) -> int:
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        tids = [threading.get_native_id()]
-    moved = 0
-    for tid in tids:
+def _move_all(cpus: frozenset[int]) -> None:
+    for tid in map(int, os.listdir("/proc/self/task")):
         try:
             os.sched_setaffinity(tid, cpus)
-            moved += 1
         except OSError:   # (a thread that ended meanwhile)
             pass
-    return moved
 
 
 def _pin(cpus: frozenset[int]) -> None:
     try:
         os.sched_setaffinity(threading.get_native_id(), cpus)
     except OSError as exc:
-        log.warning("cannot set this thread's CPUs to %s: %s", _fmt(cpus), exc,
+        log.warning("cannot set this thread's CPUs to %s: %s", cpu_ranges(cpus), exc,
                     extra={"event": "runtime.cpu_affinity_failed"})
 
 
@@ -100,8 +91,3 @@ def pin_front() -> None:
     """A background thread started from an execution thread: back to the front end's CPUs."""
     if _active is not None:
         _pin(_active.front)
-
-
-def thread_cpus() -> set[int]:
-    """The calling thread's CPUs (tests, logs)."""
-    return os.sched_getaffinity(threading.get_native_id())

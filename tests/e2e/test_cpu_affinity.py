@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 
-from gateway.runtime import affinity
 
 two_cpus = pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                               reason="needs per-thread CPU affinity (Linux) and two CPUs")
@@ -38,6 +37,6 @@ def test_sessions_run_on_the_execution_cpus_and_the_rest_elsewhere(make_gateway,
         except ProcessLookupError:
             pass
     gw.close()
-    assert affinity.thread_cpus() == allowed
+    assert os.sched_getaffinity(threading.get_native_id()) == allowed
     assert all(cpus == allowed for cpus in _python_threads().values())
 
