@@ -21,11 +21,17 @@ from tests.conftest import free_port, save_model
 ROWS = 1024
 
 
-def _slow_graph():
-    """x[rows, 2048] @ x^T summed per row: ~4 GFLOP at 1024 rows, a few hundred ms on one thread."""
+def _slow_graph(chained: int = 0):
+    """x[rows, 2048] @ x^T summed per row: ~4 GFLOP at 1024 rows, a few hundred ms on one thread.
+    ``chained`` more [rows, rows] products (tanh between, to stay finite) add ~2 GFLOP each."""
     nodes = [helper.make_node("Transpose", ["features"], ["xt"], perm=[1, 0]),
-             helper.make_node("MatMul", ["features", "xt"], ["gram"]),
-             helper.make_node("ReduceSum", ["gram", "axes"], ["total"], keepdims=1)]
+             helper.make_node("MatMul", ["features", "xt"], ["gram"])]
+    last = "gram"
+    for i in range(chained):
+        nodes += [helper.make_node("Tanh", [last], [f"t{i}"]),
+                  helper.make_node("MatMul", [f"t{i}", f"t{i}"], [f"g{i}"])]
+        last = f"g{i}"
+    nodes.append(helper.make_node("ReduceSum", [last, "axes"], ["total"], keepdims=1))
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
     return helper.make_graph(nodes, "slow",
                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [ROWS, 2048])],

@@ -252,9 +252,17 @@ def test_a_killed_worker_is_restarted_and_counted_and_serving_goes_on(served):
     assert 'gateway_worker_restarts_total{worker="0"} 0' in metrics
 
 
+def _in_flight(metrics: str) -> int:
+    """Calls in flight on all workers together, from the supervisor's /metrics."""
+    return sum(int(float(n)) for n in re.findall(r"^gateway_requests_in_flight\{worker=\"\d+\"\} (\S+)$", metrics,
+                                                 flags=re.M))
+
+
 def test_sigterm_drains_every_worker_and_the_process_tree_exits(served, tmp_path):
     repository = tmp_path / "models"
-    save_model(repository / "slow" / "1" / "model.onnx", _slow_graph())
+    # ~20 GFLOP a call (about a second here), three or more queued behind each worker's one
+    # instance: all six are in flight together long enough for a scrape to see it
+    save_model(repository / "slow" / "1" / "model.onnx", _slow_graph(chained=8))
     # monitoring off: the drain is under test (see test_shutdown.py: under the debug build the
     # statistics of this 2,048-feature model beside its warm-up freeze outlast the grace period)
     (repository / "slow" / "config.yaml").write_text("instance_count: 1\nmonitoring: {enabled: false}\n")
@@ -277,11 +285,14 @@ def test_sigterm_drains_every_worker_and_the_process_tree_exits(served, tmp_path
     callers = [threading.Thread(target=call, args=(ch,)) for ch in channels]
     for c in callers:
         c.start()
-    # until both workers hold calls (or, if the kernel gave every connection to one, that one)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not re.search(r"gateway_requests_in_flight\{worker=\"\d\"\} [1-9]",
-                                                        s.admin("/metrics")[1]):
-        time.sleep(0.05)
+    # until the workers hold every call between them. (A call still on its way, which gRPC had
+    # not yet handed to the server when the drain began, is answered CANCELLED: a terminal answer,
+    # but not the drain under test; waiting for one worker's first call let that race in.)
+    deadline, held = time.monotonic() + 60, 0
+    while time.monotonic() < deadline and held < len(channels) and any(c.is_alive() for c in callers):
+        time.sleep(0.02)
+        held = _in_flight(s.admin("/metrics")[1])
+    assert held == len(channels), f"{held} of {len(channels)} calls in flight at once: the model is too fast here"
     s.proc.send_signal(signal.SIGTERM)
     for c in callers:
         c.join(120)
