@@ -23,7 +23,7 @@ from gateway.client import from_numpy
 from gateway.telemetry.readers import summarize_parts
 from gateway.workers import channel, codec
 from tests.conftest import free_port, save_model
-from tests.e2e.test_shutdown import ROWS, _slow_graph
+from tests.e2e.test_shutdown import DRAIN_CHAINED, DRAIN_FEATURES, ROWS, _slow_graph
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading: Linux")
 
@@ -260,16 +260,15 @@ def _in_flight(metrics: str) -> int:
 
 def test_sigterm_drains_every_worker_and_the_process_tree_exits(served, tmp_path):
     repository = tmp_path / "models"
-    # ~20 GFLOP a call (about a second here), three or more queued behind each worker's one
-    # instance: all six are in flight together long enough for a scrape to see it
-    save_model(repository / "slow" / "1" / "model.onnx", _slow_graph(chained=8))
-    # monitoring off: the drain is under test (see test_shutdown.py: under the debug build the
-    # statistics of this 2,048-feature model beside its warm-up freeze outlast the grace period)
+    save_model(repository / "slow" / "1" / "model.onnx", _slow_graph(DRAIN_FEATURES, DRAIN_CHAINED))
+    # monitoring off: the drain is under test (see test_shutdown.py: under the debug build input
+    # statistics beside their warm-up freeze can outlast the grace period)
     (repository / "slow" / "config.yaml").write_text("instance_count: 1\nmonitoring: {enabled: false}\n")
-    s = served(repository=repository)
+    # six calls of ~1 s may all land on one worker: a grace period with room for them on a busy box
+    s = served(repository=repository, GATEWAY_GRACE_PERIOD_S="30")
     s.wait_ready()
     pids = s.worker_pids()
-    x = np.random.default_rng(0).standard_normal((ROWS, 2048)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((ROWS, DRAIN_FEATURES)).astype(np.float32)
     request = pb.PredictRequest(model="slow", inputs=[from_numpy("features", x)])
     results: list = []
     channels = [_own_connection(s.address) for _ in range(6)]
